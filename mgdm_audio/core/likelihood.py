@@ -1,0 +1,70 @@
+r"""The inverse problem: operator, observation and Gaussian likelihood.
+
+.. math:: y = A(x_0) + \sigma_y \varepsilon, \qquad
+          \log g(y \mid x) = -\frac{\lVert y - A(x) \rVert^2}{2 \sigma_y^2} + \text{const}.
+
+The log-potential is returned per chain (shape ``(B,)``) so that summing it over the batch keeps the
+chains independent under autograd.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from mgdm_audio.core.errors import UserInputError
+from mgdm_audio.core.operators import LinearOperator, Operator
+
+
+class InverseProblem:
+    """``y = A(x) + sigma_y * noise``; ``y`` has a leading batch dimension of 1 or of the chains' B."""
+
+    def __init__(self, operator: Operator, y: Tensor, sigma_y: float) -> None:
+        if not isinstance(y, Tensor) or y.ndim < 1:
+            raise UserInputError("the observation y must be a tensor with a leading batch dimension.")
+        if not torch.all(torch.isfinite(y)):
+            raise UserInputError("the observation y contains NaN or infinite values; clean the input first.")
+        if not (math.isfinite(sigma_y) and sigma_y > 0):
+            raise UserInputError(f"sigma_y must be a positive finite number, got {sigma_y}.")
+        self.operator = operator
+        self.y = y
+        self.sigma_y = float(sigma_y)
+
+    @property
+    def is_linear(self) -> bool:
+        return isinstance(self.operator, LinearOperator)
+
+    def check_shape(self, x: Tensor) -> None:
+        """Raise a clear error when ``A(x)`` cannot be compared with ``y``."""
+        x_shape = getattr(self.operator, "x_shape", None)
+        if x_shape is not None and tuple(x.shape[1:]) != tuple(x_shape):
+            raise UserInputError(
+                f"the samples have shape {tuple(x.shape[1:])} per chain but the operator expects {tuple(x_shape)}."
+            )
+        with torch.no_grad():
+            ax = self.operator(x[:1])
+        if tuple(ax.shape[1:]) != tuple(self.y.shape[1:]) or self.y.shape[0] not in (1, x.shape[0]):
+            raise UserInputError(
+                f"the observation y has shape {tuple(self.y.shape)} but A(x) has shape "
+                f"({x.shape[0]}, {', '.join(map(str, ax.shape[1:]))}); y's batch must be 1 or {x.shape[0]}."
+            )
+
+    def residual(self, x: Tensor) -> Tensor:
+        """``y - A(x)`` (broadcast over the batch)."""
+        return self.y.to(x) - self.operator(x)
+
+    def log_likelihood(self, x: Tensor) -> Tensor:
+        """``-||y - A(x)||^2 / (2 sigma_y^2)`` per chain, shape ``(B,)``."""
+        r = self.residual(x)
+        return -r.reshape(r.shape[0], -1).pow(2).sum(1) / (2 * self.sigma_y**2)
+
+    def grad_log_likelihood(self, x: Tensor) -> Tensor:
+        """``nabla_x log g(y | x)``: ``A^T (y - A x) / sigma_y^2`` for linear operators, autograd otherwise."""
+        if isinstance(self.operator, LinearOperator):
+            return self.operator.adjoint(self.residual(x)) / self.sigma_y**2
+        with torch.enable_grad():
+            xg = x.detach().requires_grad_(True)
+            (g,) = torch.autograd.grad(self.log_likelihood(xg).sum(), xg)
+        return g

@@ -1,0 +1,173 @@
+"""What every sampler shares: the call signature, the result with its cost, and the step rules.
+
+Every sampler is a function with the signature of :class:`SamplerFn`::
+
+    run(prior, problem, x_init, *, generator=None, config=None, callback=None) -> SamplerResult
+
+``x_init`` is standard normal noise of the output's shape ``(B, *x_shape)``; each sampler scales
+it to its starting state. ``problem`` is ``None`` only for unconditional sampling. The
+:func:`sampler` decorator wraps the algorithm with input checks, a counting denoiser (NFE and VJP)
+and a wall clock, so that the algorithms themselves stay pure.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Protocol
+
+import torch
+from torch import Tensor
+
+from mgdm_audio.core.denoiser import CountingDenoiser, Denoiser
+from mgdm_audio.core.errors import UserInputError
+from mgdm_audio.core.likelihood import InverseProblem
+from mgdm_audio.core.operators import LinearOperator
+
+Callback = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class SamplerResult:
+    """Samples ``(B, *x_shape)`` and what they cost: NFE and VJP per chain batch, wall seconds."""
+
+    samples: Tensor
+    nfe: int
+    vjp: int
+    seconds: float
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class SamplerFn(Protocol):
+    def __call__(
+        self,
+        prior: Denoiser,
+        problem: InverseProblem | None,
+        x_init: Tensor,
+        *,
+        generator: torch.Generator | None = None,
+        config: Any = None,
+        callback: Callback | None = None,
+    ) -> SamplerResult: ...
+
+
+AlgorithmFn = Callable[
+    [CountingDenoiser, InverseProblem | None, Tensor, torch.Generator | None, Any, Callback | None, dict[str, Any]],
+    Tensor,
+]
+
+
+@dataclass(frozen=True)
+class SamplerSpec:
+    """A registered sampler: its function, config class, named presets and requirements."""
+
+    name: str
+    run: SamplerFn
+    config_cls: type
+    presets: Mapping[str, Mapping[str, Any]]
+    needs_problem: bool = True
+    needs_linear: bool = False
+    needs_svd: bool = False
+    summary: str = ""
+
+    def config(self, preset: str = "default", **overrides: Any) -> Any:
+        """The config of ``preset`` with ``overrides`` applied (unknown names are an error)."""
+        if preset != "default" and preset not in self.presets:
+            raise UserInputError(
+                f"sampler '{self.name}' has no preset '{preset}'; choose one of: "
+                f"{', '.join(['default', *self.presets])}."
+            )
+        values = {**self.presets.get(preset, {}), **overrides}
+        known = {f.name for f in fields(self.config_cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise UserInputError(f"sampler '{self.name}' has no setting {', '.join(unknown)}; known: {', '.join(sorted(known))}.")
+        return replace(self.config_cls(), **values)
+
+    def check(self, problem: InverseProblem | None) -> None:
+        """One clear error when the sampler cannot handle the problem."""
+        if problem is None:
+            if self.needs_problem:
+                raise UserInputError(f"sampler '{self.name}' needs an inverse problem (operator and observation).")
+            return
+        if self.needs_linear and not isinstance(problem.operator, LinearOperator):
+            raise UserInputError(f"sampler '{self.name}' needs a linear operator; {type(problem.operator).__name__} is not.")
+        if self.needs_svd and (not isinstance(problem.operator, LinearOperator) or problem.operator.svd() is None):
+            raise UserInputError(
+                f"sampler '{self.name}' needs the operator's SVD pieces, which {type(problem.operator).__name__} does not provide."
+            )
+
+
+def sampler(config_cls: type) -> Callable[[AlgorithmFn], SamplerFn]:
+    """Wrap an algorithm ``fn(prior, problem, x_init, generator, config, callback, info) -> samples``."""
+
+    def wrap(fn: AlgorithmFn) -> SamplerFn:
+        @functools.wraps(fn)
+        def run(
+            prior: Denoiser,
+            problem: InverseProblem | None,
+            x_init: Tensor,
+            *,
+            generator: torch.Generator | None = None,
+            config: Any = None,
+            callback: Callback | None = None,
+        ) -> SamplerResult:
+            config = config_cls() if config is None else config
+            if not isinstance(config, config_cls):
+                raise UserInputError(f"{fn.__name__} expects a {config_cls.__name__}, got {type(config).__name__}.")
+            if not isinstance(x_init, Tensor) or x_init.ndim < 2:
+                raise UserInputError("x_init must be a tensor of shape (B, *x_shape) with a batch dimension.")
+            if not torch.all(torch.isfinite(x_init)):
+                raise UserInputError("x_init contains NaN or infinite values.")
+            if problem is not None:
+                problem.check_shape(x_init)
+            counter = CountingDenoiser(prior)
+            info: dict[str, Any] = {}
+            start = time.perf_counter()
+            samples = fn(counter, problem, x_init, generator, config, callback, info)
+            return SamplerResult(samples.detach(), counter.nfe, counter.vjp, time.perf_counter() - start, info)
+
+        return run
+
+    return wrap
+
+
+@dataclass(frozen=True)
+class StepRule:
+    """One rule of a step schedule: ``value`` applies at outer index ``i`` when every given
+    condition holds (MGDM's ``[(condition, value), ..., ("default", value)]`` lists, as data).
+
+    ``from_end=m``: ``i >= n_steps - m``; ``i_max=m``: ``i <= m``; ``i_min=m``: ``i >= m``;
+    ``every=m``: ``i % m == 0``. ``n_steps`` is the grid length N (not N - 3), as in the reference.
+    """
+
+    value: float
+    from_end: int | None = None
+    i_min: int | None = None
+    i_max: int | None = None
+    every: int | None = None
+
+    def matches(self, i: int, n_steps: int) -> bool:
+        return (
+            (self.from_end is None or i >= n_steps - self.from_end)
+            and (self.i_min is None or i >= self.i_min)
+            and (self.i_max is None or i <= self.i_max)
+            and (self.every is None or i % self.every == 0)
+        )
+
+
+def schedule_value(rules: Sequence[StepRule | Mapping[str, Any]], default: float, i: int, n_steps: int) -> float:
+    """The value of the first matching rule, else ``default`` (rules may be dicts from YAML)."""
+    for rule in rules:
+        r = rule if isinstance(rule, StepRule) else StepRule(**rule)
+        if r.matches(i, n_steps):
+            return r.value
+    return default
+
+
+def notify(callback: Callback | None, **state: Any) -> None:
+    """Call the progress callback, if any, with the step state (``i``, ``total``, ``x``, ...)."""
+    if callback is not None:
+        callback(state)
