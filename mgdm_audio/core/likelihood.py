@@ -60,11 +60,16 @@ class InverseProblem:
         r = self.residual(x)
         return -r.reshape(r.shape[0], -1).pow(2).sum(1) / (2 * self.sigma_y**2)
 
-    def grad_log_likelihood(self, x: Tensor) -> Tensor:
-        """``nabla_x log g(y | x)``: ``A^T (y - A x) / sigma_y^2`` for linear operators, autograd otherwise."""
+    def adjoint_residual(self, x: Tensor) -> Tensor:
+        """``A^T (y - A x)`` (``= sigma_y^2 grad log g(y | x)``, free of ``1/sigma_y^2`` factors): the adjoint
+        for linear operators, one VJP through ``A`` otherwise. The denoiser is never involved."""
         if isinstance(self.operator, LinearOperator):
-            return self.operator.adjoint(self.residual(x)) / self.sigma_y**2
+            return self.operator.adjoint(self.residual(x))
         with torch.enable_grad():
             xg = x.detach().requires_grad_(True)
-            (g,) = torch.autograd.grad(self.log_likelihood(xg).sum(), xg)
+            (g,) = torch.autograd.grad(-0.5 * self.residual(xg).pow(2).sum(), xg)
         return g
+
+    def grad_log_likelihood(self, x: Tensor) -> Tensor:
+        """``nabla_x log g(y | x) = A^T (y - A x) / sigma_y^2``."""
+        return self.adjoint_residual(x) / self.sigma_y**2

@@ -107,6 +107,30 @@ class LinearOperator(Operator):
         return pieces.pinv(y)
 
 
+def operator_norm_squared(
+    op: LinearOperator,
+    x_shape: tuple[int, ...],
+    n_iter: int = 30,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str = "cpu",
+) -> float:
+    """``||A||^2`` (largest eigenvalue of ``A^T A``): ``s_max^2`` from the SVD pieces when they exist, else a
+    power iteration on ``A^T A`` from a fixed seed (deterministic)."""
+    pieces = op.svd()
+    if pieces is not None:
+        return float(pieces.singulars.max()) ** 2
+    g = torch.Generator().manual_seed(0)
+    v = torch.randn((1, *x_shape), generator=g, dtype=dtype).to(device)
+    est = 1.0
+    with torch.no_grad():
+        for _ in range(n_iter):
+            v = v / v.norm()
+            w = op.adjoint(op(v))
+            est = float((w * v).sum())
+            v = w
+    return max(est, 1e-12)
+
+
 class MatrixOperator(LinearOperator):
     """``y = A x`` for a dense matrix ``A`` of shape ``(m, n)`` acting on flattened ``x``."""
 

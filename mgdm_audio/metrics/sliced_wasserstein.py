@@ -17,16 +17,16 @@ from torch import Tensor
 def wasserstein_1d(a: Tensor, b: Tensor) -> Tensor:
     """Exact W1 between empirical measures, row by row: ``a (P, Na)``, ``b (P, Nb)`` -> ``(P,)``."""
     values = torch.cat([a, b], 1)
-    steps = torch.cat(
-        [torch.full_like(a, 1.0 / a.shape[1]), torch.full_like(b, -1.0 / b.shape[1])], 1
-    )
+    steps = torch.cat([torch.full_like(a, 1.0 / a.shape[1]), torch.full_like(b, -1.0 / b.shape[1])], 1)
     order = values.argsort(1)
     v = values.gather(1, order)
     cdf_diff = steps.gather(1, order).cumsum(1)[:, :-1]
     return (cdf_diff.abs() * (v[:, 1:] - v[:, :-1])).sum(1)
 
 
-def sliced_wasserstein(a: Tensor, b: Tensor, n_directions: int = 100, generator: torch.Generator | None = None) -> float:
+def sliced_wasserstein(
+    a: Tensor, b: Tensor, n_directions: int = 100, generator: torch.Generator | None = None
+) -> float:
     """``SW_1`` between samples ``a (Na, d)`` and ``b (Nb, d)`` over ``n_directions`` random directions."""
     a2, b2 = a.reshape(a.shape[0], -1).double(), b.reshape(b.shape[0], -1).double()
     if a2.shape[1] != b2.shape[1]:

@@ -83,24 +83,32 @@ class SamplerSpec:
         known = {f.name for f in fields(self.config_cls)}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise UserInputError(f"sampler '{self.name}' has no setting {', '.join(unknown)}; known: {', '.join(sorted(known))}.")
+            raise UserInputError(
+                f"sampler '{self.name}' has no setting {', '.join(unknown)}; known: {', '.join(sorted(known))}."
+            )
         return replace(self.config_cls(), **values)
 
-    def check(self, problem: InverseProblem | None) -> None:
-        """One clear error when the sampler cannot handle the problem."""
+    def check(self, problem: InverseProblem | None, config: Any = None) -> None:
+        """One clear error when the sampler cannot handle the problem (before any work starts).
+
+        A config may relax or tighten the SVD requirement through a ``needs_svd`` attribute (e.g.
+        ΠGDM with ``pseudo_inverse="identity"``, preconditioned VML-MAP)."""
+        needs_svd = bool(getattr(config, "needs_svd", self.needs_svd))
         if problem is None:
             if self.needs_problem:
                 raise UserInputError(f"sampler '{self.name}' needs an inverse problem (operator and observation).")
             return
         if self.needs_linear and not isinstance(problem.operator, LinearOperator):
-            raise UserInputError(f"sampler '{self.name}' needs a linear operator; {type(problem.operator).__name__} is not.")
-        if self.needs_svd and (not isinstance(problem.operator, LinearOperator) or problem.operator.svd() is None):
+            raise UserInputError(
+                f"sampler '{self.name}' needs a linear operator; {type(problem.operator).__name__} is not."
+            )
+        if needs_svd and (not isinstance(problem.operator, LinearOperator) or problem.operator.svd() is None):
             raise UserInputError(
                 f"sampler '{self.name}' needs the operator's SVD pieces, which {type(problem.operator).__name__} does not provide."
             )
 
 
-def sampler(config_cls: type) -> Callable[[AlgorithmFn], SamplerFn]:
+def sampler(config_cls: type, needs_problem: bool = True) -> Callable[[AlgorithmFn], SamplerFn]:
     """Wrap an algorithm ``fn(prior, problem, x_init, generator, config, callback, info) -> samples``."""
 
     def wrap(fn: AlgorithmFn) -> SamplerFn:
@@ -123,6 +131,8 @@ def sampler(config_cls: type) -> Callable[[AlgorithmFn], SamplerFn]:
                 raise UserInputError("x_init contains NaN or infinite values.")
             if problem is not None:
                 problem.check_shape(x_init)
+            elif needs_problem:
+                raise UserInputError(f"sampler '{fn.__name__}' needs an inverse problem (operator and observation).")
             counter = CountingDenoiser(prior)
             info: dict[str, Any] = {}
             start = time.perf_counter()

@@ -33,7 +33,7 @@ def vp_start(x_init: Tensor, abar_start: Tensor, start_scale: str) -> Tensor:
     return x_init if start_scale == "unit" else x_init * float((1 - abar_start).sqrt())
 
 
-@sampler(DDIMConfig)
+@sampler(DDIMConfig, needs_problem=False)
 def ddim(
     prior: CountingDenoiser,
     problem: InverseProblem | None,

@@ -1,0 +1,289 @@
+r"""MGDM: mixture-guided diffusion with Gibbs sampling and data augmentation (Janati, Moufad et al.
+2025), faithful to the reference code (``MGDM_REFERENCE.md`` §2–3).
+
+Each intermediate posterior ``pi_t(x_t) ∝ g_t(x_t) p_t(x_t)`` is approximated through the mixture
+``g_t(x_t) ≈ sum_s w_t^s ∫ g(y | D_s(x_s)) p_{s|t}(x_s | x_t) dx_s``; augmenting with ``x_0`` and
+``x_s = x_tau`` gives three conditionals, visited by Gibbs sweeps at each reverse step
+``t_hi -> t`` (VP coordinates, grid ``ts = floor(linspace(0, T-1, N))``, ``r = reversed(ts)``)::
+
+    x = x_T;  x0 = D_{r[0]}(x)                                            # 1 NFE
+    for i in 0 .. N-4:   (t_hi, t, t_lo) = (r[i], r[i+1], r[i+2]);  tau = tau_rule(t_lo, i)
+        x = q_eta(x_t | x0, x_hi)                                         # bridge, no NFE
+        repeat R times (Gibbs sweeps):
+            x_tau ~ VI fit of  g(y | D_tau(x_tau)) q(x_tau | x0, x_t)      # G(i) Adam steps: G NFE + G VJP
+            x0    = DDIM_eta chain tau -> 0 in min(K, tau + 1) points     # min(K, tau+1) - 1 NFE
+            x     = q_1(x_t | x_tau, x_hi)                                # exact noising bridge
+    return x0
+
+The potential (VI) step fits ``N(mu, diag(exp(2 rho)))`` to ``g(y|D_tau(.)) q(x_tau | x0, x_t)`` by
+minimising, with a fresh Adam(lr) for ``G(i)`` iterations and one reparameterised sample each,
+
+.. math:: L = -\log g(y \mid D_\tau(v)) + \tfrac12 \lVert (v - m)/s \rVert^2 - \textstyle\sum \rho,
+          \qquad v = \mu + e^{\rho} \odot z,
+
+from ``mu = m``, ``rho = log s`` (``m, s`` the mean and std of the exact bridge). Then it draws once.
+
+Cost (``MGDM_REFERENCE.md`` §2.9): ``NFE = 1 + R sum_i [G(i) + min(K, tau_i + 1) - 1]`` and
+``VJP = R sum_i G(i)``; the drawn ``tau_i`` are returned in ``info["tau"]``.
+
+Quirks of the reference, and the flags that keep or fix them:
+
+* ``tau_per_chain=False`` (reference): one ``tau`` for the whole batch, which correlates the chains.
+  ``True`` draws one ``tau`` per chain (independent posterior samples).
+* ``lr_scale="absolute"`` (reference): Adam's learning rate is absolute, sized for data in
+  ``[-1, 1]``. ``"bridge_std"`` makes it relative to the bridge std ``s``: Adam runs on the
+  standardised offset ``u = (mu - m) / s`` (equivalent to a per-chain rate ``lr * s`` on ``mu``),
+  so the step is invariant to the scale of the data.
+* ``log_std_lr=None`` (reference): ``mu`` and ``rho`` share one Adam learning rate. A number gives
+  ``rho`` (a log-scale, already scale-free) its own absolute rate, so that a large relative rate for
+  ``mu`` does not multiply the std by ``e^lr`` per step.
+* ``noising_eta=1.0`` (reference): the noising bridge ignores the user ``eta``. ``None`` uses ``eta``.
+* ``tau_rule="zero"`` draws ``randint(1, max(1, t_lo // 5))``, which fails in the reference when
+  ``t_lo // 5 <= 1``; here the upper end is at least 2 (``tau = 1``).
+* The mixture index is drawn once per reverse step and shared by the R sweeps; the late steps are a
+  single component (``tau = t_lo``); the output is the last denoised ``x0`` (reference behaviour,
+  ``MGDM_REFERENCE.md`` §8 items 1, 2 and 5).
+* The one-step ``alphas_cumprod`` offset of pixel priors lives in the adapter
+  (:class:`~mgdm_audio.core.denoiser.VPEpsDenoiser`, ``reference_index_offset``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+
+from mgdm_audio.core.bridge import bridge_mean_std, ddim_step, sample_bridge
+from mgdm_audio.core.denoiser import CountingDenoiser, expand_as_batch, vp_denoise
+from mgdm_audio.core.errors import UserInputError
+from mgdm_audio.core.likelihood import InverseProblem
+from mgdm_audio.core.rng import randn_like
+from mgdm_audio.samplers.base import Callback, SamplerSpec, StepRule, notify, sampler, schedule_value
+from mgdm_audio.samplers.ddim import vp_start
+
+TauRule = Literal["mix", "uniform", "deterministic", "mix-det", "zero"]
+
+
+@dataclass
+class MGDMConfig:
+    """MGDM hyperparameters; defaults are the reference's image settings (``mgdm.yaml``)."""
+
+    n_steps: int = 100  # N, the grid length
+    n_reps: int = 1  # R, Gibbs sweeps per reverse step
+    n_denoising_steps: int = 20  # K, points of the DDIM denoising chain
+    eta: float = 1.0
+    tau_rule: TauRule = "mix"
+    threshold: int = 70
+    min_tau: int = 10
+    grad_steps_rules: tuple[StepRule, ...] = (StepRule(20, from_end=10),)
+    grad_steps_default: int = 3
+    lr_rules: tuple[StepRule, ...] = (StepRule(0.01, i_max=10),)
+    lr_default: float = 0.03
+    start_scale: Literal["unit", "vp"] = "unit"
+    tau_per_chain: bool = False
+    lr_scale: Literal["absolute", "bridge_std"] = "absolute"
+    noising_eta: float | None = 1.0
+    log_std_lr: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.n_reps < 1 or self.n_denoising_steps < 1:
+            raise UserInputError("MGDM needs n_reps >= 1 and n_denoising_steps >= 1.")
+        if self.tau_rule not in ("mix", "uniform", "deterministic", "mix-det", "zero"):
+            raise UserInputError(f"unknown MGDM tau rule '{self.tau_rule}'.")
+        if self.lr_scale not in ("absolute", "bridge_std"):
+            raise UserInputError(f"unknown MGDM lr_scale '{self.lr_scale}'; use 'absolute' or 'bridge_std'.")
+        self.grad_steps_rules = tuple(r if isinstance(r, StepRule) else StepRule(**r) for r in self.grad_steps_rules)
+        self.lr_rules = tuple(r if isinstance(r, StepRule) else StepRule(**r) for r in self.lr_rules)
+
+    def grad_steps(self, i: int) -> int:
+        return int(schedule_value(self.grad_steps_rules, self.grad_steps_default, i, self.n_steps))
+
+    def lr(self, i: int) -> float:
+        return float(schedule_value(self.lr_rules, self.lr_default, i, self.n_steps))
+
+
+def draw_tau(config: MGDMConfig, t_lo: int, i: int, batch: int, generator: torch.Generator | None) -> Tensor:
+    """The mixture index ``tau`` (int64, shape ``(batch,)``; one shared draw unless ``tau_per_chain``)."""
+    n = batch if config.tau_per_chain else 1
+
+    def randint(lo: int, hi: int) -> Tensor:  # uniform on {lo, ..., hi - 1}; t_lo itself when empty
+        if hi <= lo:
+            return torch.full((n,), t_lo, dtype=torch.long)
+        return torch.randint(lo, hi, (n,), generator=generator, device=generator.device if generator else "cpu").cpu()
+
+    rule, random_phase = config.tau_rule, i < config.threshold
+    if rule == "deterministic" or (rule in ("mix", "mix-det") and not random_phase):
+        tau = torch.full((n,), t_lo, dtype=torch.long)
+    elif rule == "mix-det":
+        tau = torch.full((n,), int(0.75 * t_lo), dtype=torch.long)
+    elif rule == "zero":
+        tau = randint(1, max(2, t_lo // 5))
+    else:  # "uniform", or "mix" in its random phase
+        tau = randint(config.min_tau, t_lo)
+    return tau.expand(batch)
+
+
+def potential_step(
+    prior: CountingDenoiser,
+    problem: InverseProblem,
+    x0: Tensor,
+    x_t: Tensor,
+    abar_tau: Tensor,
+    abar_t: Tensor,
+    n_grad: int,
+    lr: float,
+    lr_scale: str,
+    log_std_lr: float | None,
+    generator: torch.Generator | None,
+) -> Tensor:
+    """One draw of ``x_tau`` from the Gaussian VI fit of ``g(y|D_tau(x_tau)) q(x_tau | x0, x_t)``."""
+    m, s = bridge_mean_std(x0, x_t, 1.0, abar_tau, abar_t, 1.0)
+    s = s.expand_as(m) if s.ndim == m.ndim else s
+    log_s = torch.log(s).expand_as(m)
+    if lr_scale == "bridge_std":  # Adam on the standardised offset u = (mu - m) / s
+        u = torch.zeros_like(m, requires_grad=True)
+    else:
+        u = m.clone().requires_grad_(True)
+    rho = log_s.clone().requires_grad_(True)
+    opt = torch.optim.Adam([{"params": [u]}, {"params": [rho], "lr": lr if log_std_lr is None else log_std_lr}], lr=lr)
+
+    def mean_of(u_: Tensor) -> Tensor:
+        return m + s * u_ if lr_scale == "bridge_std" else u_
+
+    with torch.enable_grad():
+        for _ in range(n_grad):
+            opt.zero_grad(set_to_none=True)
+            v = mean_of(u) + rho.exp() * randn_like(m, generator)
+            x0_hat = vp_denoise(prior, v, abar_tau)
+            flat = ((v - m) / s).reshape(v.shape[0], -1)
+            loss = -problem.log_likelihood(x0_hat).sum() + 0.5 * flat.pow(2).sum() - rho.sum()
+            loss.backward()
+            opt.step()
+    with torch.no_grad():
+        return mean_of(u) + rho.exp() * randn_like(m, generator)
+
+
+def denoising_chain(
+    prior: CountingDenoiser,
+    x_tau: Tensor,
+    tau: Tensor,
+    n_points: int,
+    abar: Tensor,
+    eta: float,
+    generator: torch.Generator | None,
+) -> Tensor:
+    """DDIM(eta) from ``tau`` to 0 on ``floor(linspace(0, tau, n))``, ``n = min(K, tau + 1)`` per chain.
+
+    Chains whose grid is shorter stop early (their later updates are masked); the batch costs
+    ``max_b n_b - 1`` NFE.
+    """
+    n_b = torch.minimum(torch.full_like(tau, n_points), tau + 1)
+    n_max = int(n_b.max())
+    if n_max < 2:
+        return vp_denoise(prior, x_tau, abar[tau])
+    j = torch.arange(n_max, dtype=torch.float64)
+    # grid_b[j] = floor(tau_b * (n_b - 1 - j) / (n_b - 1)): tau_b = g_0 > ... > g_{n_b - 1} = 0
+    steps = (n_b - 1).clamp(min=1).double()[:, None]
+    grid = torch.floor(tau.double()[:, None] * ((steps - j[None]) / steps).clamp(min=0)).long()
+    x = x_tau
+    for jj in range(n_max - 1):
+        k, k_next = grid[:, jj], grid[:, jj + 1]
+        active = (jj < n_b - 1) & (k > 0)
+        k_safe = torch.where(active, k, torch.ones_like(k))
+        x0 = vp_denoise(prior, x, abar[k_safe])
+        x_new = ddim_step(x, x0, abar[k_safe], abar[torch.where(active, k_next, k_safe)], eta, generator)
+        x = torch.where(active.reshape(-1, *([1] * (x.ndim - 1))), x_new, x)
+    return x
+
+
+@sampler(MGDMConfig)
+def mgdm(
+    prior: CountingDenoiser,
+    problem: InverseProblem | None,
+    x_init: Tensor,
+    generator: torch.Generator | None,
+    config: MGDMConfig,
+    callback: Callback | None,
+    info: dict[str, Any],
+) -> Tensor:
+    assert problem is not None
+    abar = prior.levels.abar
+    r = prior.levels.timesteps(config.n_steps).flip(0)
+    batch = x_init.shape[0]
+    noising_eta = config.eta if config.noising_eta is None else config.noising_eta
+    taus: list[list[int]] = []
+    with torch.no_grad():
+        x = vp_start(x_init, abar[r[0]], config.start_scale)
+        x0 = vp_denoise(prior, x, abar[r[0]])
+    total = config.n_steps - 3
+    for i in range(total):
+        t_hi, t, t_lo = int(r[i]), int(r[i + 1]), int(r[i + 2])
+        tau = draw_tau(config, t_lo, i, batch, generator)
+        taus.append(tau.tolist() if config.tau_per_chain else [int(tau[0])])
+        n_grad, lr = config.grad_steps(i), config.lr(i)
+        x_hi = x
+        with torch.no_grad():
+            x = sample_bridge(x0, x_hi, 1.0, abar[t], abar[t_hi], config.eta, generator)
+        for _ in range(config.n_reps):
+            x_tau = potential_step(
+                prior, problem, x0, x, abar[tau], abar[t], n_grad, lr, config.lr_scale, config.log_std_lr, generator
+            )
+            with torch.no_grad():
+                x0 = denoising_chain(prior, x_tau, tau, config.n_denoising_steps, abar, config.eta, generator)
+                x = sample_bridge(x_tau, x_hi, abar[tau], abar[t], abar[t_hi], noising_eta, generator)
+        notify(callback, i=i + 1, total=total, x=x, x0=x0, t=t)
+    info["tau"] = taus
+    return x0
+
+
+def _rules(*rules: StepRule) -> tuple[StepRule, ...]:
+    return rules
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # mgdm.yaml base (what test_images.py actually runs).
+    "paper-image": {},
+    # context overrides of mgdm.yaml (presumably the paper's settings).
+    "paper-image-ffhq": {"grad_steps_rules": _rules(StepRule(20, from_end=30)), "grad_steps_default": 5},
+    "paper-image-imagenet": {
+        "grad_steps_rules": _rules(StepRule(20, from_end=30)),
+        "grad_steps_default": 5,
+        "lr_rules": (),
+        "lr_default": 0.03,
+    },
+    "paper-image-ldm": {"grad_steps_rules": _rules(StepRule(20, from_end=30), StepRule(20, every=10))},
+    # configs/exp_sound/sampler/mgdm.yaml
+    "paper-audio": {
+        "n_steps": 20,
+        "n_reps": 6,
+        "n_denoising_steps": 15,
+        "threshold": 13,
+        "lr_rules": (),
+        "lr_default": 0.005,
+        "start_scale": "vp",
+    },
+    # A cheap setting with the fixes on (per-chain tau, scale-aware learning rate).
+    "fast": {
+        "n_steps": 20,
+        "n_reps": 1,
+        "n_denoising_steps": 5,
+        "threshold": 13,
+        "grad_steps_rules": _rules(StepRule(5, from_end=5)),
+        "grad_steps_default": 2,
+        "lr_rules": (),
+        "lr_default": 0.3,
+        "tau_per_chain": True,
+        "lr_scale": "bridge_std",
+    },
+}
+
+SPEC = SamplerSpec(
+    name="mgdm",
+    run=mgdm,
+    config_cls=MGDMConfig,
+    presets=PRESETS,
+    summary="mixture-guided diffusion: Gibbs sweeps over a mixture of DPS-type likelihood approximations",
+)
