@@ -104,7 +104,8 @@ class SamplerSpec:
             )
         if needs_svd and (not isinstance(problem.operator, LinearOperator) or problem.operator.svd() is None):
             raise UserInputError(
-                f"sampler '{self.name}' needs the operator's SVD pieces, which {type(problem.operator).__name__} does not provide."
+                f"sampler '{self.name}' needs the operator's SVD pieces, which "
+                f"{type(problem.operator).__name__} does not provide."
             )
 
 
