@@ -39,38 +39,22 @@ def _benchmark_gmm(args: argparse.Namespace) -> int:
     from mgdm_audio.benchmarks import gmm
     from mgdm_audio.samplers.registry import get_sampler
 
-    suite = gmm.QUICK if args.quick else gmm.FULL
-    entries = list(gmm.DEFAULT_ENTRIES)
+    samplers = None
     if args.samplers:
-        wanted = [s.strip() for s in args.samplers.split(",") if s.strip()]
-        for name in wanted:
+        samplers = [s.strip() for s in args.samplers.split(",") if s.strip()]
+        for name in samplers:
             get_sampler(name)  # one clear error for an unknown name, before any work
-        entries = [e for e in entries if e.sampler in wanted]
-    scaling = [] if args.no_scaling else list(gmm.scaling_entries())
-    for e in entries + scaling:
-        get_sampler(e.sampler).config(e.preset, **e.overrides)
-    cache = Path(args.cache) if args.cache else None
     if args.workers < 1:
         raise UserInputError(f"--workers must be at least 1, got {args.workers}.")
-    rows = gmm.run_suite(entries + scaling, suite, cache=cache, progress=not args.no_progress, workers=args.workers)
-    main_rows = [r for r in rows if not r["sampler"].startswith("mgdm:gmm R=")]
-    scaling_rows = [r for r in rows if r["sampler"].startswith("mgdm:gmm R=")]
-    label = "quick" if args.quick else "full"
-    parts = [
-        f"## GMM exact-posterior benchmark ({label} suite)\n",
-        f"Suite: {json.dumps(gmm.suite_to_dict(suite))}. Sliced Wasserstein (100 directions) to exact posterior "
-        "samples, mean ± 1.96 SE over problems; lower is better; the floor is the SW between two exact sample "
-        "sets of the same size.\n",
-        gmm.markdown_table(main_rows, "Samplers", ""),
-    ]
-    for other in ("dps", "diffpir"):
-        won, total = gmm.wins(main_rows, "mgdm:gmm", other)
-        if total:
-            parts.append(f"- mgdm:gmm has a lower mean SW than {other} in {won} of {total} settings.\n")
-    if scaling_rows:
-        parts.append(gmm.markdown_table(scaling_rows, "Compute scaling: MGDM Gibbs sweeps R", ""))
-    text = "\n".join(parts)
-    payload = {"suite": gmm.suite_to_dict(suite), "rows": rows, "summary": gmm.summarise(rows)}
+    payload, text = gmm.run_benchmark(
+        gmm.QUICK if args.quick else gmm.FULL,
+        samplers=samplers,
+        scaling=not args.no_scaling,
+        cache=Path(args.cache) if args.cache else None,
+        workers=args.workers,
+        progress=not args.no_progress,
+        label="quick" if args.quick else "full",
+    )
     if args.json:
         write_atomic(Path(args.json), json.dumps(payload, indent=1) + "\n")
     if args.markdown:

@@ -11,27 +11,16 @@ import torch
 from mgdm_audio.core.errors import UserInputError
 from mgdm_audio.core.gmm import GaussianMixture
 from mgdm_audio.core.likelihood import InverseProblem
-from mgdm_audio.core.operators import LinearOperator, MatrixOperator
+from mgdm_audio.core.operators import MatrixOperator
 from mgdm_audio.core.rng import make_generator
 from mgdm_audio.metrics.sliced_wasserstein import sliced_wasserstein
 from mgdm_audio.samplers.ddrm import SPEC, DDRMConfig, ddrm
 from mgdm_audio.samplers.registry import get_sampler
+from tests.operators_for_tests import NoSVDMatrix
 
 MEAN = torch.tensor([[1.0, -2.0, 3.0, 0.5]], dtype=torch.float64)
 A = torch.tensor([[1.0, 0.5, 0.0, 0.0], [0.0, 1.0, -1.0, 0.0]], dtype=torch.float64)
 Y = torch.tensor([[2.0, -4.0]], dtype=torch.float64)
-
-
-class NoSVDMatrix(LinearOperator):
-    def __init__(self, matrix: torch.Tensor) -> None:
-        super().__init__()
-        self.matrix = matrix
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x @ self.matrix.T.to(x)
-
-    def adjoint(self, y: torch.Tensor) -> torch.Tensor:
-        return y @ self.matrix.to(y)
 
 
 def gaussian() -> GaussianMixture:

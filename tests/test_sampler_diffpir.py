@@ -10,37 +10,12 @@ import torch
 from mgdm_audio.core.denoiser import vp_denoise
 from mgdm_audio.core.gmm import GaussianMixture
 from mgdm_audio.core.likelihood import InverseProblem
-from mgdm_audio.core.operators import LinearOperator, MatrixOperator, Operator
+from mgdm_audio.core.operators import MatrixOperator
 from mgdm_audio.core.rng import make_generator
 from mgdm_audio.metrics.sliced_wasserstein import sliced_wasserstein
 from mgdm_audio.samplers.diffpir import DIFFPIR_TASK_PARAMS, SPEC, DiffPIRConfig, diffpir, proximal_data_step
 from mgdm_audio.samplers.registry import get_sampler
-
-
-class NoSVDMatrix(LinearOperator):
-    """A dense linear operator that offers no SVD pieces (exercises the gradient fallback)."""
-
-    def __init__(self, matrix: torch.Tensor) -> None:
-        super().__init__()
-        self.matrix = matrix
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x @ self.matrix.T.to(x)
-
-    def adjoint(self, y: torch.Tensor) -> torch.Tensor:
-        return y @ self.matrix.to(y)
-
-
-class Cubic(Operator):
-    """A non-linear operator ``A(x) = W x + 0.1 (W x)^3``."""
-
-    def __init__(self, matrix: torch.Tensor) -> None:
-        super().__init__()
-        self.matrix = matrix
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        z = x @ self.matrix.T.to(x)
-        return z + 0.1 * z**3
+from tests.operators_for_tests import Cubic, NoSVDMatrix
 
 
 def gaussian_problem(d: int = 4) -> tuple[GaussianMixture, torch.Tensor, torch.Tensor, float]:

@@ -11,38 +11,17 @@ import torch
 from mgdm_audio.core.denoiser import VEDenoiser
 from mgdm_audio.core.gmm import GaussianMixture
 from mgdm_audio.core.likelihood import InverseProblem
-from mgdm_audio.core.operators import LinearOperator, MatrixOperator, Operator
+from mgdm_audio.core.operators import MatrixOperator
 from mgdm_audio.core.rng import make_generator
 from mgdm_audio.core.schedules import NoiseLevels, linear_beta_alphas_cumprod
 from mgdm_audio.metrics.sliced_wasserstein import sliced_wasserstein
 from mgdm_audio.samplers.reddiff import SPEC, REDDiffConfig, reddiff
 from mgdm_audio.samplers.registry import get_sampler
+from tests.operators_for_tests import Cubic, NoSVDMatrix
 
 MEAN = torch.tensor([[1.0, -2.0, 3.0, 0.5]], dtype=torch.float64)
 A = torch.tensor([[1.0, 0.5, 0.0, 0.0], [0.0, 1.0, -1.0, 0.0]], dtype=torch.float64)
 Y = torch.tensor([[2.0, -4.0]], dtype=torch.float64)
-
-
-class NoSVDMatrix(LinearOperator):
-    def __init__(self, matrix: torch.Tensor) -> None:
-        super().__init__()
-        self.matrix = matrix
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x @ self.matrix.T.to(x)
-
-    def adjoint(self, y: torch.Tensor) -> torch.Tensor:
-        return y @ self.matrix.to(y)
-
-
-class Cubic(Operator):
-    def __init__(self, matrix: torch.Tensor) -> None:
-        super().__init__()
-        self.matrix = matrix
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        z = x @ self.matrix.T.to(x)
-        return z + 0.1 * z**3
 
 
 def gaussian() -> GaussianMixture:

@@ -59,18 +59,18 @@ class GaussianMixture:
         return cls(means, (w / w.sum()).log())
 
     def _responsibilities(self, x: Tensor, total_var: Tensor) -> Tensor:
-        """Log-responsibilities ``log r_c(x)`` for ``N(m_c, total_var I)``, shape ``(B, C)``, float64."""
+        """Responsibilities ``r_c(x)`` for ``N(m_c, total_var I)``, shape ``(B, C)``, float64."""
         x64 = x.reshape(x.shape[0], -1).double()
         m = self.means.to(x64.device)
         d2 = (x64 * x64).sum(1, keepdim=True) - 2 * x64 @ m.T + (m * m).sum(1)
         logits = self.log_weights.to(x64.device) - 0.5 * d2.clamp(min=0) / total_var[:, None]
-        return logits - logits.logsumexp(1, keepdim=True)
+        return torch.softmax(logits, 1)
 
     def denoise(self, x: Tensor, sigma: Tensor) -> Tensor:
         """Exact ``E[x0 | x0 + sigma n = x]`` for ``x (B, d)`` and ``sigma (B,)``."""
         s2 = sigma.double().to(x.device) ** 2
         total = self.var + s2
-        r = self._responsibilities(x, total).exp()
+        r = self._responsibilities(x, total)
         shrink = (self.var / total)[:, None]
         mean_m = r @ self.means.to(r.device)
         out = shrink * x.reshape(x.shape[0], -1).double() + (1 - shrink) * mean_m
