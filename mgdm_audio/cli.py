@@ -1,6 +1,6 @@
 """The ``mgdm-audio`` command line (floor 4: parse flags, call one function, print).
 
-    mgdm-audio benchmark gmm [--quick] [--json PATH] [--markdown PATH] [--samplers a,b] [--no-scaling]
+    mgdm-audio benchmark gmm [--quick] [--json PATH] [--markdown PATH] [--plot PNG] [--samplers a,b] [--no-scaling]
     mgdm-audio info
 
 A user mistake prints one sentence on stderr and exits with status 2; outputs are written to a
@@ -29,6 +29,9 @@ def write_atomic(path: Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -59,6 +62,8 @@ def _benchmark_gmm(args: argparse.Namespace) -> int:
         write_atomic(Path(args.json), json.dumps(payload, indent=1) + "\n")
     if args.markdown:
         write_atomic(Path(args.markdown), text)
+    if args.plot:
+        gmm.plot_scaling(payload, Path(args.plot))
     print(text)
     return 0
 
@@ -89,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--quick", action="store_true", help="d in {8, 80}, d_y in {1, 2}, 5 problems, 1000 samples")
     g.add_argument("--json", metavar="PATH", help="write rows and summary as JSON")
     g.add_argument("--markdown", metavar="PATH", help="write the tables as Markdown")
+    g.add_argument("--plot", metavar="PNG", help="plot SW against NFE (MGDM's sweeps and the other samplers)")
     g.add_argument("--samplers", metavar="A,B", help="only these samplers (registry names)")
     g.add_argument("--no-scaling", action="store_true", help="skip the MGDM Gibbs-sweep scaling run")
     g.add_argument("--cache", metavar="PATH", help="JSON-lines cache of finished runs; a killed run resumes")

@@ -226,7 +226,7 @@ def markdown_table(rows: Sequence[dict[str, Any]], title: str, note: str = "") -
     samplers = list(dict.fromkeys(r["sampler"] for r in rows))
     settings = sorted({(r["d"], r["d_y"]) for r in rows})
     head = "| sampler | " + " | ".join(f"d={d}, d_y={dy}" for d, dy in settings) + " | average | NFE | VJP | s/run |"
-    lines = [f"### {title}", "", note, "", head, "|" + "---|" * (len(settings) + 5)]
+    lines = [f"### {title}", "", *([note, ""] if note else []), head, "|" + "---|" * (len(settings) + 5)]
     for name in samplers:
         cells, means = [], []
         for d, dy in settings:
@@ -347,7 +347,8 @@ def run_benchmark(
         for other in ("dps", "diffpir"):
             won, total = wins(main_rows, main_mgdm.name, other)
             if total:
-                parts.append(f"- {main_mgdm.name} has a lower mean SW than {other} in {won} of {total} settings.\n")
+                parts.append(f"- {main_mgdm.name} has a lower mean SW than {other} in {won} of {total} settings.")
+        parts.append("")
     if scaling_rows:
         parts.append(markdown_table(scaling_rows, f"Compute scaling: MGDM ({SCALING_PRESET}) with R Gibbs sweeps", ""))
     payload = {
@@ -357,3 +358,50 @@ def run_benchmark(
         "summary": summarise(rows),
     }
     return payload, "\n".join(parts)
+
+
+def plot_scaling(payload: dict[str, Any], path: Path) -> None:
+    """SW against NFE per setting: MGDM's R sweeps as a line, the other samplers as points (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    per = summarise(payload["rows"] + payload["scaling_rows"])["per_setting"]
+    settings = sorted({(v["d"], v["d_y"]) for v in per.values()})
+    fig, axes = plt.subplots(1, len(settings), figsize=(4 * len(settings), 3.6), squeeze=False)
+    scaling_names = [scaling_label(r) for r in SCALING_REPS]
+    for ax, (d, dy) in zip(axes[0], settings, strict=True):
+        pts = [per[f"{n}|{d}|{dy}"] for n in scaling_names if f"{n}|{d}|{dy}" in per]
+        if pts:
+            ax.errorbar(
+                [p["nfe"] for p in pts],
+                [p["sw_mean"] for p in pts],
+                yerr=[p["sw_ci"] for p in pts],
+                marker="o",
+                capsize=3,
+                label="MGDM, R = " + ",".join(str(r) for r in SCALING_REPS),
+            )
+        for v in per.values():
+            if (
+                (v["d"], v["d_y"]) == (d, dy)
+                and v["sampler"] not in scaling_names
+                and not v["sampler"].startswith("mgdm")
+            ):
+                ax.scatter(v["nfe"], v["sw_mean"], marker="s", s=18)
+                ax.annotate(
+                    v["sampler"], (v["nfe"], v["sw_mean"]), fontsize=7, xytext=(3, 2), textcoords="offset points"
+                )
+        floor = next(v["floor_mean"] for v in per.values() if (v["d"], v["d_y"]) == (d, dy))
+        ax.axhline(floor, color="gray", ls="--", lw=1, label="floor")
+        ax.set_xscale("log")
+        ax.set_title(f"d = {d}, d_y = {dy}")
+        ax.set_xlabel("NFE per run")
+        ax.set_ylabel("sliced Wasserstein to the exact posterior")
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
