@@ -102,8 +102,7 @@ def poly_sigmas(n: int, sigma_hi: float, sigma_lo: float, rho: float = 7.0) -> l
 
 
 def _check(config: DAPSConfig, problem: InverseProblem | None) -> None:
-    if problem is None:
-        raise UserInputError("sampler 'daps' needs an inverse problem (operator and observation).")
+    assert problem is not None  # the @sampler decorator rejects a missing problem
     if config.annealing_steps < 1 or config.ode_steps < 1 or config.langevin_steps < 0:
         raise UserInputError(
             f"DAPS needs annealing_steps >= 1, ode_steps >= 1 and langevin_steps >= 0, got {config.annealing_steps}, "

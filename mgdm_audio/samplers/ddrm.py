@@ -90,8 +90,7 @@ def ddrm(
     callback: Callback | None,
     info: dict[str, Any],
 ) -> Tensor:
-    if problem is None:
-        raise UserInputError("DDRM needs an inverse problem (operator and observation).")
+    assert problem is not None  # the @sampler decorator rejects a missing problem
     eta_a, eta_b = float(config.eta), float(config.eta_b)
     eta_c = eta_a if config.eta_c is None else float(config.eta_c)
     for name, value in (("eta", eta_a), ("eta_b", eta_b), ("eta_c", eta_c)):

@@ -47,7 +47,6 @@ import torch
 from torch import Tensor
 
 from mgdm_audio.core.denoiser import CountingDenoiser, vp_denoise
-from mgdm_audio.core.errors import UserInputError
 from mgdm_audio.core.likelihood import InverseProblem
 from mgdm_audio.core.operators import LinearOperator
 from mgdm_audio.core.rng import randn_like
@@ -111,8 +110,7 @@ def diffpir(
     callback: Callback | None,
     info: dict[str, Any],
 ) -> Tensor:
-    if problem is None:
-        raise UserInputError("DiffPIR needs an inverse problem (operator and observation).")
+    assert problem is not None  # the @sampler decorator rejects a missing problem
     abar = prior.levels.abar
     ts = prior.levels.timesteps(config.n_steps)
     noise = x_init if config.use_x_init else randn_like(x_init, generator)

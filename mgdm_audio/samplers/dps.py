@@ -45,7 +45,6 @@ from torch import Tensor
 
 from mgdm_audio.core.bridge import ddim_step
 from mgdm_audio.core.denoiser import CountingDenoiser, expand_as_batch, vp_denoise
-from mgdm_audio.core.errors import UserInputError
 from mgdm_audio.core.likelihood import InverseProblem
 from mgdm_audio.samplers.base import Callback, SamplerSpec, notify, sampler
 from mgdm_audio.samplers.ddim import vp_start
@@ -88,8 +87,7 @@ def dps(
     callback: Callback | None,
     info: dict[str, Any],
 ) -> Tensor:
-    if problem is None:
-        raise UserInputError("sampler 'dps' needs an inverse problem (operator and observation).")
+    assert problem is not None  # the @sampler decorator rejects a missing problem
     abar = prior.levels.abar
     ts = prior.levels.timesteps(config.n_steps)
     step = config.gamma * (0.5 if config.norm_gradient else 1.0)

@@ -98,8 +98,7 @@ def pigdm(
     callback: Callback | None,
     info: dict[str, Any],
 ) -> Tensor:
-    if problem is None:
-        raise UserInputError("sampler 'pigdm' needs an inverse problem (operator and observation).")
+    assert problem is not None  # the @sampler decorator rejects a missing problem
     if config.pseudo_inverse not in PSEUDO_INVERSES:
         raise UserInputError(
             f"pseudo_inverse must be one of {', '.join(PSEUDO_INVERSES)}, got '{config.pseudo_inverse}'."

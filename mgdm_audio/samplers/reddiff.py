@@ -46,7 +46,6 @@ import torch
 from torch import Tensor
 
 from mgdm_audio.core.denoiser import CountingDenoiser
-from mgdm_audio.core.errors import UserInputError
 from mgdm_audio.core.likelihood import InverseProblem
 from mgdm_audio.core.operators import LinearOperator
 from mgdm_audio.core.rng import randn_like
@@ -94,8 +93,7 @@ def reddiff(
     callback: Callback | None,
     info: dict[str, Any],
 ) -> Tensor:
-    if problem is None:
-        raise UserInputError("RED-diff needs an inverse problem (operator and observation).")
+    assert problem is not None  # the @sampler decorator rejects a missing problem
     abar, sigmas = prior.levels.abar, prior.levels.sigmas
     alphas = reddiff_alphas(abar, config.own_schedule)
     ts = prior.levels.timesteps(config.n_steps)

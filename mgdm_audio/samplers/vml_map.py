@@ -221,8 +221,7 @@ def precondition(pieces: SVDPieces, g: Tensor, p_range: Tensor) -> Tensor:
 
 
 def _check(config: VMLMAPConfig, problem: InverseProblem | None) -> SVDPieces | None:
-    if problem is None:
-        raise UserInputError("sampler 'vml_map' needs an inverse problem (operator and observation).")
+    assert problem is not None  # the @sampler decorator rejects a missing problem
     if config.inner_steps < 1:
         raise UserInputError(f"VML-MAP needs inner_steps >= 1, got {config.inner_steps}.")
     if not (math.isfinite(config.step_scale) and config.step_scale > 0):
