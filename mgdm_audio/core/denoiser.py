@@ -102,7 +102,7 @@ class VPEpsDenoiser(_VPNetwork):
     def __call__(self, x: Tensor, sigma: Tensor | float) -> Tensor:
         s = batch_sigma(sigma, x)
         x_vp = x * expand_as_batch(torch.rsqrt(1 + s * s), x)
-        eps = self.net(x_vp, self._time(s).to(x.dtype))
+        eps = self.net(x_vp, self._time(s).to(device=x.device, dtype=x.dtype))
         return x - expand_as_batch(s, x) * eps
 
 
@@ -113,7 +113,7 @@ class VPVDenoiser(_VPNetwork):
         s = batch_sigma(sigma, x)
         abar = 1 / (1 + s * s)
         x_vp = x * expand_as_batch(abar.sqrt(), x)
-        v = self.net(x_vp, self._time(s).to(x.dtype))
+        v = self.net(x_vp, self._time(s).to(device=x.device, dtype=x.dtype))
         return expand_as_batch(abar.sqrt(), x) * x_vp - expand_as_batch((1 - abar).sqrt(), x) * v
 
 

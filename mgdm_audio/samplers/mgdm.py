@@ -212,7 +212,7 @@ def denoising_chain(
         k_safe = torch.where(active, k, torch.ones_like(k))
         x0 = vp_denoise(prior, x, abar[k_safe])
         x_new = ddim_step(x, x0, abar[k_safe], abar[torch.where(active, k_next, k_safe)], eta, generator)
-        x = torch.where(active.reshape(-1, *([1] * (x.ndim - 1))), x_new, x)
+        x = torch.where(active.to(x.device).reshape(-1, *([1] * (x.ndim - 1))), x_new, x)
     return x
 
 
