@@ -117,6 +117,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("mgdm-audio: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # e.g. `mgdm-audio info | head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":
