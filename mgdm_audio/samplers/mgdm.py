@@ -57,7 +57,7 @@ Quirks of the reference, and the flags that keep or fix them:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
@@ -95,7 +95,6 @@ class MGDMConfig:
     noising_eta: float | None = 1.0
     log_std_lr: float | None = None
     analytic_kl: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.n_reps < 1 or self.n_denoising_steps < 1:
@@ -146,12 +145,12 @@ def potential_step(
     abar_t: Tensor,
     n_grad: int,
     lr: float,
-    lr_scale: str,
-    log_std_lr: float | None,
-    analytic_kl: bool,
+    config: MGDMConfig,
     generator: torch.Generator | None,
 ) -> Tensor:
-    """One draw of ``x_tau`` from the Gaussian VI fit of ``g(y|D_tau(x_tau)) q(x_tau | x0, x_t)``."""
+    """One draw of ``x_tau`` from the Gaussian VI fit of ``g(y|D_tau(x_tau)) q(x_tau | x0, x_t)``
+    (``n_grad`` Adam steps at rate ``lr``; ``config`` gives the rate's scale and the quirk flags)."""
+    lr_scale = config.lr_scale
     m, s = bridge_mean_std(x0, x_t, 1.0, abar_tau, abar_t, 1.0)
     s = s.expand_as(m) if s.ndim == m.ndim else s
     log_s = torch.log(s).expand_as(m)
@@ -162,7 +161,8 @@ def potential_step(
     else:
         u = m.clone().requires_grad_(True)
     rho = log_s.clone().requires_grad_(True)
-    opt = torch.optim.Adam([{"params": [u]}, {"params": [rho], "lr": lr if log_std_lr is None else log_std_lr}], lr=lr)
+    rho_lr = lr if config.log_std_lr is None else config.log_std_lr
+    opt = torch.optim.Adam([{"params": [u]}, {"params": [rho], "lr": rho_lr}], lr=lr)
 
     def mean_of(u_: Tensor) -> Tensor:
         return u_ if lr_scale == "absolute" else m + s * u_
@@ -172,7 +172,7 @@ def potential_step(
             opt.zero_grad(set_to_none=True)
             v = mean_of(u) + rho.exp() * randn_like(m, generator)
             x0_hat = vp_denoise(prior, v, abar_tau)
-            if analytic_kl:  # E_q ||(v - m)/s||^2 / 2 in closed form: no Monte Carlo noise in the prior pull
+            if config.analytic_kl:  # E_q ||(v - m)/s||^2 / 2 in closed form: no Monte Carlo noise in the prior pull
                 kl = 0.5 * (((mean_of(u) - m) ** 2 + (2 * rho).exp()) / s**2).sum()
             else:
                 kl = 0.5 * ((v - m) / s).pow(2).sum()
@@ -245,20 +245,7 @@ def mgdm(
         with torch.no_grad():
             x = sample_bridge(x0, x_hi, 1.0, abar[t], abar[t_hi], config.eta, generator)
         for _ in range(config.n_reps):
-            x_tau = potential_step(
-                prior,
-                problem,
-                x0,
-                x,
-                abar[tau],
-                abar[t],
-                n_grad,
-                lr,
-                config.lr_scale,
-                config.log_std_lr,
-                config.analytic_kl,
-                generator,
-            )
+            x_tau = potential_step(prior, problem, x0, x, abar[tau], abar[t], n_grad, lr, config, generator)
             with torch.no_grad():
                 x0 = denoising_chain(prior, x_tau, tau, config.n_denoising_steps, abar, config.eta, generator)
                 x = sample_bridge(x_tau, x_hi, abar[tau], abar[t], abar[t_hi], noising_eta, generator)
