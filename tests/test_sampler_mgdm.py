@@ -100,7 +100,6 @@ def test_mgdm_approaches_exact_posterior():
     post = mix.posterior(a, y[0], sy)
     ref = post.sample(500, g)
     prior_sw = sliced_wasserstein(mix.sample(500, g), ref, generator=torch.Generator().manual_seed(0))
-    floor = sliced_wasserstein(post.sample(500, g), ref, generator=torch.Generator().manual_seed(0))
     config = SPEC.config("gmm", n_steps=40, threshold=28, n_reps=2)
     res = SPEC.run(mix.denoiser(), problem, torch.randn(500, 8, generator=g), generator=g, config=config)
     sw = sliced_wasserstein(res.samples, ref, generator=torch.Generator().manual_seed(0))

@@ -1,0 +1,464 @@
+r"""Image inverse-problem operators (MGDM reference §6), scaled to any image size ``(C, H, W)``.
+
+Images are batches ``(B, C, H, W)`` in ``[-1, 1]``. The reference geometry is defined at 256x256 and
+scaled by ``H / 256`` (and ``W / 256``). The observation noise ``sigma_y`` belongs to
+:class:`~mgdm_audio.core.likelihood.InverseProblem`, not to the operators.
+
+============================  ==========================================================  =========
+task name                     operator                                                    kind
+============================  ==========================================================  =========
+``outpainting_half``          :class:`OutpaintRightHalf`: ``y = x[..., :, :W//2]``         selection
+``inpainting_center``         :class:`InpaintCenterBox`: ``y = x`` outside a centred box   selection
+``sr4``, ``sr16``             :class:`SuperResolution`: ``y = mean of each f x f block``   linear+SVD
+``blur``                      :class:`GaussianBlur`: ``y = k * reflect_pad(x)``            linear
+``motion_blur``               :class:`MotionBlur`: ``y = k_motion * reflect_pad(x)``       linear
+``high_dynamic_range``        :class:`HighDynamicRange`: ``y = clip(2 x, -1, 1)``          non-linear
+``phase_retrieval``           :class:`PhaseRetrieval`: ``y = |F pad((x + 1) / 2)|``        non-linear
+============================  ==========================================================  =========
+
+Selection operators return the observed pixels as a flat vector ``(B, m)`` in channel-first
+(``C, H, W``) flattening order; their SVD pieces are a permutation (``V``), unit singulars and
+``U = I``. Super-resolution returns ``(B, C, H/f, W/f)``; its SVD pieces use, per ``f x f`` block, a
+fixed orthonormal (Householder) basis whose first vector is the normalised ones vector, so the block
+mean has singular value ``1/f`` and nothing dense of size ``H W`` is ever formed.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy.ndimage import gaussian_filter
+from torch import Tensor
+
+from mgdm_audio.core.errors import UserInputError
+from mgdm_audio.core.operators import LinearOperator, Operator, SVDPieces
+
+__all__ = [
+    "TASKS",
+    "GaussianBlur",
+    "HighDynamicRange",
+    "InpaintCenterBox",
+    "MotionBlur",
+    "OutpaintRightHalf",
+    "PhaseRetrieval",
+    "SuperResolution",
+    "make_operator",
+    "motion_kernel",
+    "scaled_kernel_size",
+]
+
+ImageShape = tuple[int, int, int]
+
+
+def _check_image_shape(image_shape: tuple[int, ...]) -> ImageShape:
+    shape = tuple(int(s) for s in image_shape)
+    if len(shape) != 3 or min(shape) < 1:
+        raise UserInputError(f"image_shape must be (C, H, W) with positive sizes, got {tuple(image_shape)}.")
+    return shape  # type: ignore[return-value]
+
+
+def _check_batch(x: Tensor, shape: ImageShape, name: str) -> None:
+    if x.ndim != 4 or tuple(x.shape[1:]) != shape:
+        raise UserInputError(f"{name} expects images of shape (B, {', '.join(map(str, shape))}), got {tuple(x.shape)}.")
+
+
+def scaled_kernel_size(size_at_256: int, height: int, minimum: int = 3) -> int:
+    """The odd kernel size ``2 floor(size_at_256 H / 512) + 1`` (61 at 256, 7 at 32), at least ``minimum``."""
+    k = 2 * math.floor(size_at_256 * height / 512) + 1
+    return max(k, minimum)
+
+
+# --------------------------------------------------------------------------------------------------
+# Selections (inpainting / outpainting)
+# --------------------------------------------------------------------------------------------------
+
+
+class SelectionSVD(SVDPieces):
+    """SVD pieces of a pixel selection: ``s = 1``, ``V^T x = x[perm]`` (observed first), ``U = I``."""
+
+    def __init__(self, op: _Selection) -> None:
+        self._op = op
+        self.singulars = torch.ones(int(op.observed.numel()), dtype=torch.float64)
+
+    @property
+    def n(self) -> int:
+        return int(self._op.perm.numel())
+
+    def Vt(self, x: Tensor) -> Tensor:
+        return x.reshape(x.shape[0], -1)[:, self._op.perm]
+
+    def V(self, c: Tensor) -> Tensor:
+        return c[:, self._op.inverse_perm].reshape(c.shape[0], *self._op.x_shape)
+
+    def Ut(self, y: Tensor) -> Tensor:
+        return y.reshape(y.shape[0], -1)
+
+    def U(self, c: Tensor) -> Tensor:
+        return c.reshape(c.shape[0], -1)
+
+
+class _Selection(LinearOperator):
+    """``y = x_flat[observed]`` for a per-pixel mask shared by all channels (channel-first flattening)."""
+
+    observed: Tensor
+    perm: Tensor
+    inverse_perm: Tensor
+
+    def __init__(self, image_shape: tuple[int, ...], missing_hw: Tensor) -> None:
+        super().__init__()
+        self.x_shape = _check_image_shape(image_shape)
+        c, h, w = self.x_shape
+        missing = missing_hw.reshape(1, h, w).expand(c, h, w).reshape(-1)
+        if bool(missing.all()) or not bool(missing.any()):
+            raise UserInputError(f"{type(self).__name__} at size {h}x{w} would observe all or no pixels.")
+        observed = torch.nonzero(~missing).squeeze(1)
+        hidden = torch.nonzero(missing).squeeze(1)
+        perm = torch.cat([observed, hidden])
+        self.register_buffer("observed", observed, persistent=False)
+        self.register_buffer("perm", perm, persistent=False)
+        self.register_buffer("inverse_perm", torch.argsort(perm), persistent=False)
+        self.register_buffer("missing_mask", missing_hw.reshape(h, w).clone(), persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        _check_batch(x, self.x_shape, type(self).__name__)
+        return x.reshape(x.shape[0], -1)[:, self.observed]
+
+    def adjoint(self, y: Tensor) -> Tensor:
+        y = y.reshape(y.shape[0], -1)
+        out = torch.zeros(y.shape[0], self.perm.numel(), dtype=y.dtype, device=y.device)
+        out = out.index_copy(1, self.observed, y)
+        return out.reshape(y.shape[0], *self.x_shape)
+
+    def svd(self) -> SelectionSVD:
+        return SelectionSVD(self)
+
+
+class OutpaintRightHalf(_Selection):
+    """``y = x[:, :, :, : W//2]`` flattened: the left half is observed, columns ``W//2 .. W-1`` are missing."""
+
+    def __init__(self, image_shape: tuple[int, ...]) -> None:
+        _, h, w = _check_image_shape(image_shape)
+        missing = torch.zeros(h, w, dtype=torch.bool)
+        missing[:, w // 2 :] = True
+        super().__init__(image_shape, missing)
+
+
+def center_box(height: int, width: int) -> tuple[int, int, int, int]:
+    """``(row0, row1, col0, col1)`` (exclusive ends) of the missing box: side ``round(150 H / 256)``,
+    start ``round(50 H / 256)`` (rows and cols 50..199 at 256, as the reference; not exactly centred)."""
+    spans = []
+    for n in (height, width):
+        start = round(50 * n / 256)
+        side = max(1, min(round(150 * n / 256), n - start))
+        spans.append((start, start + side))
+    return spans[0][0], spans[0][1], spans[1][0], spans[1][1]
+
+
+class InpaintCenterBox(_Selection):
+    """``y = x`` outside the box ``[r0, r1) x [c0, c1)`` (see :func:`center_box`), flattened."""
+
+    def __init__(self, image_shape: tuple[int, ...]) -> None:
+        _, h, w = _check_image_shape(image_shape)
+        r0, r1, c0, c1 = center_box(h, w)
+        missing = torch.zeros(h, w, dtype=torch.bool)
+        missing[r0:r1, c0:c1] = True
+        super().__init__(image_shape, missing)
+
+
+# --------------------------------------------------------------------------------------------------
+# Super-resolution (block average)
+# --------------------------------------------------------------------------------------------------
+
+
+def _householder_basis(n: int) -> Tensor:
+    """An orthonormal ``(n, n)`` basis (columns) whose first column is ``ones / sqrt(n)`` (float64)."""
+    u = torch.full((n,), 1.0 / math.sqrt(n), dtype=torch.float64)
+    v = -u
+    v[0] += 1.0
+    if float(v.norm()) < 1e-14:  # n == 1
+        return torch.eye(n, dtype=torch.float64)
+    return torch.eye(n, dtype=torch.float64) - 2.0 * torch.outer(v, v) / (v @ v)
+
+
+class BlockSVD(SVDPieces):
+    """SVD pieces of the ``f x f`` block average: per block ``V^T`` is ``Q^T`` (``Q e_1 = 1/f``); the first
+    ``r = C (H/f) (W/f)`` coordinates are the blocks' mean directions (singular ``1/f``) in ``y``'s order."""
+
+    def __init__(self, op: SuperResolution) -> None:
+        self._op = op
+        c, h, w = op.x_shape
+        f = op.factor
+        self._dims = (c, h // f, w // f, f)
+        self.singulars = torch.full((c * (h // f) * (w // f),), 1.0 / f, dtype=torch.float64)
+
+    @property
+    def n(self) -> int:
+        return math.prod(self._op.x_shape)
+
+    def _blocks(self, x: Tensor) -> Tensor:
+        c, h, w, f = self._dims
+        return x.reshape(x.shape[0], c, h, f, w, f).permute(0, 1, 2, 4, 3, 5).reshape(x.shape[0], c * h * w, f * f)
+
+    def Vt(self, x: Tensor) -> Tensor:
+        coef = self._blocks(x) @ self._op.basis.to(x)
+        return torch.cat([coef[:, :, 0], coef[:, :, 1:].reshape(x.shape[0], -1)], dim=1)
+
+    def V(self, c: Tensor) -> Tensor:
+        ch, h, w, f = self._dims
+        m = ch * h * w
+        coef = torch.cat([c[:, :m, None], c[:, m:].reshape(c.shape[0], m, f * f - 1)], dim=2)
+        blocks = coef @ self._op.basis.T.to(c)
+        return (
+            blocks.reshape(c.shape[0], ch, h, w, f, f).permute(0, 1, 2, 4, 3, 5).reshape(c.shape[0], *self._op.x_shape)
+        )
+
+    def Ut(self, y: Tensor) -> Tensor:
+        return y.reshape(y.shape[0], -1)
+
+    def U(self, c: Tensor) -> Tensor:
+        ch, h, w, _ = self._dims
+        return c.reshape(c.shape[0], ch, h, w)
+
+
+class SuperResolution(LinearOperator):
+    """``y[b, c, i, j] = mean(x[b, c, f i : f i + f, f j : f j + f])`` (singular values ``1/f``)."""
+
+    basis: Tensor
+
+    def __init__(self, factor: int, image_shape: tuple[int, ...]) -> None:
+        super().__init__()
+        self.x_shape = _check_image_shape(image_shape)
+        _, h, w = self.x_shape
+        if int(factor) != factor or factor < 1:
+            raise UserInputError(f"the super-resolution factor must be a positive integer, got {factor}.")
+        self.factor = int(factor)
+        if h % self.factor or w % self.factor:
+            raise UserInputError(
+                f"super-resolution x{self.factor} needs H and W divisible by {self.factor}, got {h}x{w}."
+            )
+        self.register_buffer("basis", _householder_basis(self.factor**2), persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        _check_batch(x, self.x_shape, "SuperResolution")
+        f = self.factor
+        b, c, h, w = x.shape
+        return x.reshape(b, c, h // f, f, w // f, f).mean(dim=(3, 5))
+
+    def adjoint(self, y: Tensor) -> Tensor:
+        f = self.factor
+        up = y.repeat_interleave(f, dim=-2).repeat_interleave(f, dim=-1)
+        return up / (f * f)
+
+    def svd(self) -> BlockSVD:
+        return BlockSVD(self)
+
+
+# --------------------------------------------------------------------------------------------------
+# Convolutions with reflection padding (Gaussian and motion blur)
+# --------------------------------------------------------------------------------------------------
+
+
+class _ReflectConv(LinearOperator):
+    """``y = k * reflect_pad(x, K // 2)``: depthwise cross-correlation (``conv2d``) of every channel with
+    one ``(K, K)`` kernel; same output size. The adjoint is the exact VJP of this linear map."""
+
+    kernel: Tensor
+
+    def __init__(self, image_shape: tuple[int, ...], kernel: Tensor) -> None:
+        super().__init__()
+        self.x_shape = _check_image_shape(image_shape)
+        _, h, w = self.x_shape
+        k = kernel.shape[-1]
+        if kernel.ndim != 2 or kernel.shape[0] != k or k % 2 == 0:
+            raise UserInputError(f"the blur kernel must be square with an odd side, got {tuple(kernel.shape)}.")
+        if k // 2 >= min(h, w):
+            raise UserInputError(
+                f"a {k}x{k} kernel needs reflection padding {k // 2} < the image size {h}x{w}; use a smaller kernel."
+            )
+        self.register_buffer("kernel", kernel.to(torch.float64), persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        _check_batch(x, self.x_shape, type(self).__name__)
+        c = x.shape[1]
+        p = self.kernel.shape[-1] // 2
+        weight = self.kernel.to(x).expand(c, 1, *self.kernel.shape)
+        return F.conv2d(F.pad(x, (p, p, p, p), mode="reflect"), weight, groups=c)
+
+    def adjoint(self, y: Tensor) -> Tensor:
+        _, vjp_fn = torch.func.vjp(self.forward, torch.zeros_like(y))
+        return vjp_fn(y)[0]
+
+
+def gaussian_kernel(kernel_size: int, sigma: float) -> Tensor:
+    """The reference's kernel: ``scipy.ndimage.gaussian_filter`` of a centred delta (``K x K``, float64)."""
+    delta = np.zeros((kernel_size, kernel_size))
+    delta[kernel_size // 2, kernel_size // 2] = 1.0
+    return torch.from_numpy(gaussian_filter(delta, sigma=sigma))
+
+
+class GaussianBlur(_ReflectConv):
+    """``y = g_sigma * reflect_pad(x)``; defaults scaled from 256: ``K = 61 H/256`` (odd, >= 3), ``sigma = 3 H/256``."""
+
+    def __init__(self, image_shape: tuple[int, ...], kernel_size: int | None = None, sigma: float | None = None):
+        _, h, _ = _check_image_shape(image_shape)
+        kernel_size = scaled_kernel_size(61, h) if kernel_size is None else int(kernel_size)
+        sigma = 3.0 * h / 256 if sigma is None else float(sigma)
+        if not (math.isfinite(sigma) and sigma > 0):
+            raise UserInputError(f"the blur sigma must be a positive finite number, got {sigma}.")
+        if kernel_size < 1 or kernel_size % 2 == 0:
+            raise UserInputError(f"the blur kernel size must be a positive odd integer, got {kernel_size}.")
+        self.sigma = sigma
+        super().__init__(image_shape, gaussian_kernel(kernel_size, sigma))
+
+
+def motion_kernel(kernel_size: int, intensity: float = 0.5, seed: int = 0, n_steps: int | None = None) -> Tensor:
+    r"""A seeded random camera-shake PSF (``K x K``, float64, non-negative, sums to 1).
+
+    Our own generator (not LeviBorodenko's): a point moves ``n_steps`` (default ``4 K``) unit steps with
+    heading ``theta`` and turn rate ``omega`` following a momentum random walk
+
+    .. math:: \omega_{t+1} = 0.8\,\omega_t + 0.6\,\text{intensity}\,\xi_t,\quad \theta_{t+1} = \theta_t + \omega_{t+1},
+              \quad p_{t+1} = p_t + (\cos\theta_{t+1}, \sin\theta_{t+1}) + \text{intensity}\,\eta_t / 4,
+
+    with ``xi, eta ~ N(0, 1)`` and ``theta_0 ~ U(0, 2 pi)`` (``intensity = 0`` gives a straight segment).
+    The path is centred on its bounding box, scaled to span ``(K - 1) (0.5 + 0.5 intensity)`` pixels
+    (clamped to ``K - 1``), rasterised by bilinear splatting of 8 sub-samples per step, and normalised.
+    """
+    if kernel_size < 1 or kernel_size % 2 == 0:
+        raise UserInputError(f"the motion kernel size must be a positive odd integer, got {kernel_size}.")
+    if not (0.0 <= intensity <= 1.0):
+        raise UserInputError(f"the motion-blur intensity must lie in [0, 1], got {intensity}.")
+    k = int(kernel_size)
+    if k == 1:
+        return torch.ones(1, 1, dtype=torch.float64)
+    steps = 4 * k if n_steps is None else int(n_steps)
+    g = torch.Generator().manual_seed(int(seed))
+    theta = float(torch.rand((), generator=g, dtype=torch.float64)) * 2.0 * math.pi
+    xi = torch.randn(steps, generator=g, dtype=torch.float64)
+    eta = torch.randn(steps, 2, generator=g, dtype=torch.float64)
+    omega = 0.0
+    points = [torch.zeros(2, dtype=torch.float64)]
+    for t in range(steps):
+        omega = 0.8 * omega + 0.6 * intensity * float(xi[t])
+        theta += omega
+        step = torch.tensor([math.cos(theta), math.sin(theta)], dtype=torch.float64) + intensity * eta[t] / 4
+        points.append(points[-1] + step)
+    path = torch.stack(points)  # (steps + 1, 2) as (x, y)
+    # Sub-sample every segment so the rasterised trace is continuous.
+    frac = torch.linspace(0.0, 1.0, 9, dtype=torch.float64)[:-1]
+    dense = (path[:-1, None, :] + frac[None, :, None] * (path[1:] - path[:-1])[:, None, :]).reshape(-1, 2)
+    dense = torch.cat([dense, path[-1:]])
+    lo, hi = dense.min(0).values, dense.max(0).values
+    span = float((hi - lo).max())
+    target = min((k - 1) * (0.5 + 0.5 * intensity), k - 1)
+    scale = target / span if span > 0 else 0.0
+    coords = (dense - (lo + hi) / 2) * scale + (k - 1) / 2
+    coords = coords.clamp(0.0, k - 1 - 1e-9)
+    i0 = coords.floor().long()
+    w1 = coords - i0
+    kernel = torch.zeros(k, k, dtype=torch.float64)
+    for dx in (0, 1):
+        for dy in (0, 1):
+            wx = w1[:, 0] if dx else 1 - w1[:, 0]
+            wy = w1[:, 1] if dy else 1 - w1[:, 1]
+            cols = (i0[:, 0] + dx).clamp(max=k - 1)
+            rows = (i0[:, 1] + dy).clamp(max=k - 1)
+            kernel.index_put_((rows, cols), wx * wy, accumulate=True)
+    return kernel / kernel.sum()
+
+
+class MotionBlur(_ReflectConv):
+    """``y = k_motion * reflect_pad(x)`` with :func:`motion_kernel` (``K = 61 H/256`` odd >= 3, seed fixed)."""
+
+    def __init__(
+        self, image_shape: tuple[int, ...], kernel_size: int | None = None, intensity: float = 0.5, seed: int = 0
+    ):
+        _, h, _ = _check_image_shape(image_shape)
+        kernel_size = scaled_kernel_size(61, h) if kernel_size is None else int(kernel_size)
+        self.intensity, self.seed = float(intensity), int(seed)
+        super().__init__(image_shape, motion_kernel(kernel_size, intensity, seed))
+
+
+# --------------------------------------------------------------------------------------------------
+# Non-linear operators
+# --------------------------------------------------------------------------------------------------
+
+
+class HighDynamicRange(Operator):
+    """``y = clip(2 x, -1, 1)``."""
+
+    def __init__(self, image_shape: tuple[int, ...] | None = None) -> None:
+        super().__init__()
+        self.x_shape = None if image_shape is None else _check_image_shape(image_shape)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.clamp(2.0 * x, -1.0, 1.0)
+
+
+class PhaseRetrieval(Operator):
+    r"""``y = |F pad((x + 1) / 2)|`` per channel, ``F`` the orthonormal centred 2-D FFT.
+
+    The image is zero-padded by ``floor(oversample H / 8)`` rows (``... W / 8`` columns) on each side
+    (256 -> 384 at ``oversample = 2``). The modulus is computed as ``sqrt(Re^2 + Im^2 + eps)`` with
+    ``eps = 1e-12`` so that it stays differentiable at 0 (``|.|`` is not); this biases ``y`` by at most
+    ``1e-6``.
+    """
+
+    eps = 1e-12
+
+    def __init__(self, image_shape: tuple[int, ...], oversample: float = 2.0) -> None:
+        super().__init__()
+        self.x_shape = _check_image_shape(image_shape)
+        if not (math.isfinite(oversample) and oversample >= 0):
+            raise UserInputError(f"oversample must be a non-negative number, got {oversample}.")
+        _, h, w = self.x_shape
+        self.oversample = float(oversample)
+        self.pad = (int(oversample * h / 8), int(oversample * w / 8))
+
+    def forward(self, x: Tensor) -> Tensor:
+        _check_batch(x, self.x_shape, "PhaseRetrieval")
+        ph, pw = self.pad
+        z = F.pad((x + 1.0) / 2.0, (pw, pw, ph, ph))
+        spec = torch.fft.fftshift(torch.fft.fft2(torch.fft.ifftshift(z, dim=(-2, -1)), norm="ortho"), dim=(-2, -1))
+        return torch.sqrt(spec.real**2 + spec.imag**2 + self.eps)
+
+
+# --------------------------------------------------------------------------------------------------
+# Factory
+# --------------------------------------------------------------------------------------------------
+
+TASKS = (
+    "outpainting_half",
+    "inpainting_center",
+    "sr4",
+    "sr16",
+    "blur",
+    "motion_blur",
+    "phase_retrieval",
+    "high_dynamic_range",
+)
+
+
+def make_operator(task: str, image_shape: tuple[int, ...]) -> Operator:
+    """The operator of a §6 task name at ``image_shape = (C, H, W)``; :class:`UserInputError` otherwise."""
+    shape = _check_image_shape(image_shape)
+    if task == "outpainting_half":
+        return OutpaintRightHalf(shape)
+    if task == "inpainting_center":
+        return InpaintCenterBox(shape)
+    if task == "sr4":
+        return SuperResolution(4, shape)
+    if task == "sr16":
+        return SuperResolution(16, shape)
+    if task == "blur":
+        return GaussianBlur(shape)
+    if task == "motion_blur":
+        return MotionBlur(shape)
+    if task == "phase_retrieval":
+        return PhaseRetrieval(shape)
+    if task == "high_dynamic_range":
+        return HighDynamicRange(shape)
+    raise UserInputError(f"unknown image task {task!r}; known tasks: {', '.join(TASKS)}.")
