@@ -14,10 +14,9 @@ from mgdm_audio.core.likelihood import InverseProblem
 from mgdm_audio.core.operators import MatrixOperator
 from mgdm_audio.core.rng import make_generator
 from mgdm_audio.core.schedules import NoiseLevels, linear_beta_alphas_cumprod
-from mgdm_audio.metrics.sliced_wasserstein import sliced_wasserstein
 from mgdm_audio.samplers.reddiff import SPEC, REDDiffConfig, reddiff
 from mgdm_audio.samplers.registry import get_sampler
-from tests.operators_for_tests import Cubic, NoSVDMatrix
+from tests.operators_for_tests import Cubic, NoSVDMatrix, sw_to_posterior_and_prior_sw
 
 MEAN = torch.tensor([[1.0, -2.0, 3.0, 0.5]], dtype=torch.float64)
 A = torch.tensor([[1.0, 0.5, 0.0, 0.0], [0.0, 1.0, -1.0, 0.0]], dtype=torch.float64)
@@ -166,15 +165,5 @@ def test_gaussian_limit_is_noiseless_projection(own_schedule: bool) -> None:
 
 def test_gmm_sliced_wasserstein_beats_prior() -> None:
     """d = 8, d_y = 1, informative observation: SW to the exact posterior is well below the prior's."""
-    d, n = 8, 300
-    g = make_generator(3)
-    mix = GaussianMixture.grid25(d, g)
-    a = torch.tensor([[0.1, 0.49] * 4], dtype=torch.float64)
-    y = mix.sample(1, g) @ a.T + 0.1 * torch.randn(1, 1, generator=g, dtype=torch.float64)
-    ref = mix.posterior(a, y, 0.1).sample(n, g)
-    problem = InverseProblem(MatrixOperator(a.float()), y.float(), 0.1)
-    x_init = torch.randn(n, d, generator=make_generator(3))
-    res = reddiff(mix.denoiser(), problem, x_init, generator=make_generator(4), config=SPEC.config("fast"))
-    sw = sliced_wasserstein(res.samples, ref, generator=make_generator(1))
-    sw_prior = sliced_wasserstein(mix.sample(n, g), ref, generator=make_generator(1))
+    sw, sw_prior = sw_to_posterior_and_prior_sw(reddiff, config=SPEC.config("fast"))
     assert sw < 0.7 * sw_prior
