@@ -1,19 +1,26 @@
 """Image operators (reference §6): adjointness, SVD pieces, geometry, determinism and factory errors."""
 
+import math
+
 import pytest
 import torch
 
 from mgdm_audio.core.errors import UserInputError
 from mgdm_audio.core.operators import LinearOperator
 from mgdm_audio.image.operators import (
+    JPEG,
     TASKS,
     GaussianBlur,
     HighDynamicRange,
     InpaintCenterBox,
     MotionBlur,
+    NonlinearBlur,
     OutpaintRightHalf,
     PhaseRetrieval,
     SuperResolution,
+    dct_matrix,
+    diff_round,
+    jpeg_quality_factor,
     make_operator,
     motion_kernel,
 )
@@ -145,7 +152,7 @@ def test_phase_retrieval_shape_and_value():
 
 def test_make_operator_errors():
     with pytest.raises(UserInputError, match="known tasks: outpainting_half"):
-        make_operator("jpeg2", (1, 32, 32))
+        make_operator("jpeg10", (1, 32, 32))
     with pytest.raises(UserInputError, match="divisible by 16"):
         make_operator("sr16", (1, 40, 40))
     with pytest.raises(UserInputError, match="image_shape"):
@@ -154,7 +161,7 @@ def test_make_operator_errors():
         GaussianBlur((1, 8, 8), kernel_size=17)
     with pytest.raises(UserInputError):
         SuperResolution(4, (1, 32, 32))(torch.zeros(1, 1, 16, 16))
-    assert set(TASKS) == set(LINEAR_TASKS) | {"phase_retrieval", "high_dynamic_range"}
+    assert set(TASKS) == set(LINEAR_TASKS) | {"phase_retrieval", "high_dynamic_range", "jpeg2", "nonlinear_blur"}
 
 
 def test_float32_and_gradients_flow():
@@ -165,3 +172,140 @@ def test_float32_and_gradients_flow():
         assert y.dtype == torch.float32
         (g,) = torch.autograd.grad(y.pow(2).sum(), x)
         assert torch.isfinite(g).all() and g.abs().sum() > 0
+
+
+# --------------------------------------------------------------------------------------------------
+# JPEG and non-linear blur
+# --------------------------------------------------------------------------------------------------
+
+
+def _smooth(shape, seed):
+    """A smooth image in [-0.9, 0.9]: a sum of low-frequency cosines with random amplitudes and phases."""
+    g = torch.Generator().manual_seed(seed)
+    b, c, h, w = shape
+    i = torch.arange(h, dtype=torch.float64)[:, None]
+    j = torch.arange(w, dtype=torch.float64)[None, :]
+    x = torch.zeros(shape, dtype=torch.float64)
+    for fu in range(3):
+        for fv in range(3):
+            amp = (torch.rand(b, c, 1, 1, generator=g, dtype=torch.float64) - 0.5) * 0.3
+            ph = torch.rand(2, generator=g, dtype=torch.float64) * 2 * math.pi
+            x = x + amp * torch.cos(math.pi * fu * i / h + ph[0]) * torch.cos(math.pi * fv * j / w + ph[1])
+    return x.clamp(-0.9, 0.9)
+
+
+def _psnr(a, b):
+    """PSNR on [0, 1] images (peak 1), as the reference's metric, over the whole batch."""
+    return float(10 * torch.log10(1.0 / (((a - b) / 2) ** 2).mean()))
+
+
+def test_jpeg_quality_factor_and_tables():
+    assert jpeg_quality_factor(2) == 25.0 and jpeg_quality_factor(50) == 1.0
+    assert jpeg_quality_factor(75) == 0.5 and jpeg_quality_factor(100) == 0.0
+    op = JPEG(2)
+    assert float(op.luma_steps[0, 0]) == 400.0 and float(op.luma_steps[0, 1]) == 275.0
+    assert float(op.chroma_steps[0, 0]) == 425.0 and float(op.chroma_steps[7, 7]) == 2475.0
+    assert torch.equal(JPEG(2, transpose_tables=True).luma_steps, op.luma_steps.T)
+    # Q = 100: the reference's zero table is floored at 1 (clamp_steps) or refused
+    assert torch.equal(JPEG(100).luma_steps, torch.ones(8, 8, dtype=torch.float64))
+    with pytest.raises(UserInputError, match="zero quantisation table"):
+        JPEG(100, clamp_steps=False)
+    with pytest.raises(UserInputError, match="quality"):
+        JPEG(0)
+    with pytest.raises(UserInputError, match="divisible by 16"):
+        JPEG(2)(torch.zeros(1, 3, 24, 24))
+    d = dct_matrix(8)
+    assert torch.allclose(d @ d.T, torch.eye(8, dtype=torch.float64), atol=1e-14)
+    assert torch.allclose(d[0], torch.full((8,), 1 / math.sqrt(8), dtype=torch.float64))
+
+
+def test_diff_round_value_and_gradient():
+    # the reference surrogate round(x) + (x - round(x))^3 with torch.round's zero gradient: d/dx = 3 r^2
+    x = torch.tensor([-2.0, 0.0, 3.0, 0.25, -1.25, 2.4], dtype=torch.float64, requires_grad=True)
+    y = diff_round(x)
+    r = torch.tensor([0.0, 0.0, 0.0, 0.25, -0.25, 0.4], dtype=torch.float64)
+    assert torch.allclose(y, torch.round(x.detach()) + r**3, atol=1e-15)
+    (g,) = torch.autograd.grad(y.sum(), x)
+    assert torch.allclose(g, 3 * r**2, atol=1e-15)
+    assert torch.equal(g[:3], torch.zeros(3, dtype=torch.float64))  # flat at integers, not straight-through
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_jpeg_quality_100_is_near_identity_and_2_is_not(channels):
+    x = _smooth((2, channels, 32, 32), 10)
+    y100 = JPEG(100)(x)
+    y2 = JPEG(2)(x)
+    assert y100.shape == x.shape and y2.shape == x.shape
+    assert _psnr(y100, x) > 45.0
+    assert _psnr(JPEG(50)(x), x) > 35.0
+    # quality ordering on the smooth image, and heavy loss on a rough one
+    assert _psnr(y2, x) < _psnr(JPEG(10)(x), x) < _psnr(y100, x)
+    rough = _rand((2, channels, 32, 32), 11)
+    assert _psnr(JPEG(2)(rough), rough) < 15.0
+    assert float(y2.min()) >= -1.0 and float(y2.max()) <= 1.0
+
+
+def test_jpeg_quality_2_block_means_follow_dc_quantisation():
+    # C = 1: the 8x8 block mean m (0..255 scale) has DC = 8 (m - 128), quantised with step 16 * 25 = 400,
+    # so the output block mean is 128 + 50 diff_round((m - 128) / 50) exactly (AC terms have zero block mean)
+    x = 0.5 * _smooth((2, 1, 32, 32), 12)
+    y = JPEG(2)(x)
+    m = torch.nn.functional.avg_pool2d((x + 1) * 127.5, 8)
+    expected = 128 + 50 * diff_round((m - 128) / 50)
+    assert torch.allclose(torch.nn.functional.avg_pool2d((y + 1) * 127.5, 8), expected, atol=1e-9)
+    # hence each block mean moves by at most max(r - r^3) * 50 = 18.75 grey levels
+    assert float((torch.nn.functional.avg_pool2d(y - x, 8)).abs().max()) <= 18.75 / 127.5 + 1e-9
+    # C = 3: luminance and 16x16 chroma DC steps 400 / 425: block means preserved to within ~0.3
+    x3 = 0.5 * _smooth((2, 3, 32, 32), 13)
+    err = torch.nn.functional.avg_pool2d(JPEG(2)(x3) - x3, 16).abs().max()
+    assert float(err) < 0.3
+
+
+def test_jpeg_gradients_and_determinism():
+    for channels in (1, 3):
+        x = _smooth((2, channels, 32, 32), 14).requires_grad_(True)
+        op = make_operator("jpeg2", (channels, 32, 32))
+        assert isinstance(op, JPEG) and op.quality == 2
+        y = op(x)
+        (g,) = torch.autograd.grad(y.pow(2).sum(), x)
+        assert torch.isfinite(g).all() and g.abs().sum() > 0
+        assert torch.equal(op(x.detach()), y.detach())
+        # chains are independent: the output of image 0 does not depend on image 1
+        (g0,) = torch.autograd.grad(op(x)[0].sum(), x)
+        assert torch.count_nonzero(g0[1]) == 0
+
+
+def test_nonlinear_blur_gamma_one_is_motion_blur():
+    x = _rand((2, 3, 32, 32), 15)
+    for seed, k in ((0, None), (3, 5)):
+        nl = NonlinearBlur((3, 32, 32), kernel_size=k, gamma=1.0, seed=seed)
+        mb = MotionBlur((3, 32, 32), kernel_size=k, seed=seed)
+        assert torch.equal(nl.kernel, mb.kernel)
+        assert torch.allclose(nl(x), mb(x), atol=1e-12)
+
+
+def test_nonlinear_blur_values_determinism_gradients():
+    shape = (3, 32, 32)
+    x = _rand((2, *shape), 16)
+    op = make_operator("nonlinear_blur", shape)
+    assert isinstance(op, NonlinearBlur) and op.gamma == 2.2 and op.kernel.shape == (7, 7)
+    y = op(x)
+    assert y.shape == x.shape
+    assert torch.equal(y, NonlinearBlur(shape)(x))
+    assert not torch.allclose(y, NonlinearBlur(shape, seed=1)(x))
+    # power-mean inequality: blurring in linear light (gamma > 1) is never darker than blurring x itself
+    assert bool((y >= MotionBlur(shape)(x) - 1e-3).all())
+    assert float((y - MotionBlur(shape)(x)).max()) > 0.05
+    # a constant image is unchanged; any input (also out of range) gives an output in [-1, 1]
+    c = torch.full((1, *shape), 0.3, dtype=torch.float64)
+    bias = 2 * NonlinearBlur.eps ** (1 / 2.2)
+    assert float((op(c) - c).abs().max()) <= bias and float((op(c) - c).abs().max()) > 0.1 * bias
+    wild = 3 * _rand((2, *shape), 17)
+    out = op(wild)
+    assert float(out.min()) >= -1.0 and float(out.max()) <= 1.0
+    # differentiable at black (u = 0) thanks to the epsilon
+    z = torch.full((1, *shape), -1.0, dtype=torch.float64)
+    z[..., 10:20, 10:20] = 0.5
+    z.requires_grad_(True)
+    (g,) = torch.autograd.grad(op(z).sum(), z)
+    assert torch.isfinite(g).all() and g.abs().sum() > 0

@@ -1,11 +1,13 @@
 """Image inverse problems: the forward operators of the reference's §6 tasks, at any image size."""
 
 from mgdm_audio.image.operators import (
+    JPEG,
     TASKS,
     GaussianBlur,
     HighDynamicRange,
     InpaintCenterBox,
     MotionBlur,
+    NonlinearBlur,
     OutpaintRightHalf,
     PhaseRetrieval,
     SuperResolution,
@@ -18,7 +20,9 @@ __all__ = [
     "GaussianBlur",
     "HighDynamicRange",
     "InpaintCenterBox",
+    "JPEG",
     "MotionBlur",
+    "NonlinearBlur",
     "OutpaintRightHalf",
     "PhaseRetrieval",
     "SuperResolution",
