@@ -71,6 +71,8 @@ class SamplerSpec:
     needs_linear: bool = False
     needs_svd: bool = False
     summary: str = ""
+    problem_check: Callable[[InverseProblem], None] | None = None
+    """An extra requirement on the problem (e.g. MSDM: the operator sums the sources), raising UserInputError."""
 
     def config(self, preset: str = "default", **overrides: Any) -> Any:
         """The config of ``preset`` with ``overrides`` applied (unknown names are an error)."""
@@ -107,6 +109,8 @@ class SamplerSpec:
                 f"sampler '{self.name}' needs the operator's SVD pieces, which "
                 f"{type(problem.operator).__name__} does not provide."
             )
+        if self.problem_check is not None:
+            self.problem_check(problem)
 
 
 def sampler(config_cls: type, needs_problem: bool = True) -> Callable[[AlgorithmFn], SamplerFn]:

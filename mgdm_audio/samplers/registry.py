@@ -17,6 +17,7 @@ SAMPLER_MODULES: dict[str, str] = {
     "reddiff": "mgdm_audio.samplers.reddiff",
     "daps": "mgdm_audio.samplers.daps",
     "ddim": "mgdm_audio.samplers.ddim",
+    "msdm": "mgdm_audio.samplers.msdm",
 }
 
 
