@@ -1,5 +1,9 @@
 """The ``mgdm-audio`` command line (floor 4: parse flags, call one function, print).
 
+    mgdm-audio separate FILES... [-n PRIOR] [-o OUT] [--sampler mgdm] [--preset fast|default|paper] [--n-samples K]
+    mgdm-audio make-dataset slakh-style -o OUT [...] | --recipe recipes/data/slakh-style.yaml -o OUT
+    mgdm-audio train RECIPE.yaml [--out DIR] [--resume]
+    mgdm-audio generate -n PRIOR --seconds S --seed S -o OUT
     mgdm-audio benchmark gmm [--quick] [--json PATH] [--markdown PATH] [--plot PNG] [--samplers a,b] [--no-scaling]
     mgdm-audio info
 
@@ -13,29 +17,12 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 from mgdm_audio import __version__
+from mgdm_audio.core.atomic import write_atomic
 from mgdm_audio.core.errors import UserInputError
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _benchmark_gmm(args: argparse.Namespace) -> int:
@@ -84,6 +71,143 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _make_dataset(args: argparse.Namespace) -> int:
+    from mgdm_audio.audio.data.render import SplitSpec, check_disjoint, load_recipe, render_split
+
+    if args.recipe:
+        recipe = load_recipe(args.recipe)
+        for spec in recipe.splits:
+            spec.soundfont = args.soundfont or spec.soundfont
+            spec.renderer = args.renderer or spec.renderer
+        print(f"content keys per split (test splits disjoint from train): {check_disjoint(recipe)}")
+        specs, sample_rate = recipe.splits, args.sample_rate or recipe.sample_rate
+    else:
+        spec = SplitSpec(
+            name=args.split,
+            source=args.source,
+            tracks=args.tracks,
+            seconds=args.seconds,
+            seed=args.seed,
+            chorale_titles="held_out" if args.split.startswith("test") else "train",
+            soundfont=args.soundfont,
+            renderer=args.renderer or "auto",
+        )
+        specs, sample_rate = [spec], args.sample_rate or 22050
+    for spec in specs:
+        render_split(
+            args.out,
+            spec,
+            sample_rate=sample_rate,
+            workers=args.workers,
+            skip_existing=args.skip_existing,
+            progress=not args.no_progress,
+            log=print,
+        )
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from mgdm_audio.training.__main__ import run_from_args
+
+    return run_from_args(args)
+
+
+def _generate(args: argparse.Namespace) -> int:
+    import torch
+
+    from mgdm_audio.audio.io import write_audio
+    from mgdm_audio.audio.priors import generate, load_prior
+
+    if args.num_samples < 1:
+        raise UserInputError(f"--num-samples must be at least 1, got {args.num_samples}.")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    prior = load_prior(args.model, device=args.device)
+    samples = generate(prior, args.num_samples, args.seconds, args.seed, steps=args.steps, eta=args.eta)
+    out = Path(args.out)
+    for k, stems in enumerate(samples):
+        folder = out / f"sample_{k}"
+        for name, wav in zip(prior.stems, stems, strict=True):
+            write_audio(folder / f"{name}.wav", wav.unsqueeze(0), prior.sample_rate, subtype="FLOAT")
+        write_audio(folder / "mix.wav", stems.sum(0, keepdim=True), prior.sample_rate, subtype="FLOAT")
+    print(f"wrote {len(samples)} sample(s) of {args.seconds:g} s ({', '.join(prior.stems)} + mix) to {out}")
+    return 0
+
+
+def _separate(args: argparse.Namespace) -> int:
+    from mgdm_audio.audio.separate_files import OutputOptions, audio_seconds, expand_inputs, separate_files
+    from mgdm_audio.audio.separator import Separator
+
+    files = expand_inputs(args.files)
+    if not 0 < args.overlap < 0.5:
+        raise UserInputError(f"--overlap must be a fraction in (0, 0.5), got {args.overlap}.")
+    if args.n_samples < 1:
+        raise UserInputError(f"--n-samples must be at least 1, got {args.n_samples}.")
+    if args.segment is not None and not args.segment > 0:
+        raise UserInputError(f"--segment must be a positive number of seconds, got {args.segment}.")
+    fmt = "mp3" if args.mp3 else "flac" if args.flac else "wav"
+    subtype = "FLOAT" if args.float32 else "PCM_24" if args.int24 else "PCM_16"
+    if fmt == "flac" and subtype == "FLOAT":
+        raise UserInputError("FLAC stores integers only: use --int24 (or WAV with --float32).")
+    if fmt == "mp3":
+        subtype = "MPEG_LAYER_III"
+    total = audio_seconds(files)
+    bar = None
+    if not args.no_progress and not args.json:
+        from tqdm import tqdm
+
+        bar = tqdm(
+            total=round(total, 1),
+            unit="s",
+            desc="separating",
+            bar_format="{l_bar}{bar}| {n:.1f}/{total:.1f} s of audio [{elapsed}<{remaining}]",
+        )
+    done_before = [0.0]
+
+    def progress(state: dict) -> None:
+        if bar is not None:
+            bar.n = round(done_before[0] + state["done_seconds"], 1)
+            bar.refresh()
+
+    separator = Separator(
+        prior=args.name,
+        sampler=args.sampler,
+        preset=args.preset,
+        device=args.device,
+        chunk_seconds=args.segment,
+        overlap=args.overlap,
+        batch_chunks=args.batch_chunks,
+        n_samples=args.n_samples,
+        seed=args.seed,
+        callback=progress,
+    )
+    options = OutputOptions(fmt, subtype, args.two_stems, args.skip_existing, args.force, args.plot)
+
+    def on_track(path: Path, i: int, n: int) -> None:
+        if bar is not None and i > 0:
+            done_before[0] = audio_seconds(files[:i])
+        if bar is not None:
+            bar.set_description(f"[{i + 1}/{n}] {path.name}")
+
+    try:
+        summaries = separate_files(files, Path(args.out), separator, options, on_track=on_track)
+    finally:
+        if bar is not None:
+            bar.close()
+    if args.json:
+        print(json.dumps(summaries, indent=2, default=str))
+    else:
+        for s in summaries:
+            if s.get("skipped"):
+                print(f"{s['input']}: outputs exist in {s['output']}, skipped")
+            else:
+                print(
+                    f"{s['input']} -> {Path(s['outputs'][0]).parent}  ({s['audio_seconds']:.1f} s of audio in "
+                    f"{s['seconds']:.1f} s, real-time factor {s['real_time_factor']:.2f}, {s['nfe']} NFE)"
+                )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mgdm-audio", description="Posterior sampling with diffusion priors.")
     parser.add_argument("--version", action="version", version=__version__)
@@ -101,6 +225,69 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes (default: all cores)")
     g.add_argument("--no-progress", action="store_true")
     g.set_defaults(func=_benchmark_gmm)
+    data = sub.add_parser("make-dataset", help="render a Slakh-style 4-stem dataset (bass, drums, guitar, piano)")
+    data.add_argument("kind", nargs="?", default="slakh-style", choices=["slakh-style"])
+    data.add_argument("-o", "--out", required=True, metavar="OUT", help="tracks go to OUT/SPLIT/TrackNNNNN")
+    data.add_argument("--recipe", metavar="PATH", help="render every split of a recipe YAML (recipes/data/*.yaml)")
+    data.add_argument("--split", default="train", help="split folder name (test*: held-out chorale titles)")
+    data.add_argument("--tracks", type=int, default=10)
+    data.add_argument("--seconds", type=float, default=30.0, help="track length (chorales: at most)")
+    data.add_argument("--seed", type=int, default=0, help="track i uses seed + i")
+    data.add_argument("--soundfont", metavar="PATH", help="SF2 file (default: FluidR3_GM, else pretty_midi's TimGM6mb)")
+    data.add_argument("--renderer", choices=["auto", "fluidsynth", "tinysoundfont"], help="default: auto")
+    data.add_argument("--source", default="procedural", help="procedural or chorales")
+    data.add_argument("--sample-rate", type=int, help="Hz (default 22050, or the recipe's)")
+    data.add_argument("--workers", type=int, default=1, help="processes, one synthesiser each")
+    data.add_argument(
+        "--skip-existing",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="keep complete tracks (those with metadata.json)",
+    )
+    data.add_argument("--no-progress", action="store_true")
+    data.set_defaults(func=_make_dataset)
+    train = sub.add_parser("train", help="train a diffusion prior from a recipe (DDP: torchrun -m mgdm_audio.training)")
+    from mgdm_audio.training.__main__ import add_train_arguments
+
+    add_train_arguments(train)
+    train.set_defaults(func=_train)
+    gen = sub.add_parser("generate", help="unconditional multi-stem samples from a prior")
+    gen.add_argument("-n", "--model", required=True, help="shipped prior name or export folder")
+    gen.add_argument("--seconds", type=float, default=4.0, help="length of each sample")
+    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--steps", type=int, default=50, help="DDIM steps on the prior's noise-level table")
+    gen.add_argument("--eta", type=float, default=1.0, help="DDIM eta (1: ancestral, 0: deterministic)")
+    gen.add_argument("--num-samples", type=int, default=1, help="how many samples (OUT/sample_K/)")
+    gen.add_argument("--device", default="cpu")
+    gen.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    gen.add_argument("-o", "--out", required=True, help="output folder")
+    gen.set_defaults(func=_generate)
+    sep = sub.add_parser("separate", help="separate mixture files into stems (the main job)")
+    sep.add_argument("files", nargs="+", help="audio files or folders of audio files (wav, flac, mp3, ogg)")
+    sep.add_argument("-n", "--name", default="slakh-style-small", help="prior: a shipped name or an export folder")
+    sep.add_argument("-o", "--out", default="separated", help="output root: OUT/PRIOR/TRACK/STEM.wav")
+    sep.add_argument("--sampler", default="mgdm", help="posterior sampler (see `mgdm-audio info`)")
+    sep.add_argument("--preset", default="default", help="fast | default | paper, or one of the sampler's presets")
+    sep.add_argument("-d", "--device", default="auto", help="auto | cpu | cuda")
+    sep.add_argument("--segment", type=float, default=None, help="chunk length in seconds (default: the prior's)")
+    sep.add_argument("--overlap", type=float, default=0.25, help="overlap fraction between chunks, in (0, 0.5)")
+    sep.add_argument("--batch-chunks", type=int, default=2, help="even chunks separated together")
+    sep.add_argument("--n-samples", type=int, default=1, help="posterior samples per track (mean + spread)")
+    sep.add_argument("--seed", type=int, default=0)
+    enc = sep.add_mutually_exclusive_group()
+    enc.add_argument("--mp3", action="store_true", help="write MP3")
+    enc.add_argument("--flac", action="store_true", help="write FLAC")
+    depth = sep.add_mutually_exclusive_group()
+    depth.add_argument("--int24", action="store_true", help="24-bit integer samples")
+    depth.add_argument("--float32", action="store_true", help="32-bit float WAV")
+    sep.add_argument("--two-stems", default=None, metavar="STEM", help="write STEM and no_STEM only")
+    sep.add_argument("--skip-existing", action="store_true", help="skip tracks whose outputs exist")
+    sep.add_argument("--force", action="store_true", help="overwrite existing outputs")
+    sep.add_argument("--plot", action="store_true", help="write separation.png (spectrograms, spread)")
+    sep.add_argument("--json", action="store_true", help="print the run summaries as JSON")
+    sep.add_argument("--no-progress", action="store_true")
+    sep.set_defaults(func=_separate)
+
     info = sub.add_parser("info", help="list samplers, their presets and requirements")
     info.set_defaults(func=_info)
     return parser

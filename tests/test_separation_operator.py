@@ -7,6 +7,7 @@ from mgdm_audio.audio.separation import (
     MUSDB4,
     SLAKH4,
     MixtureInpainting,
+    MixtureWithKnownStems,
     StemImputation,
     SumOfStems,
     get_stem_set,
@@ -31,6 +32,8 @@ OPERATORS = {
     "sum5": lambda t: SumOfStems(5, t),
     "impute": lambda t: StemImputation(4, [0, 2], t),
     "inpaint": lambda t: MixtureInpainting(4, _gap_mask(t)),
+    "known_edges": lambda t: MixtureWithKnownStems(4, ~_gap_mask(t)),
+    "known_head": lambda t: MixtureWithKnownStems(3, torch.arange(t) < 5),
 }
 
 
@@ -102,3 +105,14 @@ def test_bad_input():
         StemImputation(2, [0, 1])
     with pytest.raises(UserInputError, match="no sample"):
         MixtureInpainting(4, torch.zeros(5, dtype=torch.bool))
+
+
+def test_known_stems_observation():
+    known = torch.zeros(12, dtype=torch.bool)
+    known[:3] = True
+    op = MixtureWithKnownStems(4, known)
+    x = _rand((2, 4, 12), 6)
+    y = op.observe(x.sum(1, keepdim=True), x)
+    assert torch.equal(op(x), y) and y.shape == (2, 4 * 3 + 9)
+    with pytest.raises(UserInputError, match="nothing is left"):
+        MixtureWithKnownStems(4, torch.ones(5, dtype=torch.bool))

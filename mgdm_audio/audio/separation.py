@@ -29,6 +29,7 @@ __all__ = [
     "SLAKH4",
     "STEM_SETS",
     "MixtureInpainting",
+    "MixtureWithKnownStems",
     "StemImputation",
     "StemSet",
     "SumOfStems",
@@ -297,3 +298,86 @@ class _InpaintingSVD(SVDPieces):
 
     def U(self, c: Tensor) -> Tensor:
         return c.reshape(c.shape[0], 1, self.n_obs)
+
+
+class MixtureWithKnownStems(LinearOperator):
+    r"""A chunk whose stems are already known on some samples (the neighbours' separated overlaps).
+
+    ``known`` is a boolean mask of length ``T``. The observation is the flat vector
+    ``y = [x[:, :, known] (stem-major), (\sum_s x_s)[:, 0, ~known]]`` of length ``S n_k + n_u``: where the stems
+    are known they are observed one by one (which fixes the mixture there too), elsewhere only their sum.
+    SVD pieces: singular value 1 for each known stem value, ``sqrt(S)`` for each mixture sample (as
+    :class:`SumOfStems`); ``Vt(x)`` lists the known stem values, then the range and null-space coordinates of the
+    unknown samples. :meth:`observe` builds ``y`` from a mixture chunk and the known stems.
+    """
+
+    basis: Tensor
+
+    def __init__(self, n_stems: int, known: Tensor) -> None:
+        super().__init__()
+        known = torch.as_tensor(known, dtype=torch.bool).flatten()
+        if n_stems < 2:
+            raise UserInputError(f"a mixture needs at least 2 stems, got n_stems={n_stems}.")
+        if bool(known.all()):
+            raise UserInputError("every sample of the chunk is known: nothing is left to separate.")
+        self.n_stems, self.length = int(n_stems), int(known.numel())
+        self.x_shape = (self.n_stems, self.length)
+        self.register_buffer("known", known, persistent=False)
+        self.register_buffer("basis", orthonormal_complement_basis(self.n_stems), persistent=False)
+
+    @property
+    def n_known(self) -> int:
+        return int(self.known.sum())
+
+    def forward(self, x: Tensor) -> Tensor:
+        b = x.shape[0]
+        return torch.cat([x[:, :, self.known].reshape(b, -1), x[:, :, ~self.known].sum(1)], 1)
+
+    def adjoint(self, y: Tensor) -> Tensor:
+        b, s, k = y.shape[0], self.n_stems, self.n_known
+        x = y.new_zeros(b, s, self.length)
+        x[:, :, self.known] = y[:, : s * k].reshape(b, s, k)
+        x[:, :, ~self.known] = y[:, s * k :, None].transpose(1, 2).expand(-1, s, -1)
+        return x
+
+    def observe(self, mixture: Tensor, known_stems: Tensor) -> Tensor:
+        """``y`` for a mixture chunk ``(B, 1, T)`` and stems ``(B, S, T)`` that are valid where ``known``."""
+        b = mixture.shape[0]
+        return torch.cat([known_stems[:, :, self.known].reshape(b, -1), mixture[:, 0, ~self.known]], 1)
+
+    def svd(self) -> SVDPieces:
+        return _KnownStemsSVD(self.n_stems, self.known, self.basis)
+
+
+class _KnownStemsSVD(SVDPieces):
+    def __init__(self, n_stems: int, known: Tensor, basis: Tensor) -> None:
+        self.n_stems, self.known, self._basis = n_stems, known, basis
+        self.n_k = int(known.sum())
+        self.length = int(known.numel())
+        self.n_u = self.length - self.n_k
+        ones = torch.ones(n_stems * self.n_k, dtype=torch.float64)
+        self.singulars = torch.cat([ones, torch.full((self.n_u,), math.sqrt(n_stems), dtype=torch.float64)])
+
+    @property
+    def n(self) -> int:
+        return self.n_stems * self.length
+
+    def Vt(self, x: Tensor) -> Tensor:
+        b = x.shape[0]
+        coef = x[:, :, ~self.known].transpose(1, 2) @ self._basis.to(x)  # (B, n_u, S)
+        return torch.cat([x[:, :, self.known].reshape(b, -1), coef[:, :, 0], coef[:, :, 1:].reshape(b, -1)], 1)
+
+    def V(self, c: Tensor) -> Tensor:
+        b, s, k, u = c.shape[0], self.n_stems, self.n_k, self.n_u
+        x = c.new_zeros(b, s, self.length)
+        x[:, :, self.known] = c[:, : s * k].reshape(b, s, k)
+        rest = c[:, s * k :]
+        coef = torch.cat([rest[:, :u, None], rest[:, u:].reshape(b, u, s - 1)], 2)
+        x[:, :, ~self.known] = (coef @ self._basis.T.to(c)).transpose(1, 2)
+        return x
+
+    def Ut(self, y: Tensor) -> Tensor:
+        return y.reshape(y.shape[0], -1)
+
+    def U(self, c: Tensor) -> Tensor:
+        return c

@@ -1,0 +1,358 @@
+r"""The multi-stem music prior: a 1-D U-Net over all stems jointly, EDM-preconditioned (MSDM §1.3).
+
+Network ``F`` (``MultiStemUNet``): the stems are the channels, ``(B, S, T)`` in and out.
+
+* patch-in: fold ``patch`` consecutive samples into channels (MSDM's ``patch_factor``),
+  ``(B, S, T) -> (B, S * patch, T / patch)``, then a k3 conv to ``channels[0]``;
+* down level ``i``: strided conv (kernel ``2 f + 1``, stride ``f``) ``channels[i] -> channels[i+1]``, then
+  ``blocks[i]`` ResNet blocks (GroupNorm, SiLU, conv k3, twice; FiLM ``h (1 + scale) + shift`` after the
+  second GroupNorm from the noise embedding), then a transformer block where ``attention[i]``; every ResNet
+  and transformer output is kept as a skip;
+* bottleneck: ResNet, transformer, ResNet;
+* up level ``i`` (mirrored): one ResNet block per skip of level ``i`` on ``concat(h, 2^{-1/2} skip)``, the
+  transformer where ``attention[i]``, then a transposed conv (kernel ``2 f``, stride ``f``) back to
+  ``channels[i]``;
+* patch-out: GroupNorm, SiLU, conv k3 to ``S * patch`` channels (zero-initialised, so ``F = 0`` at
+  initialisation), unfolded back to samples.
+
+The noise embedding is a learned Fourier-feature map of ``c_noise`` (``[sin 2 pi w c, cos 2 pi w c, c]``)
+followed by a two-layer GELU MLP; each ResNet block projects it to its own (scale, shift).
+The input length must be a multiple of ``patch * prod(factors)`` (:meth:`MultiStemUNet.check_length`).
+
+EDM wrapper (``EDMPrior``, Karras et al. 2022, as MSDM's ``Diffusion`` with ``sigma_data = 0.2``):
+
+.. math::
+    c_{skip} = \frac{\sigma_d^2}{\sigma^2 + \sigma_d^2},\quad
+    c_{out} = \frac{\sigma \sigma_d}{\sqrt{\sigma^2 + \sigma_d^2}},\quad
+    c_{in} = \frac{1}{\sqrt{\sigma^2 + \sigma_d^2}},\quad c_{noise} = \tfrac14 \ln \sigma,
+
+    D(x, \sigma) = \mathrm{clamp}_{[-1, 1]}\big(c_{skip} x + c_{out} F(c_{in} x, c_{noise})\big),
+
+trained with ``ln sigma ~ N(-3, 1)`` and the weight ``lambda(sigma) = (sigma^2 + sigma_d^2) / (sigma sigma_d)^2``
+(:meth:`EDMPrior.loss_weight`), which makes the weighted loss the plain MSE of ``F`` against its target.
+The hard clamp (``clamp_output``) is MSDM's behaviour with ``dynamic_threshold = 0``.
+
+Why not ``a-unet`` / ``audio-diffusion-pytorch`` (measured, MSDM_AUDIO_REFERENCE.md §5.4): both are
+unmaintained since 2023-02; 0.1.x only has v-diffusion with uniform sigma, so MSDM's EDM preconditioning,
+log-normal sigmas and Karras grid would have to be re-added anyway; 0.1.x imports torchaudio at import time
+(a hard dependency whose wheels are CUDA builds); a-unet's closure-built modules cannot be pickled; both pull
+the obsolete ``data-science-types`` stubs. This file is the ~300-line alternative the notes suggest.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from mgdm_audio.core.denoiser import batch_sigma
+from mgdm_audio.core.errors import UserInputError
+from mgdm_audio.core.schedules import NoiseLevels
+
+
+@dataclass(frozen=True)
+class UNetConfig:
+    """Architecture of :class:`MultiStemUNet` (``channels`` has one more entry than ``factors``)."""
+
+    stems: int = 4
+    patch: int = 16
+    channels: tuple[int, ...] = (64, 128, 256, 256)
+    factors: tuple[int, ...] = (4, 4, 2)
+    blocks: tuple[int, ...] = (1, 1, 1)
+    attention: tuple[bool, ...] = (False, False, True)
+    attention_heads: int = 4
+    attention_head_features: int = 64
+    feedforward_multiplier: int = 2
+    groups: int = 8
+    fourier_features: int = 64
+    embedding_features: int = 256
+
+    def __post_init__(self) -> None:
+        levels = len(self.factors)
+        if len(self.channels) != levels + 1 or len(self.blocks) != levels or len(self.attention) != levels:
+            raise UserInputError(
+                f"model config: channels needs {levels + 1} entries and blocks/attention {levels} "
+                f"(one per factor), got {len(self.channels)}, {len(self.blocks)}, {len(self.attention)}."
+            )
+        if any(c % self.groups for c in self.channels):
+            raise UserInputError(f"model config: every channel count must be divisible by groups={self.groups}.")
+
+    @property
+    def downsampling(self) -> int:
+        """Total downsampling factor: input lengths must be a multiple of it."""
+        return self.patch * math.prod(self.factors)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> UNetConfig:
+        tuples = {"channels", "factors", "blocks", "attention"}
+        return cls(**{k: tuple(v) if k in tuples else v for k, v in d.items()})
+
+
+@dataclass(frozen=True)
+class EDMConfig:
+    """EDM parameters (MSDM: ``sigma_data = 0.2``, hard clamp) and the noise-level table of the prior."""
+
+    sigma_data: float = 0.2
+    clamp_output: bool = True
+    sigma_min: float = 1e-4
+    sigma_max: float = 20.0
+    rho: float = 7.0
+    levels: int = 1000
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+#: Named architectures. ``small`` is the shipped CPU prior; ``msdm`` follows MSDM §1.2 (GPU only).
+CONFIGS: dict[str, UNetConfig] = {
+    "tiny": UNetConfig(
+        patch=4,
+        channels=(16, 16, 32),
+        factors=(2, 2),
+        blocks=(1, 1),
+        attention=(False, True),
+        attention_heads=2,
+        attention_head_features=8,
+        groups=4,
+        fourier_features=8,
+        embedding_features=32,
+    ),
+    "small": UNetConfig(),
+    "msdm": UNetConfig(
+        patch=16,
+        channels=(256, 512, 1024, 1024, 1024, 1024, 1024),
+        factors=(4, 4, 4, 2, 2, 2),
+        blocks=(2, 2, 2, 2, 2, 2),
+        attention=(False, False, False, True, True, True),
+        attention_heads=8,
+        attention_head_features=128,
+        groups=8,
+        fourier_features=128,
+        embedding_features=1024,
+    ),
+}
+
+
+def get_config(name: str, **overrides: Any) -> UNetConfig:
+    if name not in CONFIGS:
+        raise UserInputError(f"unknown model config '{name}'; choose one of: {', '.join(CONFIGS)}.")
+    return replace(CONFIGS[name], **overrides)
+
+
+class NoiseEmbedding(nn.Module):
+    """Learned Fourier features of ``c_noise`` -> two-layer GELU MLP -> ``embedding_features``."""
+
+    def __init__(self, fourier_features: int, embedding_features: int) -> None:
+        super().__init__()
+        self.frequencies = nn.Parameter(torch.randn(fourier_features))
+        self.mlp = nn.Sequential(
+            nn.Linear(2 * fourier_features + 1, embedding_features),
+            nn.GELU(),
+            nn.Linear(embedding_features, embedding_features),
+            nn.GELU(),
+        )
+
+    def forward(self, c_noise: Tensor) -> Tensor:
+        c = c_noise.reshape(-1, 1)
+        phase = 2 * math.pi * c * self.frequencies
+        return self.mlp(torch.cat([phase.sin(), phase.cos(), c], dim=1))
+
+
+class ResnetBlock(nn.Module):
+    """GroupNorm-SiLU-conv3, GroupNorm-FiLM-SiLU-conv3, plus a (1x1 conv) residual."""
+
+    def __init__(self, in_channels: int, out_channels: int, embedding_features: int, groups: int) -> None:
+        super().__init__()
+        self.norm1 = nn.GroupNorm(groups, in_channels)
+        self.conv1 = nn.Conv1d(in_channels, out_channels, 3, padding=1)
+        self.norm2 = nn.GroupNorm(groups, out_channels)
+        self.film = nn.Linear(embedding_features, 2 * out_channels)
+        self.conv2 = nn.Conv1d(out_channels, out_channels, 3, padding=1)
+        self.residual = nn.Conv1d(in_channels, out_channels, 1) if in_channels != out_channels else nn.Identity()
+
+    def forward(self, x: Tensor, embedding: Tensor) -> Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))
+        scale, shift = self.film(embedding).unsqueeze(-1).chunk(2, dim=1)
+        h = self.norm2(h) * (1 + scale) + shift
+        h = self.conv2(F.silu(h))
+        return h + self.residual(x)
+
+
+class TransformerBlock(nn.Module):
+    """Pre-norm multi-head self-attention over time with a residual, then a 1x1-conv GELU feed-forward."""
+
+    def __init__(self, channels: int, heads: int, head_features: int, multiplier: int) -> None:
+        super().__init__()
+        self.heads = heads
+        inner = heads * head_features
+        self.norm_attention = nn.GroupNorm(1, channels)
+        self.qkv = nn.Conv1d(channels, 3 * inner, 1, bias=False)
+        self.project = nn.Conv1d(inner, channels, 1)
+        self.norm_feedforward = nn.GroupNorm(1, channels)
+        self.feedforward = nn.Sequential(
+            nn.Conv1d(channels, multiplier * channels, 1), nn.GELU(), nn.Conv1d(multiplier * channels, channels, 1)
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, _, t = x.shape
+        q, k, v = self.qkv(self.norm_attention(x)).reshape(b, 3, self.heads, -1, t).transpose(-1, -2).unbind(1)
+        a = F.scaled_dot_product_attention(q, k, v)  # (b, heads, t, d)
+        x = x + self.project(a.transpose(-1, -2).reshape(b, -1, t))
+        return x + self.feedforward(self.norm_feedforward(x))
+
+
+class MultiStemUNet(nn.Module):
+    """The network ``F(x_in, c_noise)``: ``(B, S, T)`` and ``(B,)`` -> ``(B, S, T)`` (see the module docstring)."""
+
+    def __init__(self, config: UNetConfig) -> None:
+        super().__init__()
+        self.config = c = config
+        emb, g = c.embedding_features, c.groups
+        self.embedding = NoiseEmbedding(c.fourier_features, emb)
+        self.patch_in = nn.Conv1d(c.stems * c.patch, c.channels[0], 3, padding=1)
+        self.downsamples = nn.ModuleList()
+        self.down_blocks = nn.ModuleList()
+        self.down_attention = nn.ModuleList()
+        for i, f in enumerate(c.factors):
+            cin, cout = c.channels[i], c.channels[i + 1]
+            self.downsamples.append(nn.Conv1d(cin, cout, 2 * f + 1, stride=f, padding=f))
+            self.down_blocks.append(nn.ModuleList(ResnetBlock(cout, cout, emb, g) for _ in range(c.blocks[i])))
+            self.down_attention.append(self._transformer(cout) if c.attention[i] else nn.Identity())
+        bottom = c.channels[-1]
+        self.mid1 = ResnetBlock(bottom, bottom, emb, g)
+        self.mid_attention = self._transformer(bottom)
+        self.mid2 = ResnetBlock(bottom, bottom, emb, g)
+        self.up_blocks = nn.ModuleList()
+        self.up_attention = nn.ModuleList()
+        self.upsamples = nn.ModuleList()
+        for i, f in enumerate(c.factors):
+            cin, cout = c.channels[i], c.channels[i + 1]
+            n_skips = c.blocks[i] + int(c.attention[i])
+            self.up_blocks.append(nn.ModuleList(ResnetBlock(2 * cout, cout, emb, g) for _ in range(n_skips)))
+            self.up_attention.append(self._transformer(cout) if c.attention[i] else nn.Identity())
+            self.upsamples.append(nn.ConvTranspose1d(cout, cin, 2 * f, stride=f, padding=f // 2))
+        self.norm_out = nn.GroupNorm(g, c.channels[0])
+        self.patch_out = nn.Conv1d(c.channels[0], c.stems * c.patch, 3, padding=1)
+        nn.init.zeros_(self.patch_out.weight)
+        nn.init.zeros_(self.patch_out.bias)
+
+    def _transformer(self, channels: int) -> TransformerBlock:
+        c = self.config
+        return TransformerBlock(channels, c.attention_heads, c.attention_head_features, c.feedforward_multiplier)
+
+    def check_length(self, x: Tensor) -> None:
+        c = self.config
+        if x.ndim != 3 or x.shape[1] != c.stems:
+            raise UserInputError(f"the prior expects input of shape (B, {c.stems}, T), got {tuple(x.shape)}.")
+        if x.shape[-1] % c.downsampling:
+            raise UserInputError(
+                f"the prior needs a length that is a multiple of {c.downsampling} samples "
+                f"(patch {c.patch} x factors {c.factors}), got {x.shape[-1]}; pad or crop the chunk."
+            )
+
+    def forward(self, x: Tensor, c_noise: Tensor) -> Tensor:
+        self.check_length(x)
+        c = self.config
+        b, s, t = x.shape
+        emb = self.embedding(c_noise.to(x.dtype))
+        h = x.reshape(b, s, t // c.patch, c.patch).permute(0, 1, 3, 2).reshape(b, s * c.patch, t // c.patch)
+        h = self.patch_in(h)
+        skips: list[list[Tensor]] = []
+        for down, blocks, attention in zip(self.downsamples, self.down_blocks, self.down_attention, strict=True):
+            h = down(h)
+            level: list[Tensor] = []
+            for block in blocks:
+                h = block(h, emb)
+                level.append(h)
+            if not isinstance(attention, nn.Identity):
+                h = attention(h)
+                level.append(h)
+            skips.append(level)
+        h = self.mid2(self.mid_attention(self.mid1(h, emb)), emb)
+        skip_scale = 2**-0.5
+        for i in reversed(range(len(c.factors))):
+            level = skips[i]
+            for block in self.up_blocks[i]:
+                h = block(torch.cat([h, skip_scale * level.pop()], dim=1), emb)
+            h = self.upsamples[i](self.up_attention[i](h))
+        h = self.patch_out(F.silu(self.norm_out(h)))
+        return h.reshape(b, s, c.patch, t // c.patch).permute(0, 1, 3, 2).reshape(b, s, t)
+
+
+def edm_coefficients(sigma: Tensor, sigma_data: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``(c_skip, c_out, c_in, c_noise)`` of EDM for a tensor of sigmas (see the module docstring)."""
+    s2, d2 = sigma * sigma, sigma_data * sigma_data
+    c_skip = d2 / (s2 + d2)
+    c_out = sigma * sigma_data / (s2 + d2).sqrt()
+    c_in = 1 / (s2 + d2).sqrt()
+    c_noise = sigma.log() / 4
+    return c_skip, c_out, c_in, c_noise
+
+
+class EDMPrior(nn.Module):
+    """``D(x, sigma)`` of the core's Denoiser protocol around a :class:`MultiStemUNet` (EDM preconditioning).
+
+    ``sigma`` is a float or a ``(B,)`` tensor, ``x`` is ``(B, S, T)``; ``levels`` is a Karras table
+    (``sigma_min`` to ``sigma_max``, ``rho``, ``levels`` entries) for the index-based samplers.
+    """
+
+    def __init__(self, unet: UNetConfig, edm: EDMConfig | None = None) -> None:
+        super().__init__()
+        self.edm = edm or EDMConfig()
+        self.net = MultiStemUNet(unet)
+        with torch.device("cpu"):  # the table is always a CPU float64 tensor, also under a meta/cuda default
+            self.levels = NoiseLevels.karras(self.edm.sigma_min, self.edm.sigma_max, self.edm.rho, self.edm.levels)
+
+    @property
+    def unet_config(self) -> UNetConfig:
+        return self.net.config
+
+    def forward(self, x: Tensor, sigma: Tensor | float) -> Tensor:
+        s = batch_sigma(sigma, x).to(x.dtype).clamp(min=1e-20)
+        c_skip, c_out, c_in, c_noise = (v.reshape(-1, 1, 1) for v in edm_coefficients(s, self.edm.sigma_data))
+        out = c_skip * x + c_out * self.net(c_in * x, c_noise.reshape(-1))
+        return out.clamp(-1.0, 1.0) if self.edm.clamp_output else out
+
+    def loss_weight(self, sigma: Tensor) -> Tensor:
+        """EDM's ``lambda(sigma) = (sigma^2 + sigma_d^2) / (sigma sigma_d)^2``."""
+        d = self.edm.sigma_data
+        return (sigma * sigma + d * d) / (sigma * d) ** 2
+
+    def export_config(self) -> dict[str, Any]:
+        """What :func:`mgdm_audio.audio.priors.load_prior` needs to rebuild this module."""
+        return {"unet": self.unet_config.to_dict(), "edm": self.edm.to_dict()}
+
+
+def build_prior(config: str = "small", edm: dict[str, Any] | None = None, **overrides: Any) -> EDMPrior:
+    """The recipe factory: a named architecture (``tiny``, ``small``, ``msdm``) with optional overrides."""
+    return EDMPrior(get_config(config, **overrides), EDMConfig(**(edm or {})))
+
+
+def prior_from_export_config(config: dict[str, Any]) -> EDMPrior:
+    """Rebuild the module from :meth:`EDMPrior.export_config` output."""
+    return EDMPrior(UNetConfig.from_dict(config["unet"]), EDMConfig(**config["edm"]))
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+__all__ = [
+    "CONFIGS",
+    "EDMConfig",
+    "EDMPrior",
+    "MultiStemUNet",
+    "UNetConfig",
+    "build_prior",
+    "count_parameters",
+    "edm_coefficients",
+    "get_config",
+    "prior_from_export_config",
+]

@@ -1,0 +1,152 @@
+"""Loading trained multi-stem priors: ``load_prior(name_or_path) -> AudioPrior`` (a core Denoiser).
+
+A prior is an export folder written by the trainer (``mgdm_audio.training.export``): ``model.safetensors``
+(EMA weights), ``config.json`` (architecture, EDM parameters, stems, sample rate, chunk length, hashes) and
+``MODEL_CARD.md``. A name resolves to the package's ``mgdm_audio/audio/weights/<name>/``; anything else is
+taken as a path to such a folder. Loading never unpickles (safetensors only) and needs no network.
+A missing folder or file, a corrupt file, or weights that do not match the architecture (missing,
+unexpected or mis-shaped tensors) raise one :class:`UserInputError`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+from torch import Tensor
+
+from mgdm_audio.audio.model import EDMPrior, prior_from_export_config
+from mgdm_audio.core.errors import UserInputError
+from mgdm_audio.core.schedules import NoiseLevels
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "config.json"
+
+
+@dataclass
+class AudioPrior:
+    """A loaded prior: ``prior(x, sigma)`` is ``D(x, sigma)`` on ``(B, S, T)`` (the core Denoiser protocol)."""
+
+    module: EDMPrior
+    stems: tuple[str, ...]
+    sample_rate: int
+    chunk_samples: int
+    config: dict[str, Any]
+    weights_sha256: str
+    path: Path
+
+    @property
+    def levels(self) -> NoiseLevels:
+        return self.module.levels
+
+    @property
+    def downsampling(self) -> int:
+        """Input lengths must be a multiple of this many samples."""
+        return self.module.unet_config.downsampling
+
+    def __call__(self, x: Tensor, sigma: Tensor | float) -> Tensor:
+        return self.module(x, sigma)
+
+    def to(self, device: torch.device | str) -> AudioPrior:
+        self.module.to(device)
+        return self
+
+
+def available_priors() -> list[str]:
+    """Names of the priors shipped inside the package."""
+    if not WEIGHTS_DIR.is_dir():
+        return []
+    return sorted(p.name for p in WEIGHTS_DIR.iterdir() if (p / CONFIG_NAME).is_file())
+
+
+def resolve_prior_dir(name_or_path: str | Path) -> Path:
+    shipped = WEIGHTS_DIR / str(name_or_path)
+    if "/" not in str(name_or_path) and (shipped / CONFIG_NAME).is_file():
+        return shipped
+    path = Path(name_or_path)
+    if path.is_dir():
+        return path
+    names = ", ".join(available_priors()) or "none shipped yet"
+    raise UserInputError(
+        f"unknown prior '{name_or_path}': not a shipped name ({names}) and not an export folder with "
+        f"{CONFIG_NAME} and {WEIGHTS_NAME}."
+    )
+
+
+def load_prior(name_or_path: str | Path, device: torch.device | str = "cpu") -> AudioPrior:
+    """Load a shipped prior by name or an export folder by path, in eval mode on ``device``."""
+    folder = resolve_prior_dir(name_or_path)
+    config_path, weights_path = folder / CONFIG_NAME, folder / WEIGHTS_NAME
+    for p in (config_path, weights_path):
+        if not p.is_file():
+            raise UserInputError(f"prior folder {folder} has no {p.name}; re-export it with the trainer.")
+    try:
+        config = json.loads(config_path.read_text())
+        architecture = config["model"]["architecture"]
+        metadata = config.get("metadata", {})
+        stems = tuple(str(s) for s in metadata["stems"])
+        sample_rate, chunk_samples = int(metadata["sample_rate"]), int(metadata["chunk_samples"])
+        module = prior_from_export_config(architecture)
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+        raise UserInputError(f"{config_path} is not a valid prior config ({type(err).__name__}: {err}).") from None
+    data = weights_path.read_bytes()
+    try:
+        state = load_file(str(weights_path))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise UserInputError(f"{weights_path} is not a readable safetensors file ({err}); re-export it.") from None
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(state) if expected[k].shape != state[k].shape)
+    if missing or unexpected or wrong:
+        detail = "; ".join(
+            f"{what}: {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}"
+            for what, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong))
+            if keys
+        )
+        raise UserInputError(f"{weights_path} does not match the architecture in {config_path} ({detail}).")
+    module.load_state_dict(state)
+    module.eval().requires_grad_(False)
+    if len(stems) != module.unet_config.stems:
+        raise UserInputError(f"{config_path} lists {len(stems)} stems but the model has {module.unet_config.stems}.")
+    prior = AudioPrior(
+        module=module,
+        stems=stems,
+        sample_rate=sample_rate,
+        chunk_samples=chunk_samples,
+        config=config,
+        weights_sha256=hashlib.sha256(data).hexdigest(),
+        path=folder,
+    )
+    return prior.to(device)
+
+
+def generate(prior: AudioPrior, n_samples: int, seconds: float, seed: int, steps: int = 50, eta: float = 1.0) -> Tensor:
+    """Unconditional multi-stem samples ``(n_samples, S, round(seconds * sample_rate))`` (MSDM's total generation).
+
+    Runs the core's DDIM(eta) sampler (VP start ``sqrt(1 - abar_T) n``, ``steps`` grid points of the prior's
+    table) on a length rounded up to the prior's downsampling multiple, then crops. Same seed, same output.
+    """
+    from mgdm_audio.core.rng import make_generator
+    from mgdm_audio.samplers.registry import get_sampler
+
+    if n_samples < 1:
+        raise UserInputError(f"the number of samples must be at least 1, got {n_samples}.")
+    if not seconds > 0:
+        raise UserInputError(f"--seconds must be positive, got {seconds}.")
+    length = round(seconds * prior.sample_rate)
+    padded = -(-length // prior.downsampling) * prior.downsampling
+    spec = get_sampler("ddim")
+    config = spec.config("paper-audio", n_steps=steps, eta=eta)
+    device = next(prior.module.parameters()).device
+    generator = make_generator(seed)
+    x_init = torch.randn(n_samples, len(prior.stems), padded, generator=generator).to(device)
+    result = spec.run(prior, None, x_init, generator=make_generator(seed + 1, device), config=config)
+    return result.samples[..., :length].float().cpu()

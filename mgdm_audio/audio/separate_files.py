@@ -1,0 +1,237 @@
+"""The separation job behind ``mgdm-audio separate``: files in, ``OUT/PRIOR/TRACK/STEM.wav`` + ``run.json`` out.
+
+Every input is checked (exists, is audio, mono or stereo, not empty) and every output folder is checked (writable;
+no existing outputs unless ``force`` or ``skip_existing``) before any separation starts, so a user mistake costs
+nothing and leaves nothing behind. Stems are streamed into temporary files and renamed when a track is complete;
+an error or interruption removes the temporary files of the track in progress.
+
+Layout per track (Demucs-like)::
+
+    OUT/PRIOR/TRACK/bass.wav ... (the stems; with --two-stems STEM: STEM.wav and no_STEM.wav)
+    OUT/PRIOR/TRACK/samples/STEM_k.wav   (with n_samples K > 1: every posterior sample)
+    OUT/PRIOR/TRACK/run.json             (prior, weights hash, sampler, preset, seed, versions, cost, timing)
+    OUT/PRIOR/TRACK/separation.png       (with plot: mixture and stem spectrograms, and the spread when K > 1)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mgdm_audio.audio.io import StreamingWriter, audio_info, iter_blocks, read_audio
+from mgdm_audio.audio.separator import Separator
+from mgdm_audio.core.atomic import write_atomic
+from mgdm_audio.core.errors import UserInputError
+
+AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg", ".aiff", ".aif")
+
+
+@dataclass
+class OutputOptions:
+    format: str = "wav"  # wav | flac | mp3
+    subtype: str = "PCM_16"  # PCM_16 | PCM_24 | FLOAT
+    two_stems: str | None = None
+    skip_existing: bool = False
+    force: bool = False
+    plot: bool = False
+
+
+def expand_inputs(paths: Sequence[str | Path]) -> list[Path]:
+    """Files as given; folders contribute their audio files (sorted). One clear error for a missing path or a
+    folder without audio."""
+    files: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = sorted(q for q in p.iterdir() if q.is_file() and q.suffix.lower() in AUDIO_SUFFIXES)
+            if not found:
+                raise UserInputError(f"folder {p} contains no audio files ({', '.join(AUDIO_SUFFIXES)}).")
+            files.extend(found)
+        elif p.exists():
+            files.append(p)
+        else:
+            raise UserInputError(f"input {p} does not exist.")
+    if not files:
+        raise UserInputError("no input files were given.")
+    return files
+
+
+def track_dir(out: Path, prior_name: str, path: Path) -> Path:
+    return out / prior_name / path.stem
+
+
+def output_names(stems: Sequence[str], options: OutputOptions) -> list[str]:
+    if options.two_stems is None:
+        return list(stems)
+    if options.two_stems not in stems:
+        raise UserInputError(f"--two-stems {options.two_stems}: the prior's stems are {', '.join(stems)}.")
+    return [options.two_stems, f"no_{options.two_stems}"]
+
+
+def _check_writable(folder: Path) -> None:
+    probe = folder
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise UserInputError(f"output folder {folder} cannot be created or written (check -o and permissions).")
+
+
+def separate_files(
+    files: Sequence[Path],
+    out: Path,
+    separator: Separator,
+    options: OutputOptions,
+    *,
+    on_track: Callable[[Path, int, int], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Separate ``files`` into ``out``; returns one summary dict per track (``skipped`` for existing outputs)."""
+    prior_name = str(separator.prior.config.get("name", separator.prior.path.name))
+    ext = {"wav": ".wav", "flac": ".flac", "mp3": ".mp3"}[options.format]
+    names = output_names(separator.prior.stems, options)
+    plan: list[tuple[Path, Path, bool]] = []
+    for f in files:
+        info = audio_info(f)  # every input is checked before any work
+        if info.channels > 2:
+            raise UserInputError(f"{f} has {info.channels} channels; only mono and stereo mixtures are supported.")
+        if info.frames == 0:
+            raise UserInputError(f"{f} contains no audio (zero samples).")
+        for _ in iter_blocks(f, 1 << 18, max_channels=2):  # decode it all once: truncation and NaNs found now
+            pass
+        folder = track_dir(out, prior_name, f)
+        _check_writable(folder)
+        existing = [folder / f"{n}{ext}" for n in names if (folder / f"{n}{ext}").exists()]
+        if existing and not (options.force or options.skip_existing):
+            raise UserInputError(
+                f"{existing[0]} already exists; use --force to overwrite or --skip-existing to keep it."
+            )
+        plan.append((f, folder, bool(existing) and options.skip_existing and not options.force))
+    summaries = []
+    for i, (f, folder, skip) in enumerate(plan):
+        if on_track is not None:
+            on_track(f, i, len(plan))
+        if skip:
+            summaries.append({"input": str(f), "output": str(folder), "skipped": True})
+            continue
+        summaries.append(_separate_one(f, folder, separator, options, names, ext))
+    return summaries
+
+
+def _separate_one(
+    path: Path, folder: Path, separator: Separator, options: OutputOptions, names: list[str], ext: str
+) -> dict[str, Any]:
+    folder.mkdir(parents=True, exist_ok=True)
+    k = separator.n_samples
+    sr = separator.sample_rate
+    stem_index = {n: i for i, n in enumerate(separator.prior.stems)}
+    writers: dict[str, StreamingWriter] = {}
+    sample_writers: dict[tuple[str, int], StreamingWriter] = {}
+
+    def open_writer(target: Path) -> StreamingWriter:
+        return StreamingWriter(target, sr, 1, format=options.format, subtype=options.subtype)
+
+    sum_sq = torch.zeros(len(separator.prior.stems), dtype=torch.float64)
+    var_sum = torch.zeros_like(sum_sq)
+    frames = 0
+    try:
+        for n in names:
+            writers[n] = open_writer(folder / f"{n}{ext}")
+        if k > 1:
+            (folder / "samples").mkdir(exist_ok=True)
+            for n in separator.prior.stems:
+                for j in range(k):
+                    sample_writers[(n, j)] = open_writer(folder / "samples" / f"{n}_{j}{ext}")
+        for block in separator.iter_separate_file(path):  # (K, S, n)
+            mean = block.mean(0)
+            sum_sq += mean.double().pow(2).sum(-1)
+            if k > 1:
+                var_sum += block.double().var(0, unbiased=True).sum(-1)
+            frames += block.shape[-1]
+            for n in names:
+                if options.two_stems is not None and n.startswith("no_"):
+                    writers[n].write(mean.sum(0, keepdim=True) - mean[stem_index[options.two_stems]][None])
+                else:
+                    writers[n].write(mean[stem_index[n]][None])
+            for (n, j), w in sample_writers.items():
+                w.write(block[j, stem_index[n]][None])
+        written = [w.commit() for w in writers.values()] + [w.commit() for w in sample_writers.values()]
+    except BaseException:
+        for w in [*writers.values(), *sample_writers.values()]:
+            w.abort()
+        raise
+    info = dict(separator.last_info)
+    rms = (sum_sq / max(frames, 1)).sqrt()
+    info["stems"] = list(separator.prior.stems)
+    info["stem_rms"] = {n: float(rms[i]) for i, n in enumerate(separator.prior.stems)}
+    if k > 1:
+        spread = (var_sum / max(frames, 1)).sqrt()
+        info["spread_rms"] = {n: float(spread[i]) for i, n in enumerate(separator.prior.stems)}
+        info["relative_spread"] = {
+            n: float(spread[i] / rms[i]) if rms[i] > 0 else 0.0 for i, n in enumerate(separator.prior.stems)
+        }
+    info["input"] = str(path)
+    info["outputs"] = [str(p) for p in written]
+    clipped = [str(w.path) for w in [*writers.values(), *sample_writers.values()] if w.clipped]
+    info["clipped_outputs"] = clipped
+    if options.plot:
+        info["plot"] = str(plot_track(path, folder, separator, ext, k))
+    _write_json(folder / "run.json", info)
+    return info
+
+
+def _write_json(path: Path, payload: dict[str, Any]) -> None:
+    write_atomic(path, json.dumps(payload, indent=2, default=str) + "\n")
+
+
+def plot_track(path: Path, folder: Path, separator: Separator, ext: str, k: int) -> Path:
+    """A PNG of the mixture's and each stem's log-magnitude spectrogram (and, with K > 1, the spread's)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sr = separator.sample_rate
+    stems = list(separator.prior.stems)
+    rows: list[tuple[str, torch.Tensor]] = []
+    mix, sr_in = read_audio(path, mono=True)
+    from mgdm_audio.audio.io import resample
+
+    rows.append(("mixture", resample(mix[0], sr_in, sr)))
+    for n in stems:
+        target = folder / f"{n}{ext}"
+        if target.exists():
+            rows.append((n, read_audio(target, mono=True)[0][0]))
+    if k > 1:
+        for n in stems:
+            samples = [read_audio(folder / "samples" / f"{n}_{j}{ext}", mono=True)[0][0] for j in range(k)]
+            rows.append((f"{n} spread (std over {k} samples)", torch.stack(samples).std(0)))
+    n_fft = 1024
+    fig, axes = plt.subplots(len(rows), 1, figsize=(10, 1.8 * len(rows)), sharex=True, squeeze=False)
+    for ax, (title, wav) in zip(axes[:, 0], rows, strict=True):
+        spec = torch.stft(wav.float(), n_fft, n_fft // 4, window=torch.hann_window(n_fft), return_complex=True).abs()
+        db = 20 * torch.log10(spec + 1e-6)
+        seconds = wav.numel() / sr
+        ax.imshow(db.numpy(), origin="lower", aspect="auto", extent=(0, seconds, 0, sr / 2000), vmin=-80, vmax=20)
+        ax.set_ylabel("kHz")
+        ax.set_title(title, fontsize=9, loc="left")
+    axes[-1, 0].set_xlabel("seconds")
+    fig.tight_layout()
+    target = folder / "separation.png"
+    tmp = folder / ".separation.tmp.png"
+    fig.savefig(tmp, dpi=80)
+    plt.close(fig)
+    os.replace(tmp, target)
+    return target
+
+
+def audio_seconds(files: Sequence[Path]) -> float:
+    total = 0.0
+    for f in files:
+        info = audio_info(f)
+        total += info.frames / info.sample_rate
+    return total if math.isfinite(total) else 0.0

@@ -1,0 +1,29 @@
+"""Training of VE denoisers (EDM): single process or DDP under torchrun, EMA, checkpoints, export.
+
+    torchrun --nproc_per_node N -m mgdm_audio.training RECIPE.yaml [--out DIR] [--resume] ...
+    mgdm-audio train RECIPE.yaml [--out DIR] [--resume] ...
+
+This floor knows no audio: the recipe names the model and dataset factories.
+"""
+
+from mgdm_audio.training.trainer import (
+    FactorySpec,
+    Recipe,
+    TrainResult,
+    TrainSettings,
+    ValidationSettings,
+    init_distributed,
+    load_recipe,
+    train,
+)
+
+__all__ = [
+    "FactorySpec",
+    "Recipe",
+    "TrainResult",
+    "TrainSettings",
+    "ValidationSettings",
+    "init_distributed",
+    "load_recipe",
+    "train",
+]

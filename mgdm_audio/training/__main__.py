@@ -1,0 +1,62 @@
+"""``python -m mgdm_audio.training RECIPE.yaml`` (also under ``torchrun --nproc_per_node N``)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from mgdm_audio.core.errors import UserInputError
+
+
+def add_train_arguments(p: argparse.ArgumentParser) -> None:
+    """The flags shared by ``mgdm-audio train`` and ``python -m mgdm_audio.training``."""
+    p.add_argument("recipe", help="training recipe YAML (e.g. recipes/prior/slakh-style-small.yaml)")
+    p.add_argument("--out", default=None, help="run folder (default: runs/<recipe name>)")
+    p.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint")
+    p.add_argument("--max-steps", type=int, default=None, help="stop after this many optimiser steps in total")
+    p.add_argument("--max-minutes", type=float, default=None, help="wall-clock budget of this invocation")
+    p.add_argument("--data-root", default=None, help="replace the recipe's data root folder")
+    p.add_argument("--export", default=None, help="export folder (default: <out>/export)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    from mgdm_audio.training.trainer import init_distributed, load_recipe, train
+
+    if args.max_steps is not None and args.max_steps < 0:
+        raise UserInputError(f"--max-steps must be >= 0, got {args.max_steps}.")
+    if args.max_minutes is not None and args.max_minutes <= 0:
+        raise UserInputError(f"--max-minutes must be > 0, got {args.max_minutes}.")
+    recipe = load_recipe(args.recipe, data_root=args.data_root)
+    info = init_distributed()
+    out = Path(args.out) if args.out else Path("runs") / recipe.name
+    result = train(
+        recipe,
+        out,
+        resume=args.resume,
+        max_steps=args.max_steps,
+        max_minutes=args.max_minutes,
+        export_dir=args.export,
+        progress=not args.no_progress,
+    )
+    if info.rank == 0:
+        last = f"{result.losses[-1][1]:.5f}" if result.losses else "n/a"
+        print(f"trained {result.step} steps ({result.stopped_by}); last loss {last}; exported to {result.export_dir}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m mgdm_audio.training", description=__doc__)
+    add_train_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return run_from_args(args)
+    except UserInputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

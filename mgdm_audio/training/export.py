@@ -1,0 +1,117 @@
+"""Export of a trained denoiser: ``model.safetensors`` + ``config.json`` + ``MODEL_CARD.md``.
+
+* ``model.safetensors``: the EMA weights (safetensors only: loading never unpickles);
+* ``config.json``: what rebuilds the module (``model.architecture``: the model's ``export_config()``),
+  the recipe's ``export.metadata`` (stems, sample rate, chunk length, data description, licences), the
+  training steps, the validation metrics, the sha256 of the recipe text and a fingerprint of the data;
+* ``MODEL_CARD.md``: the same facts for a reader, with the recipe that reproduces the weights.
+
+Every file is written to a temporary name in the export folder and renamed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import save_file
+
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "config.json"
+CARD_NAME = "MODEL_CARD.md"
+
+
+def _atomic_target(path: Path) -> str:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    return tmp
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    tmp = _atomic_target(path)
+    try:
+        Path(tmp).write_text(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_weights(path: Path, state_dict: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> str:
+    """Write ``state_dict`` as safetensors (atomically); returns the file's sha256."""
+    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state_dict.items()}
+    tmp = _atomic_target(path)
+    try:
+        save_file(tensors, tmp, metadata=metadata)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return file_sha256(path)
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def model_card(config: dict[str, Any], recipe_text: str) -> str:
+    """Markdown card: what the model is, what it was trained on, how, and how well."""
+    meta = config.get("metadata", {})
+    lines = [f"# {config.get('name', 'prior')}", ""]
+    if meta.get("description"):
+        lines += [str(meta["description"]), ""]
+    lines += [
+        "| field | value |",
+        "|---|---|",
+        f"| parameters | {config.get('parameters')} |",
+        f"| training steps | {config.get('training_steps')} |",
+        f"| global batch | {config.get('batch_size')} |",
+        f"| stems | {', '.join(meta.get('stems', []))} |",
+        f"| sample rate | {meta.get('sample_rate')} Hz |",
+        f"| chunk length | {meta.get('chunk_samples')} samples |",
+        f"| weights sha256 | `{config.get('weights_sha256')}` |",
+        f"| recipe sha256 | `{config.get('recipe_sha256')}` |",
+        f"| data fingerprint | `{config.get('data_fingerprint')}` |",
+        "",
+    ]
+    if meta.get("data"):
+        lines += ["## Data", "", str(meta["data"]), ""]
+    if meta.get("licence"):
+        lines += ["## Licences", "", str(meta["licence"]), ""]
+    metrics = config.get("validation") or {}
+    if metrics:
+        lines += ["## Validation (EMA weights, EDM-weighted denoising loss per ln-sigma band)", ""]
+        lines += ["| band | loss |", "|---|---|"]
+        lines += [f"| {band} | {value:.5f} |" for band, value in metrics.items()]
+        lines += [""]
+    lines += ["## Recipe", "", "```yaml", recipe_text.rstrip(), "```", ""]
+    lines += [
+        "Weights are safetensors (no pickle). Load with `mgdm_audio.audio.priors.load_prior(<folder>)`.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def export_model(
+    out_dir: Path, state_dict: dict[str, torch.Tensor], config: dict[str, Any], recipe_text: str
+) -> dict[str, Any]:
+    """Write the three export files into ``out_dir``; returns the final config (with the weights hash)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    config = dict(config)
+    config["recipe_sha256"] = hashlib.sha256(recipe_text.encode()).hexdigest()
+    config["weights_sha256"] = save_weights(out_dir / WEIGHTS_NAME, state_dict)
+    write_text_atomic(out_dir / CONFIG_NAME, json.dumps(config, indent=1, sort_keys=True) + "\n")
+    write_text_atomic(out_dir / CARD_NAME, model_card(config, recipe_text))
+    return config

@@ -1,0 +1,517 @@
+r"""EDM training of any VE denoiser on any dataset, on one process or with DDP (torchrun).
+
+The recipe names the model factory and the dataset factory as import paths (``package.module:attribute``,
+restricted to ``mgdm_audio.`` modules, resolved with importlib) plus their keyword arguments, so this floor
+knows no audio. The model is an ``nn.Module`` computing ``D(x, sigma)`` (``x`` of shape ``(B, ...)``,
+``sigma`` of shape ``(B,)``); if it has ``loss_weight(sigma)`` that weight is used, else 1; if it has
+``export_config()`` that dict is stored in the export's ``config.json``.
+
+One optimiser step ``t`` on the global batch of ``B`` items (EDM, MSDM §1.3):
+
+.. math::  \ln \sigma_i \sim \mathcal N(P_{mean}, P_{std}^2),\quad x_i = x_{0,i} + \sigma_i n_i,\quad
+           L = \frac1B \sum_i \lambda(\sigma_i)\, \mathrm{mean}\big((D(x_i, \sigma_i) - x_{0,i})^2\big).
+
+Determinism and DDP: everything random in step ``t`` (sigmas, noise, optional per-stem gains) is drawn for
+the whole global batch from a generator seeded with ``(seed, t)``, and the data order is a permutation seeded
+with ``(seed, epoch)`` of which step ``t`` takes items ``[pos B, (pos + 1) B)``; rank ``r`` of ``W`` takes the
+``r``-th slice of ``B / W`` items. Hence ``W`` ranks with ``B / W`` items each compute the same global mean
+gradient as one rank with ``B`` items, and a resumed run (which restores model, EMA, optimiser and step)
+continues with identical losses. Validation uses a fixed seeded set: for every item one sigma per band of
+``ln sigma`` (uniform inside the band) and fixed noise; the EDM-weighted loss is reported per band.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import yaml
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+
+from mgdm_audio.core.errors import UserInputError
+from mgdm_audio.training.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
+from mgdm_audio.training.ema import EMA
+from mgdm_audio.training.export import export_model
+
+LOG_NAME = "log.jsonl"
+
+
+# --------------------------------------------------------------------------------------------- recipe
+
+
+@dataclass
+class FactorySpec:
+    """A factory (``"mgdm_audio.pkg.module:name"`` or, from Python, a callable) and its keyword arguments."""
+
+    factory: str | Callable[..., Any]
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def build(self) -> Any:
+        return resolve_factory(self.factory)(**self.kwargs)
+
+    def describe(self) -> dict[str, Any]:
+        f = self.factory
+        name = f if isinstance(f, str) else f"{f.__module__}:{f.__qualname__}"
+        return {"factory": name, "kwargs": self.kwargs}
+
+
+def resolve_factory(factory: str | Callable[..., Any]) -> Callable[..., Any]:
+    """Import ``"mgdm_audio.x.y:name"`` (no eval; only this package's modules); callables pass through."""
+    if callable(factory):
+        return factory
+    module, _, attribute = str(factory).partition(":")
+    if not module.startswith("mgdm_audio.") or not attribute.isidentifier():
+        raise UserInputError(
+            f"recipe factory '{factory}' must look like 'mgdm_audio.module.path:name' (only mgdm_audio modules)."
+        )
+    try:
+        obj = getattr(importlib.import_module(module), attribute)
+    except (ImportError, AttributeError) as err:
+        raise UserInputError(f"recipe factory '{factory}' cannot be imported ({err}); check the recipe.") from None
+    if not callable(obj):
+        raise UserInputError(f"recipe factory '{factory}' is not callable.")
+    return obj
+
+
+@dataclass
+class TrainSettings:
+    """The ``training:`` section of a recipe (``batch_size`` is the global batch over all ranks)."""
+
+    batch_size: int = 8
+    lr: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.99)
+    weight_decay: float = 0.0
+    ema_decay: float = 0.999
+    ema_warmup: bool = True
+    grad_clip: float | None = 1.0
+    bf16: bool = False
+    sigma_log_mean: float = -3.0
+    sigma_log_std: float = 1.0
+    gain_augmentation_db: float = 0.0
+    max_steps: int = 100_000
+    max_minutes: float | None = None
+    checkpoint_every: int = 500
+    validate_every: int = 1000
+    log_every: int = 10
+    num_workers: int = 0
+    seed: int = 0
+    device: str = "auto"
+
+
+@dataclass
+class ValidationSettings:
+    """The ``validation:`` section: a dataset, how many items, and the ``ln sigma`` band edges."""
+
+    data: FactorySpec | None = None
+    items: int = 64
+    batch_size: int = 8
+    band_edges: tuple[float, ...] = (-7.0, -5.0, -3.0, -1.0, 3.0)
+    seed: int = 1234
+
+
+@dataclass
+class Recipe:
+    name: str
+    model: FactorySpec
+    data: FactorySpec
+    training: TrainSettings = field(default_factory=TrainSettings)
+    validation: ValidationSettings = field(default_factory=ValidationSettings)
+    metadata: dict[str, Any] = field(default_factory=dict)
+    text: str = ""
+
+
+def _section(raw: Any, cls: type, where: str) -> Any:
+    raw = raw or {}
+    if not isinstance(raw, dict):
+        raise UserInputError(f"recipe section '{where}' must be a mapping.")
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise UserInputError(f"recipe section '{where}' has unknown keys {unknown}; known: {sorted(known)}.")
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()}
+    return cls(**values)
+
+
+def _factory(raw: Any, where: str) -> FactorySpec:
+    if not isinstance(raw, dict) or "factory" not in raw:
+        raise UserInputError(f"recipe section '{where}' needs 'factory: mgdm_audio.module:name' (and 'kwargs').")
+    extra = sorted(set(raw) - {"factory", "kwargs"})
+    if extra:
+        raise UserInputError(f"recipe section '{where}' has unknown keys {extra}.")
+    return FactorySpec(str(raw["factory"]), dict(raw.get("kwargs") or {}))
+
+
+def load_recipe(path: str | Path, data_root: str | None = None) -> Recipe:
+    """Parse a recipe YAML; ``data_root`` replaces ``root`` in the data and validation kwargs."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserInputError(f"recipe {path} does not exist; pass a recipe YAML such as recipes/prior/*.yaml.")
+    text = path.read_text()
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise UserInputError(f"recipe {path} is not valid YAML ({err}).") from None
+    if not isinstance(raw, dict):
+        raise UserInputError(f"recipe {path} must be a YAML mapping.")
+    unknown = sorted(set(raw) - {"name", "model", "data", "training", "validation", "export"})
+    if unknown:
+        raise UserInputError(f"recipe {path} has unknown sections {unknown}.")
+    validation_raw = dict(raw.get("validation") or {})
+    validation_data = validation_raw.pop("data", None)
+    validation = _section(validation_raw, ValidationSettings, "validation")
+    if validation_data is not None:
+        validation.data = _factory(validation_data, "validation.data")
+    recipe = Recipe(
+        name=str(raw.get("name", path.stem)),
+        model=_factory(raw.get("model"), "model"),
+        data=_factory(raw.get("data"), "data"),
+        training=_section(raw.get("training"), TrainSettings, "training"),
+        validation=validation,
+        metadata=dict((raw.get("export") or {}).get("metadata") or {}),
+        text=text,
+    )
+    if data_root is not None:
+        for spec in (recipe.data, recipe.validation.data):
+            if spec is not None and "root" in spec.kwargs:
+                spec.kwargs["root"] = str(data_root)
+    return recipe
+
+
+# ---------------------------------------------------------------------------------------- distributed
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+
+def init_distributed() -> DistInfo:
+    """Join the torchrun process group (NCCL on CUDA, gloo on CPU) when ``WORLD_SIZE > 1``."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistInfo()
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def current_dist() -> DistInfo:
+    if dist.is_available() and dist.is_initialized():
+        return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", dist.get_rank())))
+    return DistInfo()
+
+
+# ------------------------------------------------------------------------------------------ training
+
+
+def _seeded(*parts: int) -> torch.Generator:
+    """A CPU generator seeded from a tuple of integers (stable across runs and ranks)."""
+    digest = hashlib.sha256(",".join(str(int(p)) for p in parts).encode()).digest()
+    g = torch.Generator()
+    g.manual_seed(int.from_bytes(digest[:8], "little") & ((1 << 63) - 1))
+    return g
+
+
+def epoch_order(n_items: int, seed: int, epoch: int) -> Tensor:
+    """The seeded permutation of the dataset's items for one epoch."""
+    return torch.randperm(n_items, generator=_seeded(seed, 1, epoch))
+
+
+def step_randomness(settings: TrainSettings, step: int, shape: Sequence[int]) -> tuple[Tensor, Tensor, Tensor | None]:
+    """Global-batch ``(sigma (B,), noise (B, ...), gains (B, C, 1) or None)`` of step ``step``."""
+    g = _seeded(settings.seed, 2, step)
+    b = shape[0]
+    sigma = torch.exp(settings.sigma_log_mean + settings.sigma_log_std * torch.randn(b, generator=g))
+    noise = torch.randn(tuple(shape), generator=g)
+    gains = None
+    if settings.gain_augmentation_db > 0:
+        db = (2 * torch.rand(b, shape[1], generator=g) - 1) * settings.gain_augmentation_db
+        gains = (10 ** (db / 20)).reshape(b, shape[1], *([1] * (len(shape) - 2)))
+    return sigma, noise, gains
+
+
+def data_fingerprint(spec: FactorySpec, n_items: int) -> str:
+    """sha256 of the data kwargs, the dataset length and, when there is a ``root``, its file listing."""
+    h = hashlib.sha256(json.dumps(spec.describe(), sort_keys=True, default=str).encode())
+    h.update(str(n_items).encode())
+    root = spec.kwargs.get("root")
+    if root is not None and Path(root).is_dir():
+        split = spec.kwargs.get("split")
+        base = Path(root) / split if split and (Path(root) / split).is_dir() else Path(root)
+        for p in sorted(base.rglob("*")):
+            if p.is_file():
+                h.update(f"{p.relative_to(base)}:{p.stat().st_size}\n".encode())
+    return h.hexdigest()
+
+
+@dataclass
+class TrainResult:
+    step: int
+    losses: list[tuple[int, float]]
+    validation: dict[str, float]
+    stopped_by: str
+    export_dir: Path | None
+    run_dir: Path
+
+
+def _device(settings: TrainSettings, info: DistInfo) -> torch.device:
+    if settings.device == "auto":
+        return torch.device(f"cuda:{info.local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+    return torch.device(settings.device)
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+def _weighted_loss(model: nn.Module, x0: Tensor, sigma: Tensor, noise: Tensor, bf16: bool) -> Tensor:
+    """Per-item EDM-weighted MSE, shape ``(B,)`` (float32)."""
+    x = x0 + sigma.reshape(-1, *([1] * (x0.ndim - 1))) * noise
+    with torch.autocast(device_type=x0.device.type, dtype=torch.bfloat16, enabled=bf16):
+        denoised = model(x, sigma)
+    err = (denoised.float() - x0).pow(2).reshape(x0.shape[0], -1).mean(dim=1)
+    weight_fn = getattr(_unwrap(model), "loss_weight", None)
+    return err * weight_fn(sigma) if weight_fn is not None else err
+
+
+class Validator:
+    """Fixed seeded validation set and the EDM-weighted loss per band of ``ln sigma``."""
+
+    def __init__(self, dataset: Dataset, settings: ValidationSettings, device: torch.device) -> None:
+        if hasattr(dataset, "set_epoch"):
+            dataset.set_epoch(0)
+        n = min(settings.items, len(dataset))  # type: ignore[arg-type]
+        if n < 1:
+            raise UserInputError("the validation dataset is empty; check validation.data in the recipe.")
+        self.x0 = torch.stack([torch.as_tensor(dataset[i], dtype=torch.float32) for i in range(n)])
+        edges = settings.band_edges
+        if len(edges) < 2 or any(b <= a for a, b in zip(edges, edges[1:], strict=False)):
+            raise UserInputError(f"validation.band_edges must be increasing ln-sigma values, got {edges}.")
+        g = _seeded(settings.seed, 3)
+        self.bands = [f"ln_sigma[{a:g},{b:g})" for a, b in zip(edges, edges[1:], strict=False)]
+        u = torch.rand(len(self.bands), n, generator=g)
+        lo, hi = torch.tensor(edges[:-1]).unsqueeze(1), torch.tensor(edges[1:]).unsqueeze(1)
+        self.sigmas = torch.exp(lo + (hi - lo) * u)  # (bands, n)
+        self.noise = torch.randn((len(self.bands), *self.x0.shape), generator=g)
+        self.batch_size = settings.batch_size
+        self.device = device
+
+    @torch.no_grad()
+    def __call__(self, model: nn.Module, bf16: bool = False) -> dict[str, float]:
+        was_training = model.training
+        model.eval()
+        out: dict[str, float] = {}
+        for k, band in enumerate(self.bands):
+            total = 0.0
+            for i in range(0, self.x0.shape[0], self.batch_size):
+                sl = slice(i, i + self.batch_size)
+                x0 = self.x0[sl].to(self.device)
+                losses = _weighted_loss(model, x0, self.sigmas[k, sl].to(self.device), self.noise[k, sl].to(x0), bf16)
+                total += float(losses.sum())
+            out[band] = total / self.x0.shape[0]
+        out["mean_over_bands"] = sum(out[b] for b in self.bands) / len(self.bands)
+        model.train(was_training)
+        return out
+
+
+def _log(run_dir: Path, record: dict[str, Any]) -> None:
+    with open(run_dir / LOG_NAME, "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def train(
+    recipe: Recipe,
+    out_dir: str | Path,
+    *,
+    resume: bool = False,
+    max_steps: int | None = None,
+    max_minutes: float | None = None,
+    export_dir: str | Path | None = None,
+    progress: bool = True,
+) -> TrainResult:
+    """Train (or resume) the recipe's model into ``out_dir``; rank 0 checkpoints, validates and exports.
+
+    Under torchrun call :func:`init_distributed` first (``python -m mgdm_audio.training`` does).
+    """
+    from tqdm.auto import tqdm
+
+    s = recipe.training
+    info = current_dist()
+    run_dir = Path(out_dir)
+    is_main = info.rank == 0
+    max_steps = s.max_steps if max_steps is None else max_steps
+    max_minutes = s.max_minutes if max_minutes is None else max_minutes
+    if s.batch_size % info.world_size:
+        raise UserInputError(
+            f"training.batch_size={s.batch_size} must be divisible by the number of processes ({info.world_size})."
+        )
+    local_batch = s.batch_size // info.world_size
+    device = _device(s, info)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if not resume and (run_dir / CHECKPOINT_NAME).exists():
+            raise UserInputError(f"{run_dir} already holds a checkpoint; pass --resume or choose another --out.")
+
+    torch.manual_seed(s.seed)
+    model: nn.Module = recipe.model.build().to(device)
+    dataset = recipe.data.build()
+    n_items = len(dataset)
+    batches_per_epoch = n_items // s.batch_size
+    if batches_per_epoch < 1:
+        raise UserInputError(f"the training dataset has {n_items} items, fewer than one batch of {s.batch_size}.")
+    optimizer = torch.optim.Adam(model.parameters(), lr=s.lr, betas=tuple(s.betas), weight_decay=s.weight_decay)
+    ema = EMA(model, s.ema_decay, s.ema_warmup)
+    step = 0
+    validation: dict[str, float] = {}
+    if resume:
+        state = load_checkpoint(run_dir / CHECKPOINT_NAME)
+        model.load_state_dict(state["model"])
+        ema.load_state_dict(state["ema"])
+        optimizer.load_state_dict(state["optimizer"])
+        step = int(state["step"])
+        validation = dict(state.get("validation", {}))
+        torch.set_rng_state(state["torch_rng"])
+    ddp_model: nn.Module = model
+    if info.world_size > 1:
+        ddp_model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    validator = None
+    if is_main and recipe.validation.data is not None:
+        validator = Validator(recipe.validation.data.build(), recipe.validation, device)
+
+    def checkpoint() -> None:
+        save_checkpoint(
+            run_dir / CHECKPOINT_NAME,
+            {
+                "model": model.state_dict(),
+                "ema": ema.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "step": step,
+                "epoch": step // batches_per_epoch,
+                "position": step % batches_per_epoch,
+                "validation": validation,
+                "torch_rng": torch.get_rng_state(),
+                "recipe_sha256": hashlib.sha256(recipe.text.encode()).hexdigest(),
+            },
+        )
+
+    def validate() -> None:
+        nonlocal validation
+        if validator is None:
+            return
+        validation = validator(ema.module, s.bf16)
+        _log(run_dir, {"kind": "validation", "step": step, **validation})
+
+    losses: list[tuple[int, float]] = []
+    start = time.monotonic()
+    bar = tqdm(total=max_steps, initial=step, disable=not (is_main and progress), desc=recipe.name, unit="step")
+    stopped_by = "max_steps"
+    window: list[float] = []
+    model.train()
+    while step < max_steps:
+        epoch, position = divmod(step, batches_per_epoch)
+        if hasattr(dataset, "set_epoch"):
+            dataset.set_epoch(epoch)
+        order = epoch_order(n_items, s.seed, epoch)
+        batches = [
+            order[
+                b * s.batch_size + info.rank * local_batch : b * s.batch_size + (info.rank + 1) * local_batch
+            ].tolist()
+            for b in range(position, batches_per_epoch)
+        ]
+        loader = DataLoader(dataset, batch_sampler=batches, num_workers=s.num_workers)
+        stop = False
+        for x0 in loader:
+            x0 = torch.as_tensor(x0, dtype=torch.float32)
+            sigma, noise, gains = step_randomness(s, step, (s.batch_size, *x0.shape[1:]))
+            sl = slice(info.rank * local_batch, (info.rank + 1) * local_batch)
+            if gains is not None:
+                x0 = x0 * gains[sl]
+            x0 = x0.to(device)
+            loss = _weighted_loss(ddp_model, x0, sigma[sl].to(device), noise[sl].to(device), s.bf16).mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), s.grad_clip or math.inf)
+            optimizer.step()
+            step += 1
+            ema.update(model, step)
+            elapsed = time.monotonic() - start
+            out_of_time = max_minutes is not None and elapsed > 60 * max_minutes
+            flags = torch.tensor([float(loss.detach()), float(out_of_time)], dtype=torch.float64, device=device)
+            if info.world_size > 1:
+                dist.all_reduce(flags)
+                flags[0] /= info.world_size
+            global_loss = float(flags[0])
+            losses.append((step, global_loss))
+            window.append(global_loss)
+            bar.update(1)
+            bar.set_postfix(loss=f"{global_loss:.4f}")
+            if is_main and (step % s.log_every == 0 or step == max_steps):
+                _log(
+                    run_dir,
+                    {
+                        "kind": "train",
+                        "step": step,
+                        "loss": sum(window) / len(window),
+                        "grad_norm": float(grad_norm),
+                        "seconds": round(elapsed, 3),
+                        "epoch": epoch,
+                    },
+                )
+                window = []
+            if is_main and s.validate_every > 0 and step % s.validate_every == 0:
+                validate()
+            if is_main and s.checkpoint_every > 0 and step % s.checkpoint_every == 0:
+                checkpoint()
+            if step >= max_steps:
+                break
+            if flags[1] > 0:
+                stopped_by, stop = "max_minutes", True
+                break
+        if stop:
+            break
+    bar.close()
+    exported = None
+    if is_main:
+        if s.validate_every <= 0 or step % s.validate_every:
+            validate()
+        checkpoint()
+        exported = Path(export_dir) if export_dir is not None else run_dir / "export"
+        config = {
+            "name": recipe.name,
+            "model": {**recipe.model.describe(), "architecture": _export_config(model)},
+            "metadata": recipe.metadata,
+            "training_steps": step,
+            "batch_size": s.batch_size,
+            "world_size": info.world_size,
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "training": asdict(s),
+            "validation": validation,
+            "data_fingerprint": data_fingerprint(recipe.data, n_items),
+        }
+        export_model(exported, ema.state_dict(), config, recipe.text)
+        _log(run_dir, {"kind": "export", "step": step, "path": str(exported), "stopped_by": stopped_by})
+    if info.world_size > 1:
+        dist.barrier()
+    return TrainResult(step, losses, validation, stopped_by, exported, run_dir)
+
+
+def _export_config(model: nn.Module) -> dict[str, Any]:
+    fn = getattr(model, "export_config", None)
+    return fn() if fn is not None else {}

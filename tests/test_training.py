@@ -1,0 +1,161 @@
+"""The trainer: resume, DDP equivalence, export/load, recipes, generation (tiny model, synthetic data)."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from safetensors.torch import load_file
+from torch.utils.data import Dataset
+
+from mgdm_audio.audio.priors import generate, load_prior
+from mgdm_audio.core.errors import UserInputError
+from mgdm_audio.training import FactorySpec, Recipe, TrainSettings, ValidationSettings, load_recipe, train
+from mgdm_audio.training.checkpoint import CHECKPOINT_NAME
+
+ROOT = Path(__file__).resolve().parents[1]
+LENGTH = 128
+
+
+class SyntheticStems(Dataset):
+    """Deterministic 4-stem items: sines whose frequency and phase depend on (index, epoch)."""
+
+    def __init__(self, n_items: int = 24, seed: int = 0) -> None:
+        self.n_items, self.seed, self.epoch = n_items, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n_items
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch * 1009 + int(index))
+        t = torch.arange(LENGTH, dtype=torch.float32)
+        freq = 0.02 + 0.2 * torch.rand(4, 1, generator=g)
+        phase = 6.28 * torch.rand(4, 1, generator=g)
+        return 0.3 * torch.sin(freq * t + phase)
+
+
+def _recipe(**training: object) -> Recipe:
+    settings = dict(batch_size=4, lr=1e-3, ema_decay=0.9, checkpoint_every=0, validate_every=0, log_every=1)
+    settings.update(training)
+    return Recipe(
+        name="tiny-test",
+        model=FactorySpec("mgdm_audio.audio.model:build_prior", {"config": "tiny"}),
+        data=FactorySpec(SyntheticStems, {"n_items": 24}),
+        training=TrainSettings(**settings),  # type: ignore[arg-type]
+        validation=ValidationSettings(data=FactorySpec(SyntheticStems, {"n_items": 4, "seed": 9}), items=4),
+        metadata={"stems": ["bass", "drums", "guitar", "piano"], "sample_rate": 22050, "chunk_samples": LENGTH},
+        text="name: tiny-test\n",
+    )
+
+
+def test_resume_continues_with_identical_losses(tmp_path: Path) -> None:
+    recipe = _recipe(checkpoint_every=2)
+    full = train(recipe, tmp_path / "full", max_steps=8, progress=False)
+    first = train(recipe, tmp_path / "cut", max_steps=5, progress=False)  # 6 steps per epoch: crosses an epoch
+    second = train(recipe, tmp_path / "cut", max_steps=8, resume=True, progress=False)
+    assert [s for s, _ in second.losses] == [6, 7, 8]
+    assert first.losses + second.losses == full.losses
+    a = load_file(str(full.export_dir / "model.safetensors"))
+    b = load_file(str(second.export_dir / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(UserInputError, match="--resume"):
+        train(recipe, tmp_path / "cut", max_steps=9, progress=False)
+
+
+def test_losses_fall_and_validation_bands(tmp_path: Path) -> None:
+    result = train(_recipe(validate_every=10), tmp_path / "run", max_steps=30, progress=False)
+    losses = [v for _, v in result.losses]
+    assert sum(losses[-5:]) < sum(losses[:5])
+    assert len(result.validation) == 5 and all(v > 0 for v in result.validation.values())
+    log = (tmp_path / "run" / "log.jsonl").read_text().splitlines()
+    assert sum('"validation"' in line for line in log) == 3
+
+
+def _ddp_worker(rank: int, port: int, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE="2", RANK=str(rank))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    try:
+        train(_recipe(), out, max_steps=3, progress=False)
+    finally:
+        dist.destroy_process_group()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_ddp_two_processes_match_single_process(tmp_path: Path) -> None:
+    train(_recipe(), tmp_path / "single", max_steps=3, progress=False)
+    # fork: the children skip re-importing torch (spawn costs ~15 s on 2 shared cores)
+    mp.start_processes(
+        _ddp_worker, args=(_free_port(), str(tmp_path / "ddp")), nprocs=2, join=True, start_method="fork"
+    )
+    a = torch.load(tmp_path / "single" / CHECKPOINT_NAME, weights_only=True)
+    b = torch.load(tmp_path / "ddp" / CHECKPOINT_NAME, weights_only=True)
+    assert a["step"] == b["step"] == 3
+    for key in a["model"]:
+        torch.testing.assert_close(b["model"][key], a["model"][key], atol=2e-5, rtol=1e-4)
+    assert any(not torch.equal(a["model"][k], single_init) for k, single_init in _init_state().items())
+
+
+def _init_state() -> dict[str, torch.Tensor]:
+    torch.manual_seed(0)
+    return _recipe().model.build().state_dict()
+
+
+def test_export_load_round_trip_and_generate(tmp_path: Path) -> None:
+    result = train(_recipe(), tmp_path / "run", max_steps=2, progress=False)
+    exported = result.export_dir
+    assert {p.name for p in exported.iterdir()} == {"model.safetensors", "config.json", "MODEL_CARD.md"}
+    prior = load_prior(exported)
+    ema = torch.load(tmp_path / "run" / CHECKPOINT_NAME, weights_only=True)["ema"]
+    state = prior.module.state_dict()
+    assert set(state) == set(ema) and all(torch.equal(state[k], ema[k]) for k in ema)
+    assert prior.stems == ("bass", "drums", "guitar", "piano") and prior.sample_rate == 22050
+    assert "tiny-test" in (exported / "MODEL_CARD.md").read_text()
+    a = generate(prior, 2, 100 / 22050, seed=5, steps=5)
+    b = generate(prior, 2, 100 / 22050, seed=5, steps=5)
+    assert a.shape == (2, 4, 100) and torch.equal(a, b) and torch.isfinite(a).all()
+
+
+def test_corrupt_and_mismatched_weights_give_clear_errors(tmp_path: Path) -> None:
+    exported = train(_recipe(), tmp_path / "run", max_steps=1, progress=False).export_dir
+    weights = exported / "model.safetensors"
+    good = weights.read_bytes()
+    weights.write_bytes(good[: len(good) // 2])
+    with pytest.raises(UserInputError, match="safetensors"):
+        load_prior(exported)
+    weights.write_bytes(good)
+    config = (exported / "config.json").read_text()
+    (exported / "config.json").write_text(config.replace('"embedding_features": 32', '"embedding_features": 48'))
+    with pytest.raises(UserInputError, match="does not match"):
+        load_prior(exported)
+    with pytest.raises(UserInputError, match="unknown prior"):
+        load_prior("no-such-prior")
+
+
+def test_recipes_parse_and_factories_are_restricted(tmp_path: Path) -> None:
+    small = load_recipe(ROOT / "recipes/prior/slakh-style-small.yaml", data_root=str(tmp_path))
+    assert small.data.kwargs["root"] == str(tmp_path) and small.validation.data.kwargs["root"] == str(tmp_path)
+    assert small.training.batch_size == 8 and small.training.betas == (0.9, 0.99)
+    assert load_recipe(ROOT / "recipes/prior/msdm.yaml").training.bf16
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: {factory: 'os:system', kwargs: {command: ls}}\ndata: {factory: 'mgdm_audio.x:y'}\n")
+    with pytest.raises(UserInputError, match="only mgdm_audio modules"):
+        load_recipe(bad).model.build()
+    bad.write_text(
+        "model: {factory: 'mgdm_audio.audio.model:build_prior'}\ndata: {factory: 'a:b'}\ntraining: {lr2: 1}\n"
+    )
+    with pytest.raises(UserInputError, match="unknown keys"):
+        load_recipe(bad)
