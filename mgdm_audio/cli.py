@@ -2,9 +2,10 @@
 
     mgdm-audio separate FILES... [-n PRIOR] [-o OUT] [--sampler mgdm] [--preset fast|default|paper] [--n-samples K]
     mgdm-audio make-dataset slakh-style -o OUT [...] | --recipe recipes/data/slakh-style.yaml -o OUT
-    mgdm-audio train RECIPE.yaml [--out DIR] [--resume]
+    mgdm-audio train RECIPE.yaml [--out DIR] [--resume] | RECIPE.yaml --out DIR --export-only [--export DIR]
     mgdm-audio generate -n PRIOR --seconds S --seed S -o OUT
     mgdm-audio benchmark gmm [--quick] [--json PATH] [--markdown PATH] [--plot PNG] [--samplers a,b] [--no-scaling]
+    mgdm-audio benchmark separation --root DIR --layout slakh|musdb [--prior P] [--samplers a,b] [--max-chunks N]
     mgdm-audio info
 
 A user mistake prints one sentence on stderr and exits with status 2; outputs are written to a
@@ -51,6 +52,47 @@ def _benchmark_gmm(args: argparse.Namespace) -> int:
         write_atomic(Path(args.markdown), text)
     if args.plot:
         gmm.plot_scaling(payload, Path(args.plot))
+    print(text)
+    return 0
+
+
+def _benchmark_separation(args: argparse.Namespace) -> int:
+    from mgdm_audio.benchmarks import separation as sepbench
+
+    samplers = [s.strip() for s in (args.samplers or "").split(",") if s.strip()]
+    runs = sepbench.make_runs(samplers, args.preset, args.sampler_set, oracles=not args.no_oracles)
+    if not runs:
+        raise UserInputError("nothing to run: give --samplers and/or --sampler-set (or drop --no-oracles).")
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    if args.bsseval:
+        from mgdm_audio.metrics.bsseval import require_museval
+
+        require_museval()
+    setup = sepbench.prepare(
+        args.root,
+        args.layout,
+        args.split,
+        args.prior,
+        runs,
+        max_chunks=args.max_chunks,
+        seed=args.seed,
+        chunk_seconds=args.chunk_seconds,
+        device=args.device,
+    )
+    rows = sepbench.run_benchmark(
+        setup, cache=Path(args.cache) if args.cache else None, bsseval=args.bsseval, progress=not args.no_progress
+    )
+    payload = sepbench.payload(rows, setup.info)
+    text = sepbench.markdown_report(payload["summary"], setup.info, setup.prior.stems)
+    if args.json:
+        write_atomic(Path(args.json), json.dumps(payload, indent=1) + "\n")
+    if args.markdown:
+        write_atomic(Path(args.markdown), text)
+    if args.plot:
+        sepbench.plot_quality_vs_nfe(payload["summary"], Path(args.plot))
     print(text)
     return 0
 
@@ -225,6 +267,31 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes (default: all cores)")
     g.add_argument("--no-progress", action="store_true")
     g.set_defaults(func=_benchmark_gmm)
+    bs = bench_sub.add_parser("separation", help="SI-SDRi (and BSSEval SDR) of samplers and oracles on test chunks")
+    bs.add_argument("--root", required=True, help="dataset root holding the split folder")
+    bs.add_argument("--layout", required=True, choices=["slakh", "musdb"], help="dataset layout")
+    bs.add_argument("--split", default="test", help="split (slakh) or subset (musdb) folder name")
+    bs.add_argument("--prior", default="slakh-style-small", help="shipped prior name or export folder")
+    bs.add_argument("--samplers", default="mgdm,msdm,dps", metavar="A,B", help="registry samplers at --preset")
+    bs.add_argument("--preset", default="fast", help="fast | default | paper, or a sampler preset")
+    bs.add_argument(
+        "--sampler-set",
+        metavar="NAME=S:P:k=v,...",
+        help="extra labelled runs, e.g. mgdm-R2=mgdm:fast:n_reps=2,dps-400=dps:fast:n_steps=400",
+    )
+    bs.add_argument("--no-oracles", action="store_true", help="skip the irm / ibm / mixture rows")
+    bs.add_argument("--max-chunks", type=int, default=None, help="first N chunks of the seeded order (default: all)")
+    bs.add_argument("--seed", type=int, default=0, help="chunk order and per-chunk sampler seeds")
+    bs.add_argument("--chunk-seconds", type=float, default=None, help="chunk length (default: the prior's)")
+    bs.add_argument("--bsseval", action="store_true", help="also BSSEval v4 SDR via museval (needs ffmpeg)")
+    bs.add_argument("--json", metavar="PATH", help="write {info, rows, summary} as JSON")
+    bs.add_argument("--markdown", metavar="PATH", help="write the table as Markdown")
+    bs.add_argument("--plot", metavar="PNG", help="plot average SI-SDRi against NFE per chunk")
+    bs.add_argument("--cache", metavar="PATH", help="JSON-lines cache of finished chunks; a killed run resumes")
+    bs.add_argument("-d", "--device", default="auto", help="auto | cpu | cuda")
+    bs.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    bs.add_argument("--no-progress", action="store_true")
+    bs.set_defaults(func=_benchmark_separation)
     data = sub.add_parser("make-dataset", help="render a Slakh-style 4-stem dataset (bass, drums, guitar, piano)")
     data.add_argument("kind", nargs="?", default="slakh-style", choices=["slakh-style"])
     data.add_argument("-o", "--out", required=True, metavar="OUT", help="tracks go to OUT/SPLIT/TrackNNNNN")

@@ -119,11 +119,11 @@ def test_rerun_renders_only_missing_tracks_and_cleans_partial_files(tmp_path):
 def test_recipe_test_splits_share_no_content_key_with_train():
     recipe = load_recipe(REPO / "recipes/data/slakh-style.yaml")
     names = [s.name for s in recipe.splits]
-    assert names == ["train", "test", "test_chorales"]
+    assert names == ["train", "validation", "test", "test_chorales"]
     train = recipe.splits[0]
     assert train.tracks * train.seconds >= 2 * 3600
     if __import__("importlib").util.find_spec("music21") is None:
-        recipe.splits = recipe.splits[:2]
+        recipe.splits = recipe.splits[:3]
     counts = check_disjoint(recipe)
     assert counts["train"] > 50 and counts["test"] > 5
     overlapping = SplitSpec(name="test", tracks=20, seed=10**6, progressions=["maj0"])

@@ -159,3 +159,32 @@ def test_recipes_parse_and_factories_are_restricted(tmp_path: Path) -> None:
     )
     with pytest.raises(UserInputError, match="unknown keys"):
         load_recipe(bad)
+
+
+def test_export_only_equals_the_end_of_training_export(tmp_path: Path) -> None:
+    import json
+
+    from mgdm_audio.training import export_checkpoint
+    from mgdm_audio.training.__main__ import main
+
+    recipe = _recipe(validate_every=2)
+    result = train(recipe, tmp_path / "run", max_steps=3, progress=False)
+    checkpoint_bytes = (tmp_path / "run" / CHECKPOINT_NAME).read_bytes()
+    exported, step = export_checkpoint(recipe, tmp_path / "run", tmp_path / "snapshot")
+    assert step == 3 and (tmp_path / "run" / CHECKPOINT_NAME).read_bytes() == checkpoint_bytes  # read-only
+    for name in ("model.safetensors", "config.json", "MODEL_CARD.md"):
+        assert (exported / name).read_bytes() == (result.export_dir / name).read_bytes(), name
+    config = json.loads((exported / "config.json").read_text())
+    assert config["training_steps"] == 3 and config["validation_step"] == 3 and len(config["validation"]) == 5
+    assert "| training steps | 3 |" in (exported / "MODEL_CARD.md").read_text()
+    with pytest.raises(UserInputError, match="another version"):
+        export_checkpoint(_recipe_with_text("name: edited\n"), tmp_path / "run", tmp_path / "other")
+    yaml_recipe = ROOT / "recipes/prior/slakh-style-small.yaml"
+    assert main([str(yaml_recipe), "--out", str(tmp_path / "empty"), "--export-only"]) == 2  # no checkpoint
+    assert main([str(yaml_recipe), "--out", str(tmp_path / "run"), "--export-only", "--resume"]) == 2
+
+
+def _recipe_with_text(text: str) -> Recipe:
+    recipe = _recipe()
+    recipe.text = text
+    return recipe

@@ -2,6 +2,7 @@
 
     torchrun --nproc_per_node N -m mgdm_audio.training RECIPE.yaml [--out DIR] [--resume] ...
     mgdm-audio train RECIPE.yaml [--out DIR] [--resume] ...
+    mgdm-audio train RECIPE.yaml --out DIR --export-only [--export DIR]   (snapshot of a run's checkpoint)
 
 This floor knows no audio: the recipe names the model and dataset factories.
 """
@@ -12,6 +13,7 @@ from mgdm_audio.training.trainer import (
     TrainResult,
     TrainSettings,
     ValidationSettings,
+    export_checkpoint,
     init_distributed,
     load_recipe,
     train,
@@ -23,6 +25,7 @@ __all__ = [
     "TrainResult",
     "TrainSettings",
     "ValidationSettings",
+    "export_checkpoint",
     "init_distributed",
     "load_recipe",
     "train",

@@ -1,4 +1,8 @@
-"""``python -m mgdm_audio.training RECIPE.yaml`` (also under ``torchrun --nproc_per_node N``)."""
+"""``python -m mgdm_audio.training RECIPE.yaml`` (also under ``torchrun --nproc_per_node N``).
+
+``--export-only`` writes the export folder from the run folder's current ``checkpoint.pt`` (read-only, e.g. a
+snapshot of a training that is still running) and trains nothing.
+"""
 
 from __future__ import annotations
 
@@ -20,18 +24,30 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-root", default=None, help="replace the recipe's data root folder")
     p.add_argument("--export", default=None, help="export folder (default: <out>/export)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--export-only",
+        action="store_true",
+        help="export <out>/checkpoint.pt (EMA weights, config.json, MODEL_CARD.md) without training; "
+        "safe while that run is still training",
+    )
 
 
 def run_from_args(args: argparse.Namespace) -> int:
-    from mgdm_audio.training.trainer import init_distributed, load_recipe, train
+    from mgdm_audio.training.trainer import export_checkpoint, init_distributed, load_recipe, train
 
     if args.max_steps is not None and args.max_steps < 0:
         raise UserInputError(f"--max-steps must be >= 0, got {args.max_steps}.")
     if args.max_minutes is not None and args.max_minutes <= 0:
         raise UserInputError(f"--max-minutes must be > 0, got {args.max_minutes}.")
     recipe = load_recipe(args.recipe, data_root=args.data_root)
-    info = init_distributed()
     out = Path(args.out) if args.out else Path("runs") / recipe.name
+    if getattr(args, "export_only", False):
+        if args.resume or args.max_steps is not None or args.max_minutes is not None:
+            raise UserInputError("--export-only trains nothing: drop --resume, --max-steps and --max-minutes.")
+        exported, step = export_checkpoint(recipe, out, args.export)
+        print(f"exported the checkpoint of {out} at step {step} to {exported}")
+        return 0
+    info = init_distributed()
     result = train(
         recipe,
         out,

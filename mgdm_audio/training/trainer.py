@@ -378,6 +378,7 @@ def train(
     ema = EMA(model, s.ema_decay, s.ema_warmup)
     step = 0
     validation: dict[str, float] = {}
+    validation_step: int | None = None
     if resume:
         state = load_checkpoint(run_dir / CHECKPOINT_NAME)
         model.load_state_dict(state["model"])
@@ -385,7 +386,9 @@ def train(
         optimizer.load_state_dict(state["optimizer"])
         step = int(state["step"])
         validation = dict(state.get("validation", {}))
+        validation_step = state.get("validation_step")
         torch.set_rng_state(state["torch_rng"])
+    fingerprint = data_fingerprint(recipe.data, n_items) if is_main else ""
     ddp_model: nn.Module = model
     if info.world_size > 1:
         ddp_model = nn.parallel.DistributedDataParallel(
@@ -406,16 +409,20 @@ def train(
                 "epoch": step // batches_per_epoch,
                 "position": step % batches_per_epoch,
                 "validation": validation,
+                "validation_step": validation_step,
                 "torch_rng": torch.get_rng_state(),
                 "recipe_sha256": hashlib.sha256(recipe.text.encode()).hexdigest(),
+                "world_size": info.world_size,
+                "data_fingerprint": fingerprint,
             },
         )
 
     def validate() -> None:
-        nonlocal validation
+        nonlocal validation, validation_step
         if validator is None:
             return
         validation = validator(ema.module, s.bf16)
+        validation_step = step
         _log(run_dir, {"kind": "validation", "step": step, **validation})
 
     losses: list[tuple[int, float]] = []
@@ -493,19 +500,9 @@ def train(
             validate()
         checkpoint()
         exported = Path(export_dir) if export_dir is not None else run_dir / "export"
-        config = {
-            "name": recipe.name,
-            "model": {**recipe.model.describe(), "architecture": _export_config(model)},
-            "metadata": recipe.metadata,
-            "training_steps": step,
-            "batch_size": s.batch_size,
-            "world_size": info.world_size,
-            "parameters": sum(p.numel() for p in model.parameters()),
-            "training": asdict(s),
-            "validation": validation,
-            "data_fingerprint": data_fingerprint(recipe.data, n_items),
-        }
-        export_model(exported, ema.state_dict(), config, recipe.text)
+        _export(
+            recipe, model, ema.state_dict(), exported, step, info.world_size, validation, validation_step, fingerprint
+        )
         _log(run_dir, {"kind": "export", "step": step, "path": str(exported), "stopped_by": stopped_by})
     if info.world_size > 1:
         dist.barrier()
@@ -515,3 +512,74 @@ def train(
 def _export_config(model: nn.Module) -> dict[str, Any]:
     fn = getattr(model, "export_config", None)
     return fn() if fn is not None else {}
+
+
+def _export(
+    recipe: Recipe,
+    model: nn.Module,
+    ema_state: dict[str, Tensor],
+    export_dir: Path,
+    step: int,
+    world_size: int,
+    validation: dict[str, float],
+    validation_step: int | None,
+    fingerprint: str | None,
+) -> dict[str, Any]:
+    """Write the export folder (EMA weights, ``config.json``, ``MODEL_CARD.md``) of a run at ``step``."""
+    config = {
+        "name": recipe.name,
+        "model": {**recipe.model.describe(), "architecture": _export_config(model)},
+        "metadata": recipe.metadata,
+        "training_steps": step,
+        "batch_size": recipe.training.batch_size,
+        "world_size": world_size,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "training": asdict(recipe.training),
+        "validation": validation,
+        "validation_step": validation_step,
+        "data_fingerprint": fingerprint,
+    }
+    return export_model(export_dir, ema_state, config, recipe.text)
+
+
+def export_checkpoint(recipe: Recipe, out_dir: str | Path, export_dir: str | Path | None = None) -> tuple[Path, int]:
+    """Export a run's current ``checkpoint.pt`` without training (a snapshot of a running or stopped run).
+
+    The checkpoint is only read (it is replaced atomically by a running trainer, so a snapshot is always a
+    whole checkpoint); the export equals the one :func:`train` writes at the end when stopped at the same
+    step. The validation metrics are those of the last validation before the checkpoint
+    (``validation_step`` in ``config.json``; the trainer validates every ``validate_every`` steps and at the
+    end). Checkpoints written by older versions lack the data fingerprint (exported as ``null``) and the
+    number of processes (taken as 1). Returns ``(export folder, training step)``.
+    """
+    run_dir = Path(out_dir)
+    state = load_checkpoint(run_dir / CHECKPOINT_NAME)
+    stored_recipe = state.get("recipe_sha256")
+    if stored_recipe is not None and stored_recipe != hashlib.sha256(recipe.text.encode()).hexdigest():
+        raise UserInputError(
+            f"{run_dir / CHECKPOINT_NAME} was written with another version of recipe '{recipe.name}'; "
+            "export with the recipe file the run was started with."
+        )
+    model: nn.Module = recipe.model.build()
+    try:
+        model.load_state_dict(state["model"])
+        ema_model = recipe.model.build()
+        ema_model.load_state_dict(state["ema"])
+    except (KeyError, RuntimeError) as err:
+        raise UserInputError(
+            f"{run_dir / CHECKPOINT_NAME} does not match the model of recipe '{recipe.name}' ({type(err).__name__})."
+        ) from None
+    step = int(state["step"])
+    exported = Path(export_dir) if export_dir is not None else run_dir / "export"
+    _export(
+        recipe,
+        model,
+        ema_model.state_dict(),
+        exported,
+        step,
+        int(state.get("world_size", 1)),
+        dict(state.get("validation", {})),
+        state.get("validation_step"),
+        state.get("data_fingerprint"),
+    )
+    return exported, step

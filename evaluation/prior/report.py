@@ -1,0 +1,483 @@
+r"""The prior's report ``evaluation/results/prior.md`` (+ ``prior.json`` with the raw numbers, ``prior_mels.png``).
+
+    python evaluation/prior/report.py --prior slakh-style-small --data-root /work/data/slakh-style \
+        --out evaluation/results/prior.md [--samples 32] [--seed 0] [--threads 2]
+
+What it measures (issue 4, "Must show"):
+
+1. **Denoising loss per ln-sigma band** on the ``test`` split: ``--chunks`` chunks of the prior's chunk length,
+   picked by a permutation seeded with ``--seed`` from the sequential (non-overlapping) chunks; the trainer's
+   :class:`~mgdm_audio.training.trainer.Validator` (one sigma per band and item, uniform in ``ln sigma``, fixed
+   noise, bands ``[-7, -5, -3, -1, 3)``) and its EDM-weighted loss
+   ``lambda(sigma) mean((D(x0 + sigma n, sigma) - x0)^2)``, ``lambda = (sigma^2 + sigma_d^2) / (sigma sigma_d)^2``,
+   for the prior and two trivial denoisers: *silence* ``D = 0`` (the per-stem mean, audio being zero-mean) and
+   *skip path* ``D = clamp(c_skip x)`` (the EDM preconditioning with the network output ``F = 0``, i.e. the
+   untrained prior). Before clamping the skip path scores ``(sigma^2 r^2 / sigma_d^2 + sigma_d^2) / (sigma^2 +
+   sigma_d^2)`` for data of RMS ``r`` (1 when ``r = sigma_d``); silence scores ``lambda(sigma) r^2``.
+2. **Stem classification of unconditional samples**: a multinomial logistic regression on gain-invariant log-mel
+   features (each stem scaled to unit RMS; 64 mel bands, mean and standard deviation over frames) trained on
+   the active stems (RMS above ``--silence-db``) of ``--train-chunks`` seeded chunks of the ``train`` split,
+   checked on the active stems of the test chunks, then applied to every stem of ``--samples`` samples of
+   ``generate(prior, samples, chunk seconds, seed)``. A generated stem counts as recognised when the classifier
+   names the stem (channel) it was generated as; silent generated stems count as errors. Target: >= 80 %.
+3. A mel-spectrogram figure (4 generated samples beside 4 real test chunks, one row per stem).
+4. Parameter count and the median wall time of one denoiser call on ``1 x 4 x 65536`` (forward under
+   ``no_grad`` and forward+backward to the input), with ``--threads`` CPU threads, through
+   ``bench_denoiser.median_seconds``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import os
+import shlex
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from mgdm_audio.core.atomic import write_atomic
+from mgdm_audio.core.errors import UserInputError
+
+SILENCE_DB = -60.0
+N_FFT, HOP, N_MELS = 1024, 256, 64
+
+
+# ------------------------------------------------------------------------------------------- features
+
+
+def mel_filterbank(sample_rate: int, n_fft: int = N_FFT, n_mels: int = N_MELS) -> Tensor:
+    r"""Triangular filters ``(n_mels, n_fft // 2 + 1)`` equally spaced on the HTK mel scale
+    ``m(f) = 2595 log10(1 + f / 700)`` from 0 Hz to Nyquist (each filter peaks at 1)."""
+    freqs = torch.linspace(0.0, sample_rate / 2, n_fft // 2 + 1, dtype=torch.float64)
+    top = 2595.0 * math.log10(1.0 + (sample_rate / 2) / 700.0)
+    edges_hz = 700.0 * (10 ** (torch.linspace(0.0, top, n_mels + 2, dtype=torch.float64) / 2595.0) - 1.0)
+    lower, centre, upper = edges_hz[:-2, None], edges_hz[1:-1, None], edges_hz[2:, None]
+    rising = (freqs - lower) / (centre - lower)
+    falling = (upper - freqs) / (upper - centre)
+    return torch.clamp(torch.minimum(rising, falling), min=0.0).float()
+
+
+def log_mel(x: Tensor, sample_rate: int, n_mels: int = N_MELS) -> Tensor:
+    """``log10`` mel power spectrogram ``(N, n_mels, frames)`` of ``x`` ``(N, T)`` (Hann, 1024 / 256)."""
+    window = torch.hann_window(N_FFT, dtype=x.dtype)
+    spec = torch.stft(x, N_FFT, HOP, window=window, center=True, return_complex=True).abs().pow(2)
+    return torch.log10(torch.einsum("mf,nft->nmt", mel_filterbank(sample_rate, N_FFT, n_mels), spec) + 1e-10)
+
+
+def rms_db(x: Tensor) -> Tensor:
+    """``20 log10(RMS)`` over the last axis (dBFS; -inf-safe at -200)."""
+    return 20 * torch.log10(x.float().pow(2).mean(dim=-1).sqrt().clamp(min=1e-10))
+
+
+def stem_features(x: Tensor, sample_rate: int) -> Tensor:
+    """Gain-invariant features ``(N, 2 n_mels)``: each stem scaled to unit RMS, log-mel mean and std over frames."""
+    x = x.float()
+    x = x / x.pow(2).mean(dim=-1, keepdim=True).sqrt().clamp(min=1e-8)
+    mel = log_mel(x, sample_rate)
+    return torch.cat([mel.mean(dim=-1), mel.std(dim=-1)], dim=-1)
+
+
+# ----------------------------------------------------------------------------------------- classifier
+
+
+@dataclass
+class StemClassifier:
+    """Multinomial logistic regression ``p(k | f) = softmax(W (f - mu) / s + b)_k`` on standardised features."""
+
+    mean: Tensor
+    scale: Tensor
+    weight: Tensor
+    bias: Tensor
+
+    def logits(self, features: Tensor) -> Tensor:
+        return ((features - self.mean) / self.scale) @ self.weight.T + self.bias
+
+    def predict(self, features: Tensor) -> Tensor:
+        return self.logits(features).argmax(dim=-1)
+
+
+def fit_logistic_regression(
+    features: Tensor, labels: Tensor, n_classes: int, steps: int = 400, l2: float = 1e-3, lr: float = 0.05
+) -> StemClassifier:
+    """Minimise ``mean cross-entropy + l2 ||W||^2`` with full-batch Adam from zero weights (deterministic)."""
+    features = features.double()
+    mean, scale = features.mean(dim=0), features.std(dim=0).clamp(min=1e-6)
+    z = (features - mean) / scale
+    weight = torch.zeros(n_classes, z.shape[1], dtype=torch.float64, requires_grad=True)
+    bias = torch.zeros(n_classes, dtype=torch.float64, requires_grad=True)
+    optimiser = torch.optim.Adam([weight, bias], lr=lr)
+    for _ in range(steps):
+        optimiser.zero_grad()
+        loss = nn.functional.cross_entropy(z @ weight.T + bias, labels) + l2 * weight.pow(2).sum()
+        loss.backward()
+        optimiser.step()
+    return StemClassifier(mean.float(), scale.float(), weight.detach().float(), bias.detach().float())
+
+
+def labelled_stems(chunks: Tensor, silence_db: float) -> tuple[Tensor, Tensor, Tensor]:
+    """Flatten ``(N, S, T)`` to stems ``(N S, T)``, their labels (the channel) and an ``active`` mask."""
+    n, s, t = chunks.shape
+    stems = chunks.reshape(n * s, t)
+    labels = torch.arange(s).repeat(n)
+    return stems, labels, rms_db(stems) > silence_db
+
+
+def stem_accuracy(
+    classifier: StemClassifier,
+    chunks: Tensor,
+    stem_names: list[str],
+    sample_rate: int,
+    silence_db: float,
+    count_silent_as_errors: bool,
+) -> dict[str, Any]:
+    """Per-stem and overall accuracy of ``classifier`` on ``chunks`` ``(N, S, T)``, labels = channel index.
+
+    With ``count_silent_as_errors`` every stem is scored and a silent one is wrong; otherwise silent stems are
+    left out (the sanity check on real data, where a stem is often silent in a chunk).
+    """
+    stems, labels, active = labelled_stems(chunks, silence_db)
+    predicted = classifier.predict(stem_features(stems, sample_rate))
+    correct = (predicted == labels) & active
+    scored = torch.ones_like(active) if count_silent_as_errors else active
+    per_stem = {}
+    for k, name in enumerate(stem_names):
+        mine = labels == k
+        total = int((scored & mine).sum())
+        per_stem[name] = {
+            "correct": int((correct & mine).sum()),
+            "scored": total,
+            "silent": int((~active & mine).sum()),
+            "median_rms_db": float(rms_db(stems[mine]).median()),
+            "accuracy": float((correct & mine).sum()) / total if total else float("nan"),
+        }
+    total = int(scored.sum())
+    confusion = torch.zeros(len(stem_names), len(stem_names), dtype=torch.long)
+    for true, guess in zip(labels[active].tolist(), predicted[active].tolist(), strict=True):
+        confusion[true, guess] += 1
+    return {
+        "accuracy": float(correct.sum()) / total if total else float("nan"),
+        "correct": int(correct.sum()),
+        "scored": total,
+        "silent_fraction": float((~active).float().mean()),
+        "per_stem": per_stem,
+        "confusion_active": confusion.tolist(),
+    }
+
+
+# ------------------------------------------------------------------------------------ denoising bands
+
+
+class SilenceDenoiser(nn.Module):
+    """``D(x, sigma) = 0`` (predict silence), with the prior's EDM loss weight."""
+
+    def __init__(self, prior: nn.Module) -> None:
+        super().__init__()
+        self.loss_weight = prior.loss_weight
+
+    def forward(self, x: Tensor, sigma: Tensor) -> Tensor:
+        return torch.zeros_like(x)
+
+
+class SkipPathDenoiser(nn.Module):
+    """``D(x, sigma) = clamp(c_skip x)``: the prior's EDM preconditioning with the network output set to 0."""
+
+    def __init__(self, prior: nn.Module) -> None:
+        super().__init__()
+        self.loss_weight = prior.loss_weight
+        self.sigma_data, self.clamp = prior.edm.sigma_data, prior.edm.clamp_output
+
+    def forward(self, x: Tensor, sigma: Tensor) -> Tensor:
+        c_skip = self.sigma_data**2 / (sigma.reshape(-1, *([1] * (x.ndim - 1))) ** 2 + self.sigma_data**2)
+        out = c_skip * x
+        return out.clamp(-1.0, 1.0) if self.clamp else out
+
+
+def denoising_bands(prior: nn.Module, chunks: Tensor, batch_size: int = 8) -> dict[str, dict[str, float]]:
+    """EDM-weighted loss per ln-sigma band (the trainer's Validator, default bands) of the prior and baselines."""
+    from mgdm_audio.training.trainer import ValidationSettings, Validator
+
+    settings = ValidationSettings(items=chunks.shape[0], batch_size=batch_size)
+    validator = Validator(chunks, settings, torch.device("cpu"))  # type: ignore[arg-type]
+    denoisers = {"prior": prior, "silence D=0": SilenceDenoiser(prior), "skip path D=c_skip x": SkipPathDenoiser(prior)}
+    return {name: validator(module) for name, module in denoisers.items()}
+
+
+# ---------------------------------------------------------------------------------------------- data
+
+
+def seeded_chunks(dataset: Any, n: int, seed: int) -> Tensor:
+    """``n`` items of ``dataset`` chosen by a permutation seeded with ``seed`` (sorted), stacked ``(n, S, T)``."""
+    if len(dataset) < 1:
+        raise UserInputError("the dataset split has no chunks; check --data-root.")
+    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:n].sort().values
+    return torch.stack([torch.as_tensor(dataset[int(i)], dtype=torch.float32) for i in order])
+
+
+def slakh_chunks(root: str, split: str, prior: Any, n: int, seed: int) -> Tensor:
+    from mgdm_audio.audio.data.readers import SlakhDataset
+
+    dataset = SlakhDataset(
+        root,
+        split,
+        stems=prior.stems,
+        sample_rate=prior.sample_rate,
+        chunk_samples=prior.chunk_samples,
+        mode="sequential",
+    )
+    return seeded_chunks(dataset, n, seed)
+
+
+# -------------------------------------------------------------------------------------------- figure
+
+
+def plot_mels(generated: Tensor, real: Tensor, stem_names: list[str], sample_rate: int, path: Path) -> None:
+    """One row per stem: 4 generated samples, then 4 real test chunks (log-mel, dB, shared colour range)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    columns = [("generated", i, generated[i]) for i in range(min(4, len(generated)))]
+    columns += [("real test", i, real[i]) for i in range(min(4, len(real)))]
+    fig, axes = plt.subplots(len(stem_names), len(columns), figsize=(2.0 * len(columns), 1.6 * len(stem_names)))
+    axes = [[axes]] if len(stem_names) == 1 and len(columns) == 1 else axes
+    for c, (kind, i, chunk) in enumerate(columns):
+        mel_db = 10 * log_mel(chunk.float(), sample_rate)
+        for r, name in enumerate(stem_names):
+            ax = axes[r][c]
+            ax.imshow(mel_db[r].numpy(), origin="lower", aspect="auto", vmin=-100, vmax=20, cmap="magma")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(f"{kind} {i}", fontsize=8)
+            if c == 0:
+                ax.set_ylabel(name, fontsize=8)
+    fig.suptitle("log-mel spectrograms (64 bands, 0 - 11 kHz, -100 to 20 dB): generated | real", fontsize=9)
+    fig.tight_layout()
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=90)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        Path(tmp).unlink(missing_ok=True)
+
+
+# ------------------------------------------------------------------------------------------- timings
+
+
+def denoiser_timings(module: nn.Module, threads: int, repeats: int, length: int = 65536) -> dict[str, float]:
+    """Median seconds of one call on ``1 x S x length`` (forward; forward+backward to the input)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_denoiser import median_seconds
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    stems = module.unet_config.stems
+    x = 0.05 * torch.randn(1, stems, length, generator=torch.Generator().manual_seed(0))
+
+    def forward() -> None:
+        with torch.no_grad():
+            module(x, 0.5)
+
+    def vjp() -> None:
+        xr = x.clone().requires_grad_(True)
+        out = module(xr, 0.5)
+        torch.autograd.grad(out, xr, grad_outputs=torch.ones_like(out))
+
+    try:
+        return {
+            "forward_s": median_seconds(forward, repeats),
+            "vjp_s": median_seconds(vjp, repeats),
+            "threads": threads,
+            "repeats": repeats,
+        }
+    finally:
+        torch.set_num_threads(previous)
+
+
+# ------------------------------------------------------------------------------------------ markdown
+
+
+def _pct(x: float) -> str:
+    return "n/a" if math.isnan(x) else f"{100 * x:.1f} %"
+
+
+def render_markdown(r: dict[str, Any]) -> str:
+    """The report text from the raw results of :func:`main`."""
+    stems = r["stems"]
+    lines = [
+        f"# Prior report: `{r['prior']}`",
+        "",
+        f"Produced by `{r['command']}` on {r['date']}.",
+        "",
+        "| field | value |",
+        "|---|---|",
+        f"| weights sha256 | `{r['weights_sha256']}` |",
+        f"| training steps | {r['training_steps']} |",
+        f"| parameters | {r['parameters']:,} |",
+        f"| stems / sample rate / chunk | {', '.join(stems)} / {r['sample_rate']} Hz / {r['chunk_samples']} samples |",
+        f"| data | `{r['data_root']}` (classifier: `train`; everything else: `test`) |",
+        "",
+        "## Denoising loss per ln-sigma band (test split)",
+        "",
+        f"{r['test_chunks']} test chunks of {r['chunk_samples']} samples (seeded choice, seed {r['seed']}); the "
+        "trainer's validation protocol: one sigma per band and chunk (uniform in ln sigma), fixed noise, EDM-weighted "
+        "loss `lambda(sigma) mean((D - x0)^2)`. Baselines: **silence** `D = 0` (the per-stem mean of zero-mean "
+        "audio) and **skip path** `D = clamp(c_skip x)` (the EDM preconditioning with network output 0, i.e. an "
+        "untrained prior; before clamping it scores `(sigma^2 rms^2 / sigma_d^2 + sigma_d^2) / (sigma^2 + sigma_d^2)`, "
+        "which is 1 only when the data RMS equals sigma_d). Lower is better.",
+        "",
+        "| band | prior | silence D=0 | skip path D=c_skip x | prior / skip path |",
+        "|---|---|---|---|---|",
+    ]
+    bands = r["denoising"]
+    for band in bands["prior"]:
+        p, z, k = bands["prior"][band], bands["silence D=0"][band], bands["skip path D=c_skip x"][band]
+        lines.append(f"| {band} | {p:.4f} | {z:.4g} | {k:.4f} | {p / k:.3f} |")
+    c = r["classification"]
+    lines += [
+        "",
+        "## Stem classification of unconditional samples",
+        "",
+        f"{r['samples']} samples of {r['chunk_samples']} samples each from `generate(prior, {r['samples']}, "
+        f"{r['chunk_samples']}/{r['sample_rate']} s, seed={r['seed']})` (DDIM, {r['ddim_steps']} steps). "
+        "Classifier: multinomial logistic regression on gain-invariant log-mel features (unit-RMS stem, "
+        f"64 mel bands, mean and std over frames), trained on the {c['train_stems']} active stems of "
+        f"{c['train_chunks']} seeded `train` chunks. "
+        f"Silent = RMS below {r['silence_db']:g} dBFS; silent generated stems count as errors. Target: >= 80 %.",
+        "",
+        "| stem | generated: recognised | generated: silent | generated / real: median RMS | "
+        "real test (active stems): recognised |",
+        "|---|---|---|---|---|",
+    ]
+    gen, real = c["generated"], c["real_test"]
+    for name in stems:
+        g, t = gen["per_stem"][name], real["per_stem"][name]
+        lines.append(
+            f"| {name} | {g['correct']}/{g['scored']} ({_pct(g['accuracy'])}) | {g['silent']}/{r['samples']} | "
+            f"{g['median_rms_db']:.1f} / {t['median_rms_db']:.1f} dBFS | {t['correct']}/{t['scored']} "
+            f"({_pct(t['accuracy'])}) |"
+        )
+    lines += [
+        f"| **all** | **{gen['correct']}/{gen['scored']} ({_pct(gen['accuracy'])})** | "
+        f"{_pct(gen['silent_fraction'])} | | {real['correct']}/{real['scored']} ({_pct(real['accuracy'])}) |",
+        "",
+        f"Target >= 80 % of generated stems recognised: **{'met' if gen['accuracy'] >= 0.8 else 'not met'}**. "
+        f"Confusion of the generated active stems (rows: generated as, columns: classified as {stems}): "
+        f"`{gen['confusion_active']}`.",
+        "",
+        "## Mel spectrograms",
+        "",
+        f"![4 generated samples beside 4 real test chunks, one row per stem]({r['figure']})",
+        "",
+        "## Cost of one denoiser call (1 x 4 x 65536 samples)",
+        "",
+        f"Median of {r['timing']['repeats']} calls, {r['timing']['threads']} CPU threads: forward "
+        f"**{1000 * r['timing']['forward_s']:.1f} ms**, forward+backward to the input (VJP) "
+        f"**{1000 * r['timing']['vjp_s']:.1f} ms** (issue target for `small`: forward <= 60 ms on 2 cores). "
+        f"Machine load average (1, 5, 15 min) when measured: {', '.join(f'{v:.2f}' for v in r['loadavg'])} "
+        f"on {os.cpu_count()} cores; timings taken while other work (e.g. a training) runs are pessimistic.",
+        "",
+        f"Raw numbers: `{r['json']}`.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--prior", required=True, help="shipped prior name or export folder")
+    parser.add_argument("--data-root", required=True, help="dataset root holding the train and test splits")
+    parser.add_argument("--out", default="evaluation/results/prior.md", help="markdown report (JSON/PNG beside)")
+    parser.add_argument("--samples", type=int, default=32, help="unconditional samples to classify")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--chunks", type=int, default=64, help="test chunks for the denoising bands")
+    parser.add_argument("--train-chunks", type=int, default=256, help="train chunks for the classifier")
+    parser.add_argument("--steps", type=int, default=50, help="DDIM steps of the generation")
+    parser.add_argument("--silence-db", type=float, default=SILENCE_DB)
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads (timings and everything else)")
+    parser.add_argument("--repeats", type=int, default=7, help="timed calls per median")
+    args = parser.parse_args(argv)
+    try:
+        return _run(args, argv)
+    except UserInputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
+    from mgdm_audio.audio.model import count_parameters
+    from mgdm_audio.audio.priors import generate, load_prior
+
+    if args.samples < 1 or args.chunks < 1 or args.train_chunks < 1:
+        raise UserInputError("--samples, --chunks and --train-chunks must be at least 1.")
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    json_path, png_path = out.with_suffix(".json"), out.with_name(f"{out.stem}_mels.png")
+    prior = load_prior(args.prior)
+    stems = list(prior.stems)
+    argv_text = shlex.join(sys.argv[1:] if argv is None else argv)
+    results: dict[str, Any] = {
+        "prior": str(args.prior),
+        "command": f"python evaluation/prior/report.py {argv_text}",
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "weights_sha256": prior.weights_sha256,
+        "training_steps": prior.config.get("training_steps"),
+        "parameters": count_parameters(prior.module),
+        "stems": stems,
+        "sample_rate": prior.sample_rate,
+        "chunk_samples": prior.chunk_samples,
+        "data_root": str(args.data_root),
+        "seed": args.seed,
+        "samples": args.samples,
+        "ddim_steps": args.steps,
+        "silence_db": args.silence_db,
+        "test_chunks": args.chunks,
+        "figure": png_path.name,
+        "json": json_path.name,
+    }
+    print("timing the denoiser ...", flush=True)
+    results["loadavg"] = list(os.getloadavg())
+    results["timing"] = denoiser_timings(prior.module, args.threads, args.repeats)
+    print("denoising bands on the test split ...", flush=True)
+    test = slakh_chunks(args.data_root, "test", prior, args.chunks, args.seed)
+    results["denoising"] = denoising_bands(prior.module, test)
+    print("training the stem classifier ...", flush=True)
+    train_chunks = slakh_chunks(args.data_root, "train", prior, args.train_chunks, args.seed)
+    train_stems, labels, active = labelled_stems(train_chunks, args.silence_db)
+    classifier = fit_logistic_regression(
+        stem_features(train_stems[active], prior.sample_rate), labels[active], len(stems)
+    )
+    print(f"generating {args.samples} samples ...", flush=True)
+    generated = generate(prior, args.samples, prior.chunk_samples / prior.sample_rate, args.seed, steps=args.steps)
+    results["classification"] = {
+        "train_chunks": args.train_chunks,
+        "train_stems": int(active.sum()),
+        "real_test": stem_accuracy(classifier, test, stems, prior.sample_rate, args.silence_db, False),
+        "generated": stem_accuracy(classifier, generated, stems, prior.sample_rate, args.silence_db, True),
+    }
+    plot_mels(generated, test, stems, prior.sample_rate, png_path)
+    write_atomic(json_path, json.dumps(results, indent=1) + "\n")
+    text = render_markdown(results)
+    write_atomic(out, text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
