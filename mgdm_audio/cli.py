@@ -71,6 +71,19 @@ def _benchmark_separation(args: argparse.Namespace) -> int:
         from mgdm_audio.metrics.bsseval import require_museval
 
         require_museval()
+    rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    device, barrier = args.device, None
+    if world > 1:  # torchrun: chunks dealt to the ranks (one GPU each), rank 0 merges and writes the outputs
+        import torch
+        import torch.distributed as dist
+
+        if not args.cache:
+            raise UserInputError("sharded runs (WORLD_SIZE > 1) need --cache PATH: the ranks merge results there.")
+        if device in ("auto", "cuda") and torch.cuda.is_available():
+            device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+        if not dist.is_initialized():
+            dist.init_process_group("gloo")
+        barrier = dist.barrier
     setup = sepbench.prepare(
         args.root,
         args.layout,
@@ -80,11 +93,19 @@ def _benchmark_separation(args: argparse.Namespace) -> int:
         max_chunks=args.max_chunks,
         seed=args.seed,
         chunk_seconds=args.chunk_seconds,
-        device=args.device,
+        device=device,
     )
     rows = sepbench.run_benchmark(
-        setup, cache=Path(args.cache) if args.cache else None, bsseval=args.bsseval, progress=not args.no_progress
+        setup,
+        cache=Path(args.cache) if args.cache else None,
+        bsseval=args.bsseval,
+        progress=not args.no_progress and rank == 0,
+        rank=rank,
+        world_size=world,
+        barrier=barrier,
     )
+    if rows is None:
+        return 0
     payload = sepbench.payload(rows, setup.info)
     text = sepbench.markdown_report(payload["summary"], setup.info, setup.prior.stems)
     if args.json:

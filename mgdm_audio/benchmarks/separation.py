@@ -1,0 +1,726 @@
+r"""The separation benchmark: every sampler, and the oracles, on the same test chunks of a multi-stem dataset.
+
+Chunks (``MSDM_AUDIO_REFERENCE.md`` §3.1): consecutive non-overlapping chunks of every track of the split
+(:func:`benchmark_chunk_samples`: the prior's chunk length, or whole multiples of it up to one 4 s scoring window,
+unless ``chunk_seconds`` is given; trailing partial chunks dropped), at the prior's sample rate, mono. Each chunk is
+separated the way ``mgdm-audio separate`` separates a file (the prior's segment length, overlapping segments).
+Only chunks with at least two active stems are kept, with MSDM's silence rule applied to the chunk
+(a stem is silent when ``||s||_2 / N < 1.5e-5``, i.e. RMS below ``1.5e-5 sqrt(N)``). The mixture is the sum of the
+reference stems. The kept chunks are put in a fixed order seeded by ``seed``: tracks in a shuffled order, chunks of
+a track in a shuffled order, then taken round-robin over tracks, so the first ``max_chunks`` are spread over the
+tracks; the order does not depend on ``max_chunks`` (a short run's chunks are the first ones of a longer run).
+
+Per chunk and run (a sampler at a preset with overrides, or an oracle) and stem, a row::
+
+    {"sampler", "method", "preset", "overrides", "track", "chunk", "stem", "si_sdri", "si_sdri_nonsilent",
+     "n_windows", "n_windows_nonsilent", "sdr", "nfe", "vjp", "seconds", "seed"}
+
+(``sampler`` is the table's label, ``method`` the registry sampler or oracle behind it.)
+
+* ``si_sdri``: MSDM's protocol on the chunk (4 s windows, 2 s hop, windows with fewer than two non-silent
+  reference stems skipped, silent stems of kept windows still scored; mean over windows),
+  :func:`mgdm_audio.metrics.sisdr.si_sdri_windows`; ``si_sdri_nonsilent``: the same with each stem's own silent
+  windows left out. Windows stay inside a chunk (MSDM concatenates a track's chunks and lets windows cross chunk
+  boundaries; with whole-chunk windows this changes only the windows that straddle two chunks).
+* ``sdr``: BSSEval v4 SDR (museval, 1 s frames, median over frames) when asked for, else ``None``.
+* ``nfe``, ``vjp``, ``seconds``: the sampler's cost on this chunk (0 NFE for the oracles).
+* Every sampler uses the same seed on a chunk: ``seed + crc32("track:start")`` (mod 2^31).
+
+Oracles on the same chunks: ``irm`` and ``ibm`` (ideal ratio and binary masks from the true stems: the ceiling of
+mask-based separation) and ``mixture`` (every estimate is the mixture: SI-SDRi 0, the floor).
+
+Summary per run: SI-SDRi per stem pooled over all kept windows of all chunks (MSDM's aggregation: a plain mean over
+windows), their average over stems ("average" in the papers), the same for the non-silent variant, the median over
+chunks of the per-chunk SDR per stem (SiSEC's median over tracks, at chunk level), and NFE, VJP and seconds per
+chunk.
+
+Runs are resumable: each finished (run, chunk) is appended to a JSON-lines cache keyed by the sampler, preset,
+overrides, seed, prior weights and chunk, so a killed benchmark continues where it stopped (a cached result without
+SDR is recomputed when BSSEval is asked for; stems are read only for chunks left to compute). Under ``torchrun``
+(``WORLD_SIZE > 1``) the chunks are dealt round-robin to the ranks, each writes its own cache file and rank 0
+merges them and writes the outputs (:func:`run_benchmark`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+import zlib
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from mgdm_audio.core.errors import UserInputError
+from mgdm_audio.metrics.sisdr import (
+    SILENCE_THRESHOLD,
+    ideal_binary_mask,
+    ideal_ratio_mask,
+    mixture_baseline,
+    si_sdri_windows,
+    window_lengths,
+)
+
+SLAKH_STEMS = ("bass", "drums", "guitar", "piano")
+MUSDB_STEMS = ("vocals", "drums", "bass", "other")
+LAYOUT_STEMS = {"slakh": SLAKH_STEMS, "musdb": MUSDB_STEMS}
+ORACLES = ("irm", "ibm", "mixture")
+ORACLE_PRESET = "oracle"
+MIN_ACTIVE_STEMS = 2
+
+
+# ============================================================================================ runs
+@dataclass(frozen=True)
+class Run:
+    """One column of the comparison: a registry sampler (or an oracle) at a preset with overrides, and its label."""
+
+    sampler: str
+    preset: str = "default"
+    overrides: tuple[tuple[str, Any], ...] = ()
+    label: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.label or self.sampler
+
+    @property
+    def is_oracle(self) -> bool:
+        return self.sampler in ORACLES
+
+    @property
+    def overrides_dict(self) -> dict[str, Any]:
+        return dict(self.overrides)
+
+
+def _parse_value(text: str) -> Any:
+    """``1`` -> int, ``0.5`` / ``1e-3`` -> float, ``true``/``false`` -> bool, ``none`` -> None, else the string."""
+    low = text.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    if low in ("none", "null"):
+        return None
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+def parse_sampler_set(text: str) -> list[Run]:
+    """``--sampler-set``: comma-separated ``NAME=sampler[:preset[:key=value[:key=value...]]]``.
+
+    >>> parse_sampler_set("mgdm-R1=mgdm:fast:n_reps=1,dps-200=dps:fast:n_steps=200")[0]
+    Run(sampler='mgdm', preset='fast', overrides=(('n_reps', 1),), label='mgdm-R1')
+    """
+    runs = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        label, sep, spec = item.partition("=")
+        fields = spec.split(":") if sep else []
+        if not label.strip() or not fields or not fields[0].strip():
+            raise UserInputError(
+                f"--sampler-set entry {item!r} is not NAME=sampler[:preset[:key=value...]] "
+                "(e.g. mgdm-R1=mgdm:fast:n_reps=1)."
+            )
+        preset = fields[1].strip() if len(fields) > 1 and fields[1].strip() else "default"
+        overrides = []
+        for pair in fields[2:]:
+            key, eq, value = pair.partition("=")
+            if not eq or not key.strip():
+                raise UserInputError(
+                    f"--sampler-set entry {item!r}: override {pair!r} is not key=value (e.g. n_reps=2)."
+                )
+            overrides.append((key.strip(), _parse_value(value.strip())))
+        runs.append(Run(fields[0].strip(), preset, tuple(sorted(overrides)), label.strip()))
+    names = [r.name for r in runs]
+    duplicated = sorted({n for n in names if names.count(n) > 1})
+    if duplicated:
+        raise UserInputError(f"--sampler-set names must be unique; repeated: {', '.join(duplicated)}.")
+    return runs
+
+
+def make_runs(samplers: Sequence[str], preset: str, sampler_set: str | None = None, oracles: bool = True) -> list[Run]:
+    """``--samplers`` at ``--preset`` (labels ``sampler`` or ``sampler:preset``), then the ``--sampler-set``
+    variants, then the oracles. Names must be unique."""
+    runs = [Run(s, preset, (), s if preset == "default" else f"{s}:{preset}") for s in samplers if s not in ORACLES]
+    runs += parse_sampler_set(sampler_set) if sampler_set else []
+    if oracles:
+        runs += [Run(o, ORACLE_PRESET, (), o) for o in ORACLES]
+    names = [r.name for r in runs]
+    duplicated = sorted({n for n in names if names.count(n) > 1})
+    if duplicated:
+        raise UserInputError(f"sampler names in the table must be unique; repeated: {', '.join(duplicated)}.")
+    return runs
+
+
+# ============================================================================================ chunks
+@dataclass(frozen=True)
+class Chunk:
+    """A test chunk: its track name, start sample and position in the dataset (stems are read when needed)."""
+
+    track: str
+    start: int
+    position: int
+
+    @property
+    def chunk_id(self) -> str:
+        return f"{self.track}:{self.start}"
+
+
+def silence_db_for(chunk_samples: int) -> float:
+    """MSDM's ``||s||_2 / N < 1.5e-5`` for an ``N``-sample chunk as an RMS threshold in dB:
+    ``20 log10(1.5e-5 sqrt N)``."""
+    return 20.0 * math.log10(SILENCE_THRESHOLD * math.sqrt(chunk_samples))
+
+
+def open_dataset(root: Path, layout: str, split: str, stems: Sequence[str], sample_rate: int, chunk_samples: int):
+    """The sequential, MSDM-filtered chunk dataset of a split (one clear error for a wrong root or layout)."""
+    from mgdm_audio.audio.data.readers import MusdbDataset, SlakhDataset
+
+    common = dict(
+        stems=tuple(stems),
+        sample_rate=sample_rate,
+        chunk_samples=chunk_samples,
+        mode="sequential",
+        min_active_stems=MIN_ACTIVE_STEMS,
+        silence_db=silence_db_for(chunk_samples),
+    )
+    if layout == "slakh":
+        return SlakhDataset(root, split, **common)
+    if layout == "musdb":
+        return MusdbDataset(root, split, **common)
+    raise UserInputError(f"--layout must be one of {', '.join(LAYOUT_STEMS)}, got {layout!r}.")
+
+
+def benchmark_chunk_samples(prior: Any, chunk_seconds: float | None = None) -> int:
+    """The benchmark chunk length in samples.
+
+    Default: the prior's chunk when it holds a whole 4 s scoring window, else the fewest whole prior chunks that
+    do (a 1.49 s prior chunk gives 3 chunks = 4.46 s: a chunk of 2 s or less has no scoring window at all).
+    ``chunk_seconds`` (``--chunk-seconds``) overrides it, rounded up to the prior's length multiple; it must
+    exceed the 2 s window overlap. The separator always runs on the prior's own segment length and streams
+    longer chunks with overlap, exactly as ``mgdm-audio separate`` does.
+    """
+    sr, per = int(prior.sample_rate), int(prior.chunk_samples)
+    window, overlap, _ = window_lengths(sr)
+    if chunk_seconds is None:
+        return per * max(1, math.ceil(window / per))
+    if not (chunk_seconds > 0 and math.isfinite(chunk_seconds)):
+        raise UserInputError(f"--chunk-seconds must be a positive number of seconds, got {chunk_seconds}.")
+    multiple = int(getattr(prior, "downsampling", 1))
+    samples = max(multiple, multiple * math.ceil(chunk_seconds * sr / multiple))
+    if samples <= overlap:
+        raise UserInputError(
+            f"--chunk-seconds {chunk_seconds:g} leaves no SI-SDR scoring window (4 s windows, 2 s hop); "
+            "use more than 2 s (4 s or more for one whole window)."
+        )
+    return samples
+
+
+def check_layout(root: Path, split: str, layout: str) -> None:
+    """One clear error when the split's track folders look like the other layout (the readers would otherwise read
+    a MUSDB folder as a Slakh one with missing stems, or the reverse): MUSDB has ``mixture``/``vocals`` files or
+    ``.stem.mp4`` tracks, Slakh has ``guitar``/``piano`` files or ``stems/`` + ``metadata.yaml``."""
+    split_dir = Path(root) / split
+    if not split_dir.is_dir():
+        return  # the reader names the missing folder
+    names: set[str] = {p.name for p in split_dir.iterdir() if p.is_file()}
+    for folder in (p for p in split_dir.iterdir() if p.is_dir()):
+        names.update(p.stem if p.is_file() else f"{p.name}/" for p in folder.iterdir())
+    musdb = bool({"mixture", "vocals"} & names) or any(n.endswith(".stem.mp4") for n in names)
+    slakh = bool({"guitar", "piano", "metadata", "stems/"} & names)
+    if layout == "slakh" and musdb and not slakh:
+        raise UserInputError(
+            f"{split_dir} looks like MUSDB18 (mixture/vocals files), not a Slakh layout; use --layout musdb."
+        )
+    if layout == "musdb" and slakh and not musdb:
+        raise UserInputError(
+            f"{split_dir} looks like a Slakh layout (guitar/piano stems or metadata.yaml), not MUSDB18; "
+            "use --layout slakh."
+        )
+
+
+def chunk_order(chunk_index: Sequence[tuple[str, int]], seed: int) -> list[int]:
+    """Dataset positions in the benchmark's order: tracks shuffled, each track's chunks shuffled, then round-robin
+    over tracks (seeded; independent of how many chunks are taken)."""
+    rng = random.Random(seed)
+    by_track: dict[str, list[int]] = defaultdict(list)
+    for position, (track, _) in enumerate(chunk_index):
+        by_track[track].append(position)
+    tracks = sorted(by_track)
+    rng.shuffle(tracks)
+    queues = []
+    for track in tracks:
+        positions = list(by_track[track])
+        rng.shuffle(positions)
+        queues.append(positions)
+    order = []
+    for k in range(max((len(q) for q in queues), default=0)):
+        order.extend(q[k] for q in queues if k < len(q))
+    return order
+
+
+def select_chunks(dataset: Any, max_chunks: int | None, seed: int) -> list[Chunk]:
+    """The first ``max_chunks`` chunks (all if None) of :func:`chunk_order` (no audio is read here)."""
+    order = chunk_order(dataset.chunk_index, seed)
+    if max_chunks is not None:
+        order = order[:max_chunks]
+    chunks = []
+    for position in order:
+        track, start = dataset.chunk_index[position]
+        chunks.append(Chunk(track, int(start), int(position)))
+    return chunks
+
+
+def chunk_seed(seed: int, chunk: Chunk) -> int:
+    """The sampler seed on a chunk, the same for every sampler: ``(seed + crc32("track:start")) mod 2^31``."""
+    return (int(seed) + zlib.crc32(chunk.chunk_id.encode())) % (2**31)
+
+
+# ============================================================================================ scoring
+def _finite_or_none(value: float) -> float | None:
+    return float(value) if math.isfinite(float(value)) else None
+
+
+def score_chunk(
+    run: Run,
+    chunk: Chunk,
+    references: torch.Tensor,
+    estimates: torch.Tensor,
+    stems: Sequence[str],
+    sample_rate: int,
+    cost: dict[str, Any],
+    seed: int,
+    bsseval: bool,
+) -> list[dict[str, Any]]:
+    """The rows of one (run, chunk): SI-SDRi (both variants), optional BSSEval SDR, and the cost."""
+    result = si_sdri_windows(estimates, references, sample_rate)
+    sdr: list[float | None] = [None] * len(stems)
+    if bsseval:
+        from mgdm_audio.metrics.bsseval import bss_eval
+
+        bss = bss_eval(references, estimates, sample_rate)
+        sdr = [_finite_or_none(v) for v in bss.sdr]  # NaN (silent) and +inf (zero error) are stored as null
+    rows = []
+    for k, stem in enumerate(stems):
+        rows.append(
+            {
+                "sampler": run.name,
+                "method": run.sampler,
+                "preset": run.preset,
+                "overrides": run.overrides_dict,
+                "track": chunk.track,
+                "chunk": chunk.start,
+                "stem": stem,
+                "si_sdri": _finite_or_none(result.msdm[k]),
+                "si_sdri_nonsilent": _finite_or_none(result.exclude_silent[k]),
+                "n_windows": int(result.n_kept[k]),
+                "n_windows_nonsilent": int(result.n_kept_exclude_silent[k]),
+                "sdr": sdr[k],
+                "nfe": int(cost.get("nfe", 0)),
+                "vjp": int(cost.get("vjp", 0)),
+                "seconds": round(float(cost.get("seconds", 0.0)), 4),
+                "seed": seed,
+            }
+        )
+    return rows
+
+
+def oracle_estimates(name: str, references: torch.Tensor) -> torch.Tensor:
+    """``irm`` / ``ibm`` / ``mixture`` estimates ``(S, T)`` from the true stems."""
+    if name == "irm":
+        return ideal_ratio_mask(references)
+    if name == "ibm":
+        return ideal_binary_mask(references)
+    return mixture_baseline(references)
+
+
+# ============================================================================================ cache
+def cache_key(run: Run, chunk: Chunk, seed: int, prior_id: str, chunk_samples: int) -> str:
+    """The identity of a (run, chunk) result: sampler, preset, overrides, seed, prior weights and chunk."""
+    return json.dumps(
+        {
+            "sampler": run.sampler,
+            "preset": run.preset,
+            "overrides": run.overrides_dict,
+            "seed": seed,
+            "prior": prior_id if not run.is_oracle else "",
+            "chunk_samples": chunk_samples,
+            "chunk": chunk.chunk_id,
+        },
+        sort_keys=True,
+    )
+
+
+def read_cache(path: Path | None) -> dict[str, list[dict[str, Any]]]:
+    """Cached rows by key; a truncated last line (a run killed mid-write) is ignored."""
+    done: dict[str, list[dict[str, Any]]] = {}
+    if path is None or not path.exists():
+        return done
+    for line in path.read_text().splitlines():
+        try:
+            entry = json.loads(line)
+            done[entry["key"]] = entry["rows"]
+        except (json.JSONDecodeError, KeyError, TypeError):
+            continue
+    return done
+
+
+def append_cache(path: Path | None, key: str, rows: list[dict[str, Any]]) -> None:
+    if path is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as f:
+        f.write(json.dumps({"key": key, "rows": rows}) + "\n")
+        f.flush()
+
+
+# ============================================================================================ engine
+@dataclass
+class BenchmarkSetup:
+    """Everything validated before any work: the prior, the dataset and its chosen chunks, one ready separator per
+    sampler run."""
+
+    prior: Any
+    prior_name: str
+    runs: list[Run]
+    dataset: Any
+    chunks: list[Chunk]
+    separators: dict[str, Any]
+    chunk_samples: int
+    info: dict[str, Any]
+
+    def references(self, chunk: Chunk) -> torch.Tensor:
+        """The reference stems ``(S, T)`` of a chunk, float32 (read from disk)."""
+        return self.dataset[chunk.position].float()
+
+
+def prepare(
+    root: str | Path,
+    layout: str,
+    split: str,
+    prior: str | Path | Any,
+    runs: Sequence[Run],
+    max_chunks: int | None = None,
+    seed: int = 0,
+    chunk_seconds: float | None = None,
+    device: str = "auto",
+) -> BenchmarkSetup:
+    """Load and check everything (prior, stems, dataset layout, samplers) before any separation starts."""
+    from mgdm_audio.audio.priors import load_prior
+    from mgdm_audio.audio.separator import Separator, resolve_device
+
+    if layout not in LAYOUT_STEMS:
+        raise UserInputError(f"--layout must be one of {', '.join(LAYOUT_STEMS)}, got {layout!r}.")
+    if max_chunks is not None and max_chunks < 1:
+        raise UserInputError(f"--max-chunks must be at least 1, got {max_chunks}.")
+    dev = resolve_device(device)
+    model = load_prior(prior, dev) if isinstance(prior, str | Path) else prior
+    prior_name = str(model.config.get("name", getattr(model, "path", Path(str(prior))).name))
+    wanted = LAYOUT_STEMS[layout]
+    if set(model.stems) != set(wanted):
+        raise UserInputError(
+            f"prior '{prior_name}' separates {', '.join(model.stems)} but a {layout} dataset has the stems "
+            f"{', '.join(wanted)}; use a prior trained on {layout} stems (or the other --layout)."
+        )
+    chunk_samples = benchmark_chunk_samples(model, chunk_seconds)
+    check_layout(Path(root), split, layout)
+    dataset = open_dataset(Path(root), layout, split, model.stems, model.sample_rate, chunk_samples)
+    if len(dataset) == 0:
+        raise UserInputError(
+            f"no {chunk_samples / model.sample_rate:.2f} s chunk of {Path(root) / split} has at least "
+            f"{MIN_ACTIVE_STEMS} active stems; use longer tracks or a smaller --chunk-seconds."
+        )
+    separators = {}
+    for run in runs:
+        if run.is_oracle:
+            continue
+        separators[run.name] = Separator(  # the prior's own segment length, as `mgdm-audio separate` uses it
+            model,
+            sampler=run.sampler,
+            preset=run.preset,
+            device=dev,
+            seed=seed,
+            sampler_overrides=run.overrides_dict,
+        )
+    chunks = select_chunks(dataset, max_chunks, seed)
+    info = {
+        "prior": prior_name,
+        "weights_sha256": str(getattr(model, "weights_sha256", "")),
+        "root": str(root),
+        "layout": layout,
+        "split": split,
+        "stems": list(model.stems),
+        "sample_rate": int(model.sample_rate),
+        "chunk_samples": chunk_samples,
+        "chunk_seconds": chunk_samples / model.sample_rate,
+        "segment_samples": int(model.chunk_samples),
+        "chunks_available": len(dataset),
+        "chunks": len(chunks),
+        "tracks": len({c.track for c in chunks}),
+        "seed": seed,
+        "device": str(dev),
+        "min_active_stems": MIN_ACTIVE_STEMS,
+    }
+    return BenchmarkSetup(model, prior_name, list(runs), dataset, chunks, separators, chunk_samples, info)
+
+
+def shard_cache_path(cache: Path, rank: int) -> Path:
+    """Rank ``rank``'s own cache file beside the shared one (``cache.jsonl`` -> ``cache.jsonl.rank1``)."""
+    return cache.with_name(f"{cache.name}.rank{rank}")
+
+
+def run_benchmark(
+    setup: BenchmarkSetup,
+    cache: Path | None = None,
+    bsseval: bool = False,
+    progress: bool = True,
+    on_result: Callable[[Run, Chunk], None] | None = None,
+    rank: int = 0,
+    world_size: int = 1,
+    barrier: Callable[[], None] | None = None,
+) -> list[dict[str, Any]] | None:
+    """Every run on every chunk (cached results reused, new ones appended), rows in (run, chunk, stem) order.
+
+    Sharding (``torchrun``: ``rank`` / ``world_size`` > 1): rank ``r`` computes the chunks ``i`` with
+    ``i % world_size == r`` into its own cache ``CACHE.rank{r}``; after ``barrier()`` rank 0 merges every rank's
+    results into ``CACHE`` (and removes the rank files) and returns all rows; the other ranks return None.
+    """
+    if world_size > 1 and cache is None:
+        raise UserInputError("sharded runs (WORLD_SIZE > 1) need --cache PATH: the ranks merge their results there.")
+    if not 0 <= rank < world_size:
+        raise UserInputError(f"rank {rank} is outside a world of {world_size} processes.")
+    if bsseval:
+        from mgdm_audio.metrics.bsseval import require_museval
+
+        require_museval()  # one clear error before any work
+    seed = int(setup.info["seed"])
+    prior_id = setup.info["weights_sha256"] or setup.prior_name
+    stems, sr = tuple(setup.prior.stems), int(setup.prior.sample_rate)
+    own_cache = cache if world_size == 1 or cache is None else shard_cache_path(cache, rank)
+    done = read_cache(cache)
+    if own_cache != cache:
+        done.update(read_cache(own_cache))
+
+    def is_done(key: str) -> bool:
+        rows = done.get(key)
+        return rows is not None and (not bsseval or all(r.get("sdr_computed") for r in rows))
+
+    mine = [c for i, c in enumerate(setup.chunks) if i % world_size == rank]
+    bar = tqdm(total=len(setup.runs) * len(mine), desc="separation benchmark", unit="chunk", disable=not progress)
+    for chunk in mine:
+        references = None  # read once per chunk, and only when something is left to compute on it
+        for run in setup.runs:
+            key = cache_key(run, chunk, seed, prior_id, setup.chunk_samples)
+            if not is_done(key):
+                references = setup.references(chunk) if references is None else references
+                done[key] = _compute(setup, run, chunk, references, stems, sr, seed, bsseval)
+                append_cache(own_cache, key, done[key])
+                if on_result is not None:
+                    on_result(run, chunk)
+            bar.set_postfix_str(f"{run.name} {chunk.chunk_id}")
+            bar.update(1)
+    bar.close()
+    if world_size > 1:
+        assert cache is not None
+        if barrier is not None:
+            barrier()
+        if rank != 0:
+            return None
+        in_main = set(read_cache(cache))
+        for r in range(world_size):
+            shard = shard_cache_path(cache, r)
+            for key, entry in read_cache(shard).items():
+                if is_done(key) and key in in_main:
+                    continue
+                done[key] = entry
+                append_cache(cache, key, entry)
+                in_main.add(key)
+            shard.unlink(missing_ok=True)
+    rows: list[dict[str, Any]] = []
+    for run in setup.runs:
+        for chunk in setup.chunks:
+            key = cache_key(run, chunk, seed, prior_id, setup.chunk_samples)
+            if key not in done:
+                raise UserInputError(
+                    f"no result for {run.name} on chunk {chunk.chunk_id}: a rank stopped early; rerun the same "
+                    "command (finished chunks are reused from the cache)."
+                )
+            for row in done[key]:
+                out = {k: v for k, v in row.items() if k != "sdr_computed"}
+                out["sampler"] = run.name  # the cache is keyed by the configuration, the label is this table's
+                rows.append(out)
+    return rows
+
+
+def _compute(
+    setup: BenchmarkSetup,
+    run: Run,
+    chunk: Chunk,
+    references: torch.Tensor,
+    stems: Sequence[str],
+    sr: int,
+    seed: int,
+    bsseval: bool,
+) -> list[dict[str, Any]]:
+    this_seed = chunk_seed(seed, chunk)
+    if run.is_oracle:
+        start = time.perf_counter()
+        estimates = oracle_estimates(run.sampler, references)
+        cost = {"nfe": 0, "vjp": 0, "seconds": time.perf_counter() - start}
+    else:
+        separator = setup.separators[run.name]
+        separator.seed = this_seed
+        result = separator.separate_tensor(references.sum(0), sr)
+        estimates = result.stems
+        cost = {"nfe": result.info["nfe"], "vjp": result.info["vjp"], "seconds": result.info["seconds"]}
+    rows = score_chunk(run, chunk, references, estimates.float(), stems, sr, cost, this_seed, bsseval)
+    for row in rows:
+        row["sdr_computed"] = bsseval
+    return rows
+
+
+# ============================================================================================ summary
+def _pooled_mean(rows: Sequence[dict[str, Any]], value: str, count: str) -> float | None:
+    """Mean over all windows of all chunks: ``sum_c mean_c n_c / sum_c n_c`` (MSDM's pooled aggregation)."""
+    num = den = 0.0
+    for r in rows:
+        if r[value] is not None and r[count] > 0:
+            num += r[value] * r[count]
+            den += r[count]
+    return num / den if den > 0 else None
+
+
+def _median(values: Sequence[float]) -> float | None:
+    if not values:
+        return None
+    v = sorted(values)
+    mid = len(v) // 2
+    return v[mid] if len(v) % 2 else 0.5 * (v[mid - 1] + v[mid])
+
+
+def _average(values: Sequence[float | None]) -> float | None:
+    kept = [v for v in values if v is not None and math.isfinite(v)]
+    return sum(kept) / len(kept) if kept and len(kept) == len(values) else None
+
+
+def summarise(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Per run: pooled SI-SDRi per stem and average (both variants), median SDR per stem, cost per chunk."""
+    by_run: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        by_run[row["sampler"]].append(row)
+    summary = {}
+    for name, rs in by_run.items():
+        stems = list(dict.fromkeys(r["stem"] for r in rs))
+        per_chunk = {(r["track"], r["chunk"]): r for r in rs}  # one row per chunk for the cost
+        si = {s: _pooled_mean([r for r in rs if r["stem"] == s], "si_sdri", "n_windows") for s in stems}
+        si_ns = {
+            s: _pooled_mean([r for r in rs if r["stem"] == s], "si_sdri_nonsilent", "n_windows_nonsilent")
+            for s in stems
+        }
+        sdr = {s: _median([r["sdr"] for r in rs if r["stem"] == s and r["sdr"] is not None]) for s in stems}
+        n = len(per_chunk)
+        summary[name] = {
+            "method": rs[0]["method"],
+            "preset": rs[0]["preset"],
+            "overrides": rs[0]["overrides"],
+            "chunks": n,
+            "si_sdri": si,
+            "si_sdri_average": _average(list(si.values())),
+            "si_sdri_nonsilent": si_ns,
+            "si_sdri_nonsilent_average": _average(list(si_ns.values())),
+            "sdr_median": sdr,
+            "sdr_average": _average(list(sdr.values())),
+            "nfe_per_chunk": sum(r["nfe"] for r in per_chunk.values()) / n,
+            "vjp_per_chunk": sum(r["vjp"] for r in per_chunk.values()) / n,
+            "seconds_per_chunk": sum(r["seconds"] for r in per_chunk.values()) / n,
+            "seconds_total": sum(r["seconds"] for r in per_chunk.values()),
+        }
+    return summary
+
+
+def _fmt(value: float | None, digits: int = 2) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def markdown_report(summary: dict[str, Any], info: dict[str, Any], stems: Sequence[str]) -> str:
+    """The results table: SI-SDRi per stem and average, the non-silent average, SDR, NFE and wall time."""
+    lines = [
+        f"## Separation benchmark: prior `{info['prior']}` on {info['layout']} `{info['split']}`",
+        "",
+        f"{info['chunks']} chunks of {info['chunk_seconds']:.2f} s from {info['tracks']} tracks "
+        f"({info['chunks_available']} chunks with at least {info['min_active_stems']} active stems available), "
+        f"chunk order and sampler seeds from seed {info['seed']} (every sampler gets the same seed on a chunk), "
+        f"device {info['device']}.",
+        "",
+        "SI-SDRi (dB, higher is better): MSDM's protocol (4 s windows, 2 s hop, windows with fewer than two active "
+        "reference stems skipped, silent stems of kept windows still scored), mean over all kept windows. "
+        "*non-silent*: the same average with each stem's own silent windows left out. SDR: BSSEval v4 (museval, "
+        "1 s frames), median over frames then over chunks ('–' when not computed). NFE and seconds per chunk.",
+        "",
+        "| sampler | preset | " + " | ".join(stems) + " | average | non-silent avg | SDR avg | NFE | s/chunk |",
+        "|---|---|" + "---|" * (len(stems) + 5),
+    ]
+    for name, s in summary.items():
+        preset = s["preset"] + ("" if not s["overrides"] else " " + json.dumps(s["overrides"], sort_keys=True))
+        cells = " | ".join(_fmt(s["si_sdri"].get(stem)) for stem in stems)
+        lines.append(
+            f"| {name} | {preset} | {cells} | {_fmt(s['si_sdri_average'])} | "
+            f"{_fmt(s['si_sdri_nonsilent_average'])} | {_fmt(s['sdr_average'])} | {s['nfe_per_chunk']:.0f} | "
+            f"{s['seconds_per_chunk']:.2f} |"
+        )
+    total = sum(s["seconds_total"] for s in summary.values())
+    lines += ["", f"Total separation and scoring wall time: {total:.1f} s.", ""]
+    return "\n".join(lines)
+
+
+def plot_quality_vs_nfe(summary: dict[str, Any], path: Path) -> None:
+    """Average SI-SDRi against NFE per chunk (PNG): runs of one sampler and preset joined by a line in NFE order
+    (e.g. MGDM's Gibbs sweeps), the IRM/IBM ceilings as horizontal lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    groups: dict[str, list[tuple[float, float, str]]] = defaultdict(list)
+    styles = {"irm": ("--", "gray", 0.01), "ibm": (":", "black", 0.12)}
+    for name, s in summary.items():
+        if s["si_sdri_average"] is None:
+            continue
+        if s["preset"] == ORACLE_PRESET:
+            if name in styles:
+                ls, color, x = styles[name]
+                ax.axhline(s["si_sdri_average"], ls=ls, lw=1, color=color)
+                ax.annotate(name, (x, s["si_sdri_average"]), xycoords=("axes fraction", "data"), fontsize=7)
+            continue
+        groups[s["method"]].append((max(s["nfe_per_chunk"], 1.0), s["si_sdri_average"], name))
+    for base, points in groups.items():
+        points.sort()
+        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=base)
+        for x, y, name in points:
+            ax.annotate(name, (x, y), fontsize=6, xytext=(3, 2), textcoords="offset points")
+    ax.set_xscale("log")
+    ax.set_xlabel("NFE per chunk")
+    ax.set_ylabel("average SI-SDRi (dB)")
+    ax.axhline(0.0, color="black", lw=0.6)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def payload(rows: list[dict[str, Any]], info: dict[str, Any]) -> dict[str, Any]:
+    """The JSON document: ``{"info", "rows", "summary"}``."""
+    return {"info": info, "rows": rows, "summary": summarise(rows)}
