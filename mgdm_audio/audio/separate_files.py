@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from mgdm_audio.audio.io import StreamingWriter, audio_info, iter_blocks, read_audio
+from mgdm_audio.audio.io import StreamingWriter, audio_info, read_audio
 from mgdm_audio.audio.separator import Separator
 from mgdm_audio.core.atomic import write_atomic
 from mgdm_audio.core.errors import UserInputError
@@ -94,15 +94,14 @@ def separate_files(
     prior_name = str(separator.prior.config.get("name", separator.prior.path.name))
     ext = {"wav": ".wav", "flac": ".flac", "mp3": ".mp3"}[options.format]
     names = output_names(separator.prior.stems, options)
-    plan: list[tuple[Path, Path, bool]] = []
+    plan: list[tuple[Path, Path, bool, float]] = []
     for f in files:
         info = audio_info(f)  # every input is checked before any work
         if info.channels > 2:
             raise UserInputError(f"{f} has {info.channels} channels; only mono and stereo mixtures are supported.")
         if info.frames == 0:
             raise UserInputError(f"{f} contains no audio (zero samples).")
-        for _ in iter_blocks(f, 1 << 18, max_channels=2):  # decode it all once: truncation and NaNs found now
-            pass
+        rms = separator.mixture_rms(f)  # decodes it all once: truncation and NaNs are found before any work
         folder = track_dir(out, prior_name, f)
         _check_writable(folder)
         existing = [folder / f"{n}{ext}" for n in names if (folder / f"{n}{ext}").exists()]
@@ -110,20 +109,20 @@ def separate_files(
             raise UserInputError(
                 f"{existing[0]} already exists; use --force to overwrite or --skip-existing to keep it."
             )
-        plan.append((f, folder, bool(existing) and options.skip_existing and not options.force))
+        plan.append((f, folder, bool(existing) and options.skip_existing and not options.force, rms))
     summaries = []
-    for i, (f, folder, skip) in enumerate(plan):
+    for i, (f, folder, skip, rms) in enumerate(plan):
         if on_track is not None:
             on_track(f, i, len(plan))
         if skip:
             summaries.append({"input": str(f), "output": str(folder), "skipped": True})
             continue
-        summaries.append(_separate_one(f, folder, separator, options, names, ext))
+        summaries.append(_separate_one(f, folder, separator, options, names, ext, rms))
     return summaries
 
 
 def _separate_one(
-    path: Path, folder: Path, separator: Separator, options: OutputOptions, names: list[str], ext: str
+    path: Path, folder: Path, separator: Separator, options: OutputOptions, names: list[str], ext: str, rms: float
 ) -> dict[str, Any]:
     folder.mkdir(parents=True, exist_ok=True)
     k = separator.n_samples
@@ -146,7 +145,7 @@ def _separate_one(
             for n in separator.prior.stems:
                 for j in range(k):
                     sample_writers[(n, j)] = open_writer(folder / "samples" / f"{n}_{j}{ext}")
-        for block in separator.iter_separate_file(path):  # (K, S, n)
+        for block in separator.iter_separate_file(path, mixture_rms=rms):  # (K, S, n)
             mean = block.mean(0)
             sum_sq += mean.double().pow(2).sum(-1)
             if k > 1:

@@ -173,13 +173,20 @@ class Separator:
         """Separate an audio file (any format soundfile reads), read in blocks."""
         return self._run(*self._file_source(path, block_seconds))
 
-    def iter_separate_file(self, path: str | Path, block_seconds: float = 10.0) -> Iterator[Tensor]:
+    def iter_separate_file(
+        self, path: str | Path, block_seconds: float = 10.0, mixture_rms: float | None = None
+    ) -> Iterator[Tensor]:
         """Stream a file's separation: yields ``(K, S, n)`` blocks at the prior's rate, to be written as they come
-        (memory bounded by the chunks in flight); ``self.last_info`` holds the cost once it is exhausted."""
-        yield from self._stream(*self._file_source(path, block_seconds))
+        (memory bounded by the chunks in flight); ``self.last_info`` holds the cost once it is exhausted.
+        ``mixture_rms`` (from :meth:`mixture_rms`) saves the first reading pass when the caller already made it."""
+        yield from self._stream(*self._file_source(path, block_seconds, mixture_rms))
+
+    def mixture_rms(self, path: str | Path, block_seconds: float = 10.0) -> float:
+        """RMS of a file's mono mix, read once in full: a truncated file or NaN samples raise here."""
+        return self._file_source(path, block_seconds)[4]
 
     def _file_source(
-        self, path: str | Path, block_seconds: float
+        self, path: str | Path, block_seconds: float, rms: float | None = None
     ) -> tuple[Callable[[], Iterator[Tensor]], int, int, int, float]:
         info = audio_info(path)
         if info.channels > 2:
@@ -191,8 +198,9 @@ class Separator:
         def blocks() -> Iterator[Tensor]:
             yield from (b.reshape(-1) for b in iter_blocks(path, block, mono=True, max_channels=2))
 
-        sq = sum(float(b.double().pow(2).sum()) for b in blocks())  # first pass: the RMS for the input gain
-        return blocks, info.channels, info.sample_rate, info.frames, math.sqrt(sq / info.frames)
+        if rms is None:  # first pass: the RMS for the input gain
+            rms = math.sqrt(sum(float(b.double().pow(2).sum()) for b in blocks()) / info.frames)
+        return blocks, info.channels, info.sample_rate, info.frames, rms
 
     # ------------------------------------------------------------------------------------------------ engine
     def _run(
