@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from mgdm_audio.core.errors import UserInputError
-from mgdm_audio.core.operators import LinearOperator, SVDPieces
+from mgdm_audio.core.operators import LinearOperator, SVDPieces, ones_complement_basis
 
 __all__ = [
     "MUSDB4",
@@ -69,17 +69,6 @@ def get_stem_set(name: str) -> StemSet:
     if key not in STEM_SETS:
         raise UserInputError(f"unknown stem set '{name}'; choose one of: {', '.join(STEM_SETS)}.")
     return STEM_SETS[key]
-
-
-def orthonormal_complement_basis(n: int) -> Tensor:
-    """A fixed orthogonal ``(n, n)`` matrix (columns orthonormal, float64) whose first column is ``ones / sqrt(n)``
-    (a Householder reflection mapping ``e_1`` to the normalised ones vector)."""
-    u = torch.full((n,), 1.0 / math.sqrt(n), dtype=torch.float64)
-    v = -u
-    v[0] += 1.0
-    if float(v.norm()) < 1e-14:  # n == 1
-        return torch.eye(n, dtype=torch.float64)
-    return torch.eye(n, dtype=torch.float64) - 2.0 * torch.outer(v, v) / (v @ v)
 
 
 class SumOfStemsSVD(SVDPieces):
@@ -143,7 +132,7 @@ class SumOfStems(LinearOperator):
         self.n_stems = int(n_stems)
         self.length = None if length is None else int(length)
         self.x_shape = None if self.length is None else (self.n_stems, self.length)
-        self.register_buffer("basis", orthonormal_complement_basis(self.n_stems), persistent=False)
+        self.register_buffer("basis", ones_complement_basis(self.n_stems), persistent=False)
 
     def _check_x(self, x: Tensor) -> None:
         t = "T" if self.length is None else str(self.length)
@@ -254,7 +243,7 @@ class MixtureInpainting(LinearOperator):
         self.n_stems, self.length = int(n_stems), int(observed.numel())
         self.x_shape = (self.n_stems, self.length)
         self.register_buffer("observed", observed, persistent=False)
-        self.register_buffer("basis", orthonormal_complement_basis(self.n_stems), persistent=False)
+        self.register_buffer("basis", ones_complement_basis(self.n_stems), persistent=False)
 
     def forward(self, x: Tensor) -> Tensor:
         return x.sum(1, keepdim=True)[:, :, self.observed]
@@ -323,7 +312,7 @@ class MixtureWithKnownStems(LinearOperator):
         self.n_stems, self.length = int(n_stems), int(known.numel())
         self.x_shape = (self.n_stems, self.length)
         self.register_buffer("known", known, persistent=False)
-        self.register_buffer("basis", orthonormal_complement_basis(self.n_stems), persistent=False)
+        self.register_buffer("basis", ones_complement_basis(self.n_stems), persistent=False)
 
     @property
     def n_known(self) -> int:

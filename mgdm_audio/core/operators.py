@@ -154,3 +154,15 @@ class MatrixOperator(LinearOperator):
         if self._svd is None:
             self._svd = DenseSVD(self.matrix, self.x_shape, (self.matrix.shape[0],))
         return self._svd
+
+
+def ones_complement_basis(n: int) -> Tensor:
+    """A fixed orthogonal ``(n, n)`` matrix (columns orthonormal, float64) whose first column is ``ones / sqrt(n)``
+    (a Householder reflection mapping ``e_1`` to the normalised ones vector): the SVD basis of averaging and
+    summing operators (block-average super-resolution, the mixture of stems)."""
+    u = torch.full((n,), 1.0 / math.sqrt(n), dtype=torch.float64)
+    v = -u
+    v[0] += 1.0
+    if float(v.norm()) < 1e-14:  # n == 1
+        return torch.eye(n, dtype=torch.float64)
+    return torch.eye(n, dtype=torch.float64) - 2.0 * torch.outer(v, v) / (v @ v)

@@ -36,7 +36,7 @@ from scipy.ndimage import gaussian_filter
 from torch import Tensor
 
 from mgdm_audio.core.errors import UserInputError
-from mgdm_audio.core.operators import LinearOperator, Operator, SVDPieces
+from mgdm_audio.core.operators import LinearOperator, Operator, SVDPieces, ones_complement_basis
 
 __all__ = [
     "TASKS",
@@ -180,16 +180,6 @@ class InpaintCenterBox(_Selection):
 # --------------------------------------------------------------------------------------------------
 
 
-def _householder_basis(n: int) -> Tensor:
-    """An orthonormal ``(n, n)`` basis (columns) whose first column is ``ones / sqrt(n)`` (float64)."""
-    u = torch.full((n,), 1.0 / math.sqrt(n), dtype=torch.float64)
-    v = -u
-    v[0] += 1.0
-    if float(v.norm()) < 1e-14:  # n == 1
-        return torch.eye(n, dtype=torch.float64)
-    return torch.eye(n, dtype=torch.float64) - 2.0 * torch.outer(v, v) / (v @ v)
-
-
 class BlockSVD(SVDPieces):
     """SVD pieces of the ``f x f`` block average: per block ``V^T`` is ``Q^T`` (``Q e_1 = 1/f``); the first
     ``r = C (H/f) (W/f)`` coordinates are the blocks' mean directions (singular ``1/f``) in ``y``'s order."""
@@ -246,7 +236,7 @@ class SuperResolution(LinearOperator):
             raise UserInputError(
                 f"super-resolution x{self.factor} needs H and W divisible by {self.factor}, got {h}x{w}."
             )
-        self.register_buffer("basis", _householder_basis(self.factor**2), persistent=False)
+        self.register_buffer("basis", ones_complement_basis(self.factor**2), persistent=False)
 
     def forward(self, x: Tensor) -> Tensor:
         _check_batch(x, self.x_shape, "SuperResolution")
