@@ -49,9 +49,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mgdm_audio.core.denoiser import batch_sigma
+from mgdm_audio.core.edm import EDMConfig, EDMPreconditioned, NoiseEmbedding, edm_coefficients
 from mgdm_audio.core.errors import UserInputError
-from mgdm_audio.core.schedules import NoiseLevels
 
 
 @dataclass(frozen=True)
@@ -95,21 +94,6 @@ class UNetConfig:
         return cls(**{k: tuple(v) if k in tuples else v for k, v in d.items()})
 
 
-@dataclass(frozen=True)
-class EDMConfig:
-    """EDM parameters (MSDM: ``sigma_data = 0.2``, hard clamp) and the noise-level table of the prior."""
-
-    sigma_data: float = 0.2
-    clamp_output: bool = True
-    sigma_min: float = 1e-4
-    sigma_max: float = 20.0
-    rho: float = 7.0
-    levels: int = 1000
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
 #: Named architectures. ``small`` is the shipped CPU prior; ``msdm`` follows MSDM §1.2 (GPU only).
 CONFIGS: dict[str, UNetConfig] = {
     "tiny": UNetConfig(
@@ -144,25 +128,6 @@ def get_config(name: str, **overrides: Any) -> UNetConfig:
     if name not in CONFIGS:
         raise UserInputError(f"unknown model config '{name}'; choose one of: {', '.join(CONFIGS)}.")
     return replace(CONFIGS[name], **overrides)
-
-
-class NoiseEmbedding(nn.Module):
-    """Learned Fourier features of ``c_noise`` -> two-layer GELU MLP -> ``embedding_features``."""
-
-    def __init__(self, fourier_features: int, embedding_features: int) -> None:
-        super().__init__()
-        self.frequencies = nn.Parameter(torch.randn(fourier_features))
-        self.mlp = nn.Sequential(
-            nn.Linear(2 * fourier_features + 1, embedding_features),
-            nn.GELU(),
-            nn.Linear(embedding_features, embedding_features),
-            nn.GELU(),
-        )
-
-    def forward(self, c_noise: Tensor) -> Tensor:
-        c = c_noise.reshape(-1, 1)
-        phase = 2 * math.pi * c * self.frequencies
-        return self.mlp(torch.cat([phase.sin(), phase.cos(), c], dim=1))
 
 
 class ResnetBlock(nn.Module):
@@ -286,17 +251,7 @@ class MultiStemUNet(nn.Module):
         return h.reshape(b, s, c.patch, t // c.patch).permute(0, 1, 3, 2).reshape(b, s, t)
 
 
-def edm_coefficients(sigma: Tensor, sigma_data: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """``(c_skip, c_out, c_in, c_noise)`` of EDM for a tensor of sigmas (see the module docstring)."""
-    s2, d2 = sigma * sigma, sigma_data * sigma_data
-    c_skip = d2 / (s2 + d2)
-    c_out = sigma * sigma_data / (s2 + d2).sqrt()
-    c_in = 1 / (s2 + d2).sqrt()
-    c_noise = sigma.log() / 4
-    return c_skip, c_out, c_in, c_noise
-
-
-class EDMPrior(nn.Module):
+class EDMPrior(EDMPreconditioned):
     """``D(x, sigma)`` of the core's Denoiser protocol around a :class:`MultiStemUNet` (EDM preconditioning).
 
     ``sigma`` is a float or a ``(B,)`` tensor, ``x`` is ``(B, S, T)``; ``levels`` is a Karras table
@@ -304,26 +259,12 @@ class EDMPrior(nn.Module):
     """
 
     def __init__(self, unet: UNetConfig, edm: EDMConfig | None = None) -> None:
-        super().__init__()
-        self.edm = edm or EDMConfig()
+        super().__init__(edm)
         self.net = MultiStemUNet(unet)
-        with torch.device("cpu"):  # the table is always a CPU float64 tensor, also under a meta/cuda default
-            self.levels = NoiseLevels.karras(self.edm.sigma_min, self.edm.sigma_max, self.edm.rho, self.edm.levels)
 
     @property
     def unet_config(self) -> UNetConfig:
         return self.net.config
-
-    def forward(self, x: Tensor, sigma: Tensor | float) -> Tensor:
-        s = batch_sigma(sigma, x).to(x.dtype).clamp(min=1e-20)
-        c_skip, c_out, c_in, c_noise = (v.reshape(-1, 1, 1) for v in edm_coefficients(s, self.edm.sigma_data))
-        out = c_skip * x + c_out * self.net(c_in * x, c_noise.reshape(-1))
-        return out.clamp(-1.0, 1.0) if self.edm.clamp_output else out
-
-    def loss_weight(self, sigma: Tensor) -> Tensor:
-        """EDM's ``lambda(sigma) = (sigma^2 + sigma_d^2) / (sigma sigma_d)^2``."""
-        d = self.edm.sigma_data
-        return (sigma * sigma + d * d) / (sigma * d) ** 2
 
     def export_config(self) -> dict[str, Any]:
         """What :func:`mgdm_audio.audio.priors.load_prior` needs to rebuild this module."""

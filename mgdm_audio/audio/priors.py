@@ -10,20 +10,17 @@ unexpected or mis-shaped tensors) raise one :class:`UserInputError`.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file
 from torch import Tensor
 
 from mgdm_audio.audio.model import EDMPrior, prior_from_export_config
 from mgdm_audio.core.errors import UserInputError
 from mgdm_audio.core.schedules import NoiseLevels
+from mgdm_audio.training.export import load_export
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 WEIGHTS_NAME = "model.safetensors"
@@ -83,46 +80,27 @@ def resolve_prior_dir(name_or_path: str | Path) -> Path:
 def load_prior(name_or_path: str | Path, device: torch.device | str = "cpu") -> AudioPrior:
     """Load a shipped prior by name or an export folder by path, in eval mode on ``device``."""
     folder = resolve_prior_dir(name_or_path)
-    config_path, weights_path = folder / CONFIG_NAME, folder / WEIGHTS_NAME
-    for p in (config_path, weights_path):
-        if not p.is_file():
-            raise UserInputError(f"prior folder {folder} has no {p.name}; re-export it with the trainer.")
+    module, config, sha256 = load_export(folder, lambda c: prior_from_export_config(c["model"]["architecture"]))
     try:
-        config = json.loads(config_path.read_text())
-        architecture = config["model"]["architecture"]
         metadata = config.get("metadata", {})
         stems = tuple(str(s) for s in metadata["stems"])
         sample_rate, chunk_samples = int(metadata["sample_rate"]), int(metadata["chunk_samples"])
-        module = prior_from_export_config(architecture)
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
-        raise UserInputError(f"{config_path} is not a valid prior config ({type(err).__name__}: {err}).") from None
-    data = weights_path.read_bytes()
-    try:
-        state = load_file(str(weights_path))
-    except (SafetensorError, OSError, ValueError) as err:
-        raise UserInputError(f"{weights_path} is not a readable safetensors file ({err}); re-export it.") from None
-    expected = module.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    wrong = sorted(k for k in set(expected) & set(state) if expected[k].shape != state[k].shape)
-    if missing or unexpected or wrong:
-        detail = "; ".join(
-            f"{what}: {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}"
-            for what, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong))
-            if keys
-        )
-        raise UserInputError(f"{weights_path} does not match the architecture in {config_path} ({detail}).")
-    module.load_state_dict(state)
-    module.eval().requires_grad_(False)
+    except (KeyError, TypeError, ValueError) as err:
+        raise UserInputError(
+            f"{folder / CONFIG_NAME} lacks the audio metadata ({type(err).__name__}: {err})."
+        ) from None
+    assert isinstance(module, EDMPrior)
     if len(stems) != module.unet_config.stems:
-        raise UserInputError(f"{config_path} lists {len(stems)} stems but the model has {module.unet_config.stems}.")
+        raise UserInputError(
+            f"{folder / CONFIG_NAME} lists {len(stems)} stems but the model has {module.unet_config.stems}."
+        )
     prior = AudioPrior(
         module=module,
         stems=stems,
         sample_rate=sample_rate,
         chunk_samples=chunk_samples,
         config=config,
-        weights_sha256=hashlib.sha256(data).hexdigest(),
+        weights_sha256=sha256,
         path=folder,
     )
     return prior.to(device)

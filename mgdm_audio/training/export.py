@@ -15,11 +15,16 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from mgdm_audio.core.errors import UserInputError
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
@@ -77,9 +82,10 @@ def model_card(config: dict[str, Any], recipe_text: str) -> str:
         f"| parameters | {config.get('parameters')} |",
         f"| training steps | {config.get('training_steps')} |",
         f"| global batch | {config.get('batch_size')} |",
-        f"| stems | {', '.join(meta.get('stems', []))} |",
-        f"| sample rate | {meta.get('sample_rate')} Hz |",
-        f"| chunk length | {meta.get('chunk_samples')} samples |",
+        *([f"| stems | {', '.join(meta['stems'])} |"] if meta.get("stems") else []),
+        *([f"| sample rate | {meta['sample_rate']} Hz |"] if meta.get("sample_rate") else []),
+        *([f"| chunk length | {meta['chunk_samples']} samples |"] if meta.get("chunk_samples") else []),
+        *([f"| image shape | {tuple(meta['image_shape'])} |"] if meta.get("image_shape") else []),
         f"| weights sha256 | `{config.get('weights_sha256')}` |",
         f"| recipe sha256 | `{config.get('recipe_sha256')}` |",
         f"| data fingerprint | `{config.get('data_fingerprint')}` |",
@@ -97,7 +103,8 @@ def model_card(config: dict[str, Any], recipe_text: str) -> str:
         lines += [""]
     lines += ["## Recipe", "", "```yaml", recipe_text.rstrip(), "```", ""]
     lines += [
-        "Weights are safetensors (no pickle). Load with `mgdm_audio.audio.priors.load_prior(<folder>)`.",
+        "Weights are safetensors (no pickle). Load with "
+        f"`{meta.get('load_with', 'mgdm_audio.audio.priors.load_prior')}(<folder>)`.",
         "",
     ]
     return "\n".join(lines)
@@ -115,3 +122,39 @@ def export_model(
     write_text_atomic(out_dir / CONFIG_NAME, json.dumps(config, indent=1, sort_keys=True) + "\n")
     write_text_atomic(out_dir / CARD_NAME, model_card(config, recipe_text))
     return config
+
+
+def load_export(folder: Path, build: Callable[[dict[str, Any]], nn.Module]) -> tuple[nn.Module, dict[str, Any], str]:
+    """Load an export folder: ``(module in eval mode without gradients, config, weights sha256)``.
+
+    ``build(config)`` rebuilds the module from ``config.json``. Never unpickles (safetensors only). A missing
+    file, an unreadable config or weights file, or weights that do not match the architecture (missing,
+    unexpected or mis-shaped tensors) raise one :class:`UserInputError` naming the file.
+    """
+    config_path, weights_path = folder / CONFIG_NAME, folder / WEIGHTS_NAME
+    for p in (config_path, weights_path):
+        if not p.is_file():
+            raise UserInputError(f"model folder {folder} has no {p.name}; re-export it with the trainer.")
+    try:
+        config = json.loads(config_path.read_text())
+        module = build(config)
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+        raise UserInputError(f"{config_path} is not a valid model config ({type(err).__name__}: {err}).") from None
+    try:
+        state = load_file(str(weights_path))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise UserInputError(f"{weights_path} is not a readable safetensors file ({err}); re-export it.") from None
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(state) if expected[k].shape != state[k].shape)
+    if missing or unexpected or wrong:
+        detail = "; ".join(
+            f"{what}: {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}"
+            for what, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong))
+            if keys
+        )
+        raise UserInputError(f"{weights_path} does not match the architecture in {config_path} ({detail}).")
+    module.load_state_dict(state)
+    module.eval().requires_grad_(False)
+    return module, config, file_sha256(weights_path)
