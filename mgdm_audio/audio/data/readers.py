@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -439,6 +440,18 @@ class SlakhDataset(_StemChunkDataset):
 # ======================================================================================== MUSDB
 
 
+def _unreadable_stem_file(files: Sequence[Path]) -> Path | str:
+    """The first of ``files`` that ffprobe (through stempeg) cannot read, or a description when all can."""
+    import stempeg  # noqa: PLC0415 (optional dependency, installed with musdb)
+
+    for path in files:
+        try:
+            stempeg.Info(str(path))
+        except Exception:  # noqa: BLE001 (ffmpeg-python raises its own Error; any failure marks the file)
+            return path
+    return f"A .stem.mp4 file under {files[0].parent}"
+
+
 class MusdbDataset(_StemChunkDataset):
     """MUSDB18-HQ (``SUBSET/<Track>/{mixture,vocals,drums,bass,other}.wav``) or MUSDB18 (``SUBSET/*.stem.mp4``).
 
@@ -522,9 +535,32 @@ class MusdbDataset(_StemChunkDataset):
                 "run `pip install musdb` and install ffmpeg (e.g. `apt-get install ffmpeg`), "
                 "or use MUSDB18-HQ wav folders."
             ) from err
-        db = musdb.DB(root=str(self.root), subsets=self.subset, is_wav=False)
+        if shutil.which("ffmpeg") is None or shutil.which("ffprobe") is None:
+            raise UserInputError(
+                f"{files[0].parent} holds MUSDB18 .stem.mp4 files, which are decoded by ffmpeg/ffprobe, not found on "
+                "PATH: install ffmpeg (e.g. `apt-get install ffmpeg`) or use MUSDB18-HQ wav folders."
+            )
+        try:
+            db = musdb.DB(root=str(self.root), subsets=self.subset, is_wav=False)
+        except Exception as err:  # ffprobe failed on some file: name it (musdb does not)
+            raise UserInputError(
+                f"{_unreadable_stem_file(files)} could not be read by ffprobe ({type(err).__name__}); it is not a "
+                "valid .stem.mp4 (an interrupted download?): download it again or remove it."
+            ) from err
+        unknown = [stem for stem in stems if stem not in db.setup["targets"]]
+        if unknown:
+            raise UserInputError(
+                f"MUSDB18 .stem.mp4 files under {files[0].parent} hold no stems {unknown}; choose stems among "
+                f"{list(db.setup['targets'])}."
+            )
+        needed_streams = max(db.setup["stem_ids"].values()) + 1
         entries = []
         for track in db.tracks:
+            if track.info.nb_audio_streams < needed_streams:
+                raise UserInputError(
+                    f"{track.path} has {track.info.nb_audio_streams} audio streams, not the {needed_streams} of a "
+                    "MUSDB18 .stem.mp4 (mixture, drums, bass, other, vocals); move it out of the subset folder."
+                )
             rate = int(track.rate)
             frames = int(round(float(track.duration) * rate))
             fake = StemSource(Path(track.path), rate, frames)
