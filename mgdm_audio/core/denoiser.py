@@ -15,6 +15,7 @@ Adapters:
 * :class:`VPEpsDenoiser` wraps a discrete DDPM epsilon network ``eps(x_vp, t)`` with its
   ``alphas_cumprod``: ``x_vp = sqrt(abar) x``, ``D = x - sigma * eps(x_vp, t(sigma))``.
 * :class:`VPVDenoiser` wraps a v-prediction network: ``D = sqrt(abar) x_vp - sqrt(1 - abar) v``.
+* :class:`VPSampleDenoiser` wraps a network predicting the clean sample: ``D = net(x_vp, t)``.
 * :class:`CountingDenoiser` counts network forward evaluations (NFE, one per batched call) and
   vector-Jacobian products through the network (VJP, one per backward pass reaching the output).
 """
@@ -115,6 +116,15 @@ class VPVDenoiser(_VPNetwork):
         x_vp = x * expand_as_batch(abar.sqrt(), x)
         v = self.net(x_vp, self._time(s).to(device=x.device, dtype=x.dtype))
         return expand_as_batch(abar.sqrt(), x) * x_vp - expand_as_batch((1 - abar).sqrt(), x) * v
+
+
+class VPSampleDenoiser(_VPNetwork):
+    r"""A VP network that predicts the clean sample: ``D(x, sigma) = net(x / sqrt(1 + sigma^2), t(sigma))``."""
+
+    def __call__(self, x: Tensor, sigma: Tensor | float) -> Tensor:
+        s = batch_sigma(sigma, x)
+        x_vp = x * expand_as_batch(torch.rsqrt(1 + s * s), x)
+        return self.net(x_vp, self._time(s).to(device=x.device, dtype=x.dtype))
 
 
 def vp_denoise(denoiser: Denoiser, x_vp: Tensor, abar: Tensor) -> Tensor:
