@@ -147,3 +147,14 @@ def test_measure_is_seeded_and_solve_shapes(tmp_path: Path) -> None:
     torch.testing.assert_close(result.samples, again.samples)
     assert sampler_applicable("ddrm", make_operator("blur", IMAGE_SHAPE), prior) is not None
     assert sampler_applicable("ddrm", op, prior) is None
+
+
+def test_generate_images_is_seeded(tmp_path: Path) -> None:
+    from mgdm_audio.image.priors import generate_images
+
+    prior = load_image_prior(export_tiny_latent_prior(tmp_path / "l"))
+    a = generate_images(prior, 2, seed=5, steps=5)
+    b = generate_images(prior, 2, seed=5, steps=5)
+    assert a.shape == (2, *IMAGE_SHAPE) and a.abs().max() <= 1
+    torch.testing.assert_close(a, b)
+    assert not torch.allclose(a, generate_images(prior, 2, seed=6, steps=5))

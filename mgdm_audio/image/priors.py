@@ -173,11 +173,29 @@ def load_image_prior(name_or_path: str | Path, device: torch.device | str = "cpu
     return prior.to(device)
 
 
+def generate_images(prior: ImagePrior, n_samples: int, seed: int, steps: int = 50, eta: float = 1.0) -> Tensor:
+    """Unconditional images ``(n_samples, C, H, W)`` in ``[-1, 1]``: the core's DDIM(eta) on the prior's space
+    (``steps`` points of its table, start ``x_T = n``), decoded for latent priors. Same seed, same output."""
+    from mgdm_audio.core.rng import make_generator
+    from mgdm_audio.samplers.registry import get_sampler
+
+    if n_samples < 1:
+        raise UserInputError(f"the number of samples must be at least 1, got {n_samples}.")
+    spec = get_sampler("ddim")
+    config = spec.config("default", n_steps=steps, eta=eta)
+    generator = make_generator(seed)
+    x_init = torch.randn((n_samples, *prior.sample_shape), generator=generator)
+    result = spec.run(prior, None, x_init, generator=make_generator(seed + 1), config=config)
+    with torch.no_grad():
+        return prior.to_image(result.samples)
+
+
 __all__ = [
     "PRIOR_KINDS",
     "DecodedOperator",
     "ImagePrior",
     "available_image_priors",
+    "generate_images",
     "load_autoencoder",
     "load_image_prior",
 ]
