@@ -77,6 +77,7 @@ def test_buffer_is_bounded():
     peaks = []
     for length in (2_000, 20_000):
         x = torch.randn(length, generator=torch.Generator().manual_seed(3))
+
         def sep(mix, known, mask):
             return (GAINS[None, :, None] * mix)[:, None]
 

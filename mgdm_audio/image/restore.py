@@ -472,7 +472,7 @@ def restore(
     if c not in (1, 3):
         raise UserInputError(f"restore writes PNG images, but the prior {loaded.name} has {c} channels (need 1 or 3).")
     operator = make_operator(task, loaded.image_shape).to(device)
-    reason = sampler_applicable(sampler, operator, loaded)
+    reason = sampler_applicable(sampler, operator, loaded, preset)
     if reason is not None:
         raise UserInputError(f"--sampler {sampler} cannot restore --task {task} with this prior: {reason}")
 

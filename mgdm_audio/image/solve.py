@@ -105,10 +105,14 @@ def solve(
     )
 
 
-def sampler_applicable(sampler: str, operator: Operator, prior: ImagePrior) -> str | None:
-    """``None`` if ``sampler`` can run this task on this prior, else the reason it cannot (for "n/a" cells)."""
+def sampler_applicable(
+    sampler: str, operator: Operator, prior: ImagePrior, preset: str = "default", **overrides: Any
+) -> str | None:
+    """``None`` if ``sampler`` (with ``preset`` and ``overrides``) can run this task on this prior, else the
+    reason it cannot (the benchmark's "n/a" cells). A config may relax a requirement (e.g. ΠGDM with
+    ``pseudo_inverse="identity"`` needs no SVD)."""
     spec = get_sampler(sampler)
-    config = spec.config("default")
+    config = spec.config(sampler_preset(preset), **overrides)
     dummy_y = torch.zeros(1)  # only the operator's type and SVD pieces are looked at
     try:
         problem = prior.problem(operator, dummy_y, SIGMA_Y)

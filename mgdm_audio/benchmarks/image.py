@@ -1,0 +1,853 @@
+r"""The image restoration benchmark: every sampler on every task, on the same held-out Fashion-MNIST test images.
+
+Images: the first ``N`` images of a permutation of the Fashion-MNIST ``test`` split (the 10,000 ``t10k`` images,
+never used for training or for choosing settings) drawn with ``torch.randperm`` from a generator seeded with
+``seed``; zero-padded to 32x32 and mapped to ``[-1, 1]`` by :func:`mgdm_audio.image.data.load_fashion_mnist`, then
+fitted to the prior's ``image_shape`` (:func:`fit_to_shape`: the 28x28 content centred in a larger canvas,
+resampled for a smaller one, grey copied to 3 channels for an RGB prior).
+
+Per task (:data:`mgdm_audio.image.operators.TASKS`): one measurement per image
+``y = A(x) + sigma_y z``, ``sigma_y = 0.05``, with ``z`` seeded by ``derive_seed(seed, "measure", task)``
+(:func:`mgdm_audio.image.solve.measure`), so every sampler sees the same ``y``. Per sampler run: when
+:func:`mgdm_audio.image.solve.sampler_applicable` gives a reason, one row with ``status: "n/a"`` and that reason;
+else :func:`mgdm_audio.image.solve.solve` on the ``N`` measurements as one batch (or chunks of ``batch``), one
+posterior sample per image, seeded by ``derive_seed(seed, "sample", task, sampler, first_image)``. Per image a row::
+
+    {"status": "ok", "task", "sampler", "method", "preset", "overrides", "image", "psnr", "ssim", ["lpips"],
+     "nfe", "vjp", "seconds"}
+
+``image`` is the index in the ``t10k`` file; PSNR and SSIM (:mod:`mgdm_audio.metrics.image`, on ``[0, 1]``) of the
+sample against the clean image; LPIPS only when :func:`mgdm_audio.metrics.image.lpips_available` (grey copied to
+3 channels; ``None`` for images too small for AlexNet); ``nfe`` / ``vjp``: network evaluations and
+vector-Jacobian products per chain; ``seconds``: the chunk's sampler wall time divided by its number of images.
+
+Ranking (:func:`average_ranks`): within a task, the runs that apply are ranked by mean PSNR (or SSIM), 1 = best,
+tied means share the average of the ranks they span; a run's average rank is the mean over the tasks where it
+applies ("k of T" tasks), n/a tasks are left out (not counted as last).
+
+Resumable: with ``cache_dir``, each (prior, task, run, preset, seed, N) has one JSON file holding its finished
+chunks and the hash of its settings (prior weights, images and their bytes, seeds, batch, sigma_y, device type,
+overrides); a killed run recomputes only missing chunks, and a file whose settings hash differs is recomputed.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import math
+import re
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from tqdm import tqdm
+
+from mgdm_audio import __version__
+from mgdm_audio.core.atomic import write_atomic
+from mgdm_audio.core.errors import UserInputError
+from mgdm_audio.core.operators import LinearOperator, Operator
+from mgdm_audio.core.rng import make_generator
+from mgdm_audio.image import solve as image_solve
+from mgdm_audio.image.data import DEFAULT_ROOT, load_fashion_mnist
+from mgdm_audio.image.operators import TASKS, make_operator
+from mgdm_audio.image.priors import ImagePrior, load_image_prior
+from mgdm_audio.samplers.registry import get_sampler
+
+SAMPLERS = ("mgdm", "dps", "pigdm", "diffpir", "ddrm", "reddiff", "daps", "vml_map")
+CACHE_VERSION = 1
+NA = "n/a"
+
+
+# ============================================================================================ runs and tasks
+@dataclass(frozen=True)
+class SamplerRun:
+    """One row of the tables: a registry sampler at a CLI preset (``fast``/``default``/``paper`` or one of the
+    sampler's own presets) with config overrides, and its label."""
+
+    sampler: str
+    preset: str = "fast"
+    overrides: tuple[tuple[str, Any], ...] = ()
+    label: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.label or self.sampler
+
+    @property
+    def overrides_dict(self) -> dict[str, Any]:
+        return dict(self.overrides)
+
+
+def _parse_value(text: str) -> Any:
+    """``1`` -> int, ``0.5`` -> float, ``true``/``false`` -> bool, ``none`` -> None, else the string."""
+    low = text.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    if low in ("none", "null"):
+        return None
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+def parse_samplers(text: str, preset: str = "fast") -> list[SamplerRun]:
+    """``--samplers``: comma-separated ``sampler[:preset[:key=value...]]`` (the preset defaults to ``preset``).
+
+    The label is ``sampler`` alone, or the whole entry when it names a preset or overrides.
+
+    >>> [r.name for r in parse_samplers("mgdm,dps:paper,ddrm:fast:n_steps=5", "fast")]
+    ['mgdm', 'dps:paper', 'ddrm:fast:n_steps=5']
+    """
+    runs = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        fields = [f.strip() for f in item.split(":")]
+        if not fields[0]:
+            raise UserInputError(f"--samplers entry {item!r} is not sampler[:preset[:key=value...]] (e.g. dps:fast).")
+        overrides = []
+        for pair in fields[2:]:
+            key, eq, value = pair.partition("=")
+            if not eq or not key.strip():
+                raise UserInputError(f"--samplers entry {item!r}: override {pair!r} is not key=value (n_steps=50).")
+            overrides.append((key.strip(), _parse_value(value.strip())))
+        run_preset = fields[1] if len(fields) > 1 and fields[1] else preset
+        label = fields[0] if len(fields) == 1 else item
+        runs.append(SamplerRun(fields[0], run_preset, tuple(sorted(overrides)), label))
+    if not runs:
+        raise UserInputError("--samplers is empty; name at least one sampler (e.g. mgdm,dps).")
+    names = [r.name for r in runs]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise UserInputError(f"--samplers entries must be unique; repeated: {', '.join(repeated)}.")
+    return runs
+
+
+def parse_tasks(text: str) -> list[str]:
+    """``--tasks``: ``all`` or comma-separated task names (in the given order)."""
+    if text.strip() == "all":
+        return list(TASKS)
+    tasks = [t.strip() for t in text.split(",") if t.strip()]
+    unknown = [t for t in tasks if t not in TASKS]
+    if unknown or not tasks:
+        raise UserInputError(
+            f"--tasks: unknown task(s) {', '.join(unknown) or '(none given)'}; "
+            f"use 'all' or some of: {', '.join(TASKS)}."
+        )
+    return list(dict.fromkeys(tasks))
+
+
+def derive_seed(*parts: Any) -> int:
+    """A seed in ``[0, 2^31)`` from the parts: the first 4 bytes of ``sha256(json(parts))`` (stable across runs)."""
+    digest = hashlib.sha256(json.dumps(list(parts)).encode()).digest()
+    return int.from_bytes(digest[:4], "big") % (2**31)
+
+
+# ============================================================================================ images
+def fit_to_shape(images: Tensor, image_shape: Sequence[int]) -> Tensor:
+    """``(N, 1, 32, 32)`` padded Fashion-MNIST images fitted to ``(C, H, W)``.
+
+    32x32 is kept; a canvas of at least 28x28 gets the 28x28 content centred on a black (``-1``) background; a
+    smaller one is resampled from 32x32 (bilinear with antialiasing, clamped to ``[-1, 1]``). ``C = 3`` copies the
+    grey channel; other channel counts are an error.
+    """
+    c, h, w = (int(s) for s in image_shape)
+    if c not in (1, 3):
+        raise UserInputError(f"the prior's images have {c} channels; Fashion-MNIST can fill 1 or 3.")
+    if (h, w) != tuple(images.shape[-2:]):
+        if h >= 28 and w >= 28:
+            content = images[..., 2:30, 2:30]
+            top, left = (h - 28) // 2, (w - 28) // 2
+            images = F.pad(content, (left, w - 28 - left, top, h - 28 - top), value=-1.0)
+        else:
+            images = F.interpolate(images, size=(h, w), mode="bilinear", antialias=True, align_corners=False)
+            images = images.clamp(-1.0, 1.0)
+    return images.expand(-1, c, -1, -1).contiguous()
+
+
+def load_test_images(
+    n_images: int, seed: int, image_shape: Sequence[int], root: str | Path = DEFAULT_ROOT
+) -> tuple[list[int], Tensor]:
+    """The first ``n_images`` of a seeded permutation of the Fashion-MNIST test split: ``(t10k indices, images)``."""
+    images, _ = load_fashion_mnist("test", root, pad_to=32)
+    total = images.shape[0]
+    if not 1 <= n_images <= total:
+        raise UserInputError(f"--n-images must be between 1 and {total} (the test split's size), got {n_images}.")
+    order = torch.randperm(total, generator=make_generator(seed))[:n_images]
+    return [int(i) for i in order], fit_to_shape(images[order], image_shape)
+
+
+# ============================================================================================ setup
+@dataclass
+class BenchmarkSetup:
+    """Everything checked before any sampling: the prior, tasks, runs, the clean images and the settings block."""
+
+    prior: ImagePrior
+    tasks: list[str]
+    runs: list[SamplerRun]
+    indices: list[int]
+    clean: Tensor
+    seed: int
+    batch: int
+    device: torch.device
+    settings: dict[str, Any]
+    operators: dict[str, Operator] = field(default_factory=dict)
+
+
+def _resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise UserInputError(f"--device must be auto, cpu or cuda[:N], got {device!r}.") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UserInputError("--device cuda was asked for but no CUDA device is available; use --device cpu.")
+    return dev
+
+
+def _sha256_of(tensor: Tensor) -> str:
+    return hashlib.sha256(tensor.detach().float().cpu().contiguous().numpy().tobytes()).hexdigest()
+
+
+def prepare(
+    prior: str | Path | ImagePrior,
+    tasks: Sequence[str] | str = "all",
+    samplers: Sequence[SamplerRun] | str = ",".join(SAMPLERS),
+    preset: str = "fast",
+    n_images: int = 8,
+    seed: int = 0,
+    batch: int | None = None,
+    data_root: str | Path = DEFAULT_ROOT,
+    device: str = "auto",
+) -> BenchmarkSetup:
+    """Load the prior and the test images, check every task, sampler, preset and override (no sampling yet)."""
+    task_list = parse_tasks(tasks) if isinstance(tasks, str) else list(tasks)
+    runs = parse_samplers(samplers, preset) if isinstance(samplers, str) else list(samplers)
+    for run in runs:  # one clear error for an unknown sampler, preset or setting, before any work
+        get_sampler(run.sampler).config(image_solve.sampler_preset(run.preset), **run.overrides_dict)
+    if batch is not None and batch < 1:
+        raise UserInputError(f"--batch must be at least 1, got {batch}.")
+    dev = _resolve_device(device)
+    model = load_image_prior(prior, dev) if isinstance(prior, str | Path) else prior.to(dev)
+    indices, clean = load_test_images(n_images, seed, model.image_shape, data_root)
+    operators = {task: make_operator(task, model.image_shape).to(dev) for task in task_list}
+    chunk = min(batch or n_images, n_images)
+    settings = {
+        "prior": model.name,
+        "prior_kind": model.kind,
+        "weights_sha256": model.weights_sha256,
+        "image_shape": list(model.image_shape),
+        "sample_shape": list(model.sample_shape),
+        "dataset": "fashion-mnist test (t10k)",
+        "n_images": n_images,
+        "images": indices,
+        "images_sha256": _sha256_of(clean),
+        "seed": seed,
+        "sigma_y": image_solve.SIGMA_Y,
+        "tasks": task_list,
+        "samplers": [
+            {
+                "label": r.name,
+                "sampler": r.sampler,
+                "preset": r.preset,
+                "sampler_preset": image_solve.sampler_preset(r.preset),
+                "overrides": r.overrides_dict,
+            }
+            for r in runs
+        ],
+        "batch": chunk,
+        "posterior_samples_per_image": 1,
+        "device": dev.type,
+        "lpips": _lpips_available(),
+        "versions": {"mgdm_audio": __version__, "torch": torch.__version__.split("+")[0]},
+    }
+    return BenchmarkSetup(model, task_list, runs, indices, clean.to(dev), seed, chunk, dev, settings, operators)
+
+
+def _lpips_available() -> bool:
+    from mgdm_audio.metrics.image import lpips_available
+
+    return bool(lpips_available())
+
+
+# ============================================================================================ cache
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._=-]+", "_", text).strip("_") or "x"
+
+
+def cache_path(cache_dir: Path, setup: BenchmarkSetup, task: str, run: SamplerRun) -> Path:
+    """``CACHE/PRIOR__TASK__LABEL__PRESET__seedS__nN.json``."""
+    prior = _slug(f"{setup.prior.name}-{setup.prior.weights_sha256[:12]}")
+    name = f"{prior}__{task}__{_slug(run.name)}__{_slug(run.preset)}__seed{setup.seed}__n{len(setup.indices)}.json"
+    return Path(cache_dir) / name
+
+
+def run_settings(setup: BenchmarkSetup, task: str, run: SamplerRun) -> dict[str, Any]:
+    """Everything a (task, run) result depends on; its hash decides whether a cache file is reused."""
+    s = setup.settings
+    return {
+        "cache_version": CACHE_VERSION,
+        "prior": s["prior"],
+        "weights_sha256": s["weights_sha256"],
+        "image_shape": s["image_shape"],
+        "task": task,
+        "sampler": run.sampler,
+        "preset": image_solve.sampler_preset(run.preset),
+        "overrides": run.overrides_dict,
+        "seed": setup.seed,
+        "images": s["images"],
+        "images_sha256": s["images_sha256"],
+        "batch": setup.batch,
+        "sigma_y": s["sigma_y"],
+        "device": s["device"],
+        "lpips": s["lpips"],
+    }
+
+
+def settings_hash(settings: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
+
+
+def read_cache_file(path: Path, expected_hash: str) -> dict[str, Any]:
+    """The finished chunks of a cache file (``{"start": {"rows", "example"?}}``), or ``{}`` when the file is
+    missing, unreadable or was made with other settings."""
+    if not path.is_file():
+        return {}
+    try:
+        entry = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+    if not isinstance(entry, dict) or entry.get("settings_hash") != expected_hash:
+        return {}
+    chunks = entry.get("chunks")
+    return chunks if isinstance(chunks, dict) else {}
+
+
+# ============================================================================================ engine
+@dataclass
+class BenchmarkResult:
+    """The rows (task, run, image order) and, for the plot, the first image's restoration per (task, run)."""
+
+    rows: list[dict[str, Any]]
+    examples: dict[tuple[str, str], Tensor | None]
+    measurements: dict[str, Tensor]
+
+
+def _finite_or_none(value: float) -> float | None:
+    value = float(value)
+    return round(value, 6) if math.isfinite(value) else None
+
+
+def _lpips_scores(estimate: Tensor, reference: Tensor) -> list[float | None] | None:
+    """LPIPS per image (grey copied to 3 channels), ``None`` when LPIPS is unavailable or the images are too small
+    for AlexNet's pooling."""
+    from mgdm_audio.metrics.image import lpips
+
+    if estimate.shape[1] == 1:
+        estimate, reference = estimate.expand(-1, 3, -1, -1), reference.expand(-1, 3, -1, -1)
+    try:
+        scores = lpips(estimate, reference)
+    except RuntimeError:
+        return [None] * estimate.shape[0]
+    return None if scores is None else [_finite_or_none(v) for v in scores.tolist()]
+
+
+def score_chunk(
+    task: str,
+    run: SamplerRun,
+    indices: Sequence[int],
+    estimate: Tensor,
+    clean: Tensor,
+    cost: dict[str, Any],
+    with_lpips: bool,
+) -> list[dict[str, Any]]:
+    """The ``ok`` rows of one chunk: PSNR, SSIM (and LPIPS) per image, and the cost per chain / per image."""
+    from mgdm_audio.metrics.image import psnr, ssim
+
+    estimate, clean = estimate.detach().float().cpu(), clean.detach().float().cpu()
+    psnrs, ssims = psnr(estimate, clean).tolist(), ssim(estimate, clean).tolist()
+    lpipss = _lpips_scores(estimate, clean) if with_lpips else None
+    rows = []
+    for k, index in enumerate(indices):
+        row: dict[str, Any] = {
+            "status": "ok",
+            "task": task,
+            "sampler": run.name,
+            "method": run.sampler,
+            "preset": run.preset,
+            "overrides": run.overrides_dict,
+            "image": int(index),
+            "psnr": _finite_or_none(psnrs[k]),
+            "ssim": _finite_or_none(ssims[k]),
+        }
+        if lpipss is not None:
+            row["lpips"] = lpipss[k]
+        row.update(nfe=int(cost["nfe"]), vjp=int(cost["vjp"]), seconds=round(float(cost["seconds"]) / len(indices), 5))
+        rows.append(row)
+    return rows
+
+
+def na_row(task: str, run: SamplerRun, reason: str) -> dict[str, Any]:
+    """The single row of a (task, run) the sampler cannot handle."""
+    return {
+        "status": NA,
+        "reason": reason,
+        "task": task,
+        "sampler": run.name,
+        "method": run.sampler,
+        "preset": run.preset,
+        "overrides": run.overrides_dict,
+        "image": None,
+        "psnr": None,
+        "ssim": None,
+        "nfe": None,
+        "vjp": None,
+        "seconds": None,
+    }
+
+
+def run_benchmark(setup: BenchmarkSetup, cache_dir: Path | None = None, progress: bool = True) -> BenchmarkResult:
+    """Every run on every task (finished chunks reused from ``cache_dir``), rows in (task, run, image) order."""
+    n = len(setup.indices)
+    starts = list(range(0, n, setup.batch))
+    with_lpips = bool(setup.settings["lpips"])
+    rows: list[dict[str, Any]] = []
+    examples: dict[tuple[str, str], Tensor | None] = {}
+    measurements: dict[str, Tensor] = {}
+    bar = tqdm(
+        total=len(setup.tasks) * len(setup.runs) * len(starts),
+        desc="image benchmark",
+        unit="batch",
+        disable=not progress,
+    )
+    for task in setup.tasks:
+        op = setup.operators[task]
+        y = image_solve.measure(op, setup.clean, image_solve.SIGMA_Y, derive_seed(setup.seed, "measure", task))
+        measurements[task] = y[:1].detach().cpu()
+        for run in setup.runs:
+            reason = image_solve.sampler_applicable(run.sampler, op, setup.prior, run.preset, **run.overrides_dict)
+            if reason is not None:
+                rows.append(na_row(task, run, reason))
+                examples[(task, run.name)] = None
+                bar.update(len(starts))
+                continue
+            settings = run_settings(setup, task, run)
+            expected = settings_hash(settings)
+            path = cache_path(cache_dir, setup, task, run) if cache_dir is not None else None
+            chunks = read_cache_file(path, expected) if path is not None else {}
+            for start in starts:
+                stop = min(start + setup.batch, n)
+                if str(start) not in chunks:
+                    chunks[str(start)] = _compute_chunk(setup, task, run, op, y, start, stop, with_lpips, bar)
+                    if path is not None:
+                        entry = {"settings_hash": expected, "settings": settings, "chunks": chunks}
+                        write_atomic(path, json.dumps(entry) + "\n")
+                bar.set_postfix_str(f"{task} {run.name}", refresh=False)
+                bar.update(1)
+            for start in starts:
+                rows.extend(chunks[str(start)]["rows"])
+            example = chunks[str(starts[0])].get("example")
+            examples[(task, run.name)] = torch.tensor(example) if example is not None else None
+    bar.close()
+    return BenchmarkResult(rows, examples, measurements)
+
+
+def _compute_chunk(
+    setup: BenchmarkSetup,
+    task: str,
+    run: SamplerRun,
+    op: Operator,
+    y: Tensor,
+    start: int,
+    stop: int,
+    with_lpips: bool,
+    bar: tqdm,
+) -> dict[str, Any]:
+    def on_step(state: dict[str, Any]) -> None:
+        i, total = int(state.get("i", 0)), int(state.get("total", 0))
+        if total and i % max(1, total // 10) == 0:
+            bar.set_postfix_str(f"{task} {run.name} step {i}/{total}")
+
+    result = image_solve.solve(
+        setup.prior,
+        op,
+        y[start:stop],
+        sampler=run.sampler,
+        preset=run.preset,
+        n_samples=1,
+        seed=derive_seed(setup.seed, "sample", task, run.sampler, start),
+        sigma_y=image_solve.SIGMA_Y,
+        callback=on_step,
+        **run.overrides_dict,
+    )
+    estimate = result.samples[:, 0]
+    cost = {"nfe": result.nfe, "vjp": result.vjp, "seconds": result.seconds}
+    out: dict[str, Any] = {
+        "rows": score_chunk(task, run, setup.indices[start:stop], estimate, setup.clean[start:stop], cost, with_lpips)
+    }
+    if start == 0:
+        out["example"] = [[[round(float(v), 4) for v in line] for line in plane] for plane in estimate[0].cpu()]
+    return out
+
+
+# ============================================================================================ summary
+def _mean(values: Sequence[float | None]) -> float | None:
+    kept = [v for v in values if v is not None]
+    return sum(kept) / len(kept) if kept else None
+
+
+def cell_means(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
+    """``{sampler: {task: cell}}``: mean PSNR / SSIM / LPIPS over the images, NFE, VJP, seconds per image, or the
+    ``n/a`` status and reason."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        groups[(row["sampler"], row["task"])].append(row)
+    cells: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
+    for (sampler, task), rs in groups.items():
+        if any(r.get("status") == NA for r in rs):
+            cells[sampler][task] = {"status": NA, "reason": rs[0].get("reason", ""), "preset": rs[0]["preset"]}
+            continue
+        cell: dict[str, Any] = {
+            "status": "ok",
+            "preset": rs[0]["preset"],
+            "images": len(rs),
+            "psnr": _mean([r["psnr"] for r in rs]),
+            "ssim": _mean([r["ssim"] for r in rs]),
+            "nfe": max(r["nfe"] for r in rs),
+            "vjp": max(r.get("vjp") or 0 for r in rs),
+            "seconds_per_image": _mean([r["seconds"] for r in rs]),
+        }
+        if any("lpips" in r for r in rs):
+            cell["lpips"] = _mean([r.get("lpips") for r in rs])
+        cells[sampler][task] = cell
+    return dict(cells)
+
+
+def fractional_ranks(values: dict[str, float], higher_is_better: bool = True) -> dict[str, float]:
+    """Rank 1 = best; equal values share the mean of the positions they span (``{a: 5, b: 5, c: 1}`` ->
+    ``{a: 1.5, b: 1.5, c: 3}`` when higher is better)."""
+    ordered = sorted(values, key=lambda k: -values[k] if higher_is_better else values[k])
+    ranks: dict[str, float] = {}
+    i = 0
+    while i < len(ordered):
+        j = i
+        while j + 1 < len(ordered) and values[ordered[j + 1]] == values[ordered[i]]:
+            j += 1
+        for k in ordered[i : j + 1]:
+            ranks[k] = (i + 1 + j + 1) / 2.0
+        i = j + 1
+    return ranks
+
+
+def average_ranks(
+    rows: Sequence[dict[str, Any]], metric: str = "psnr", higher_is_better: bool = True
+) -> dict[str, dict[str, Any]]:
+    """Per sampler: ``{"average_rank", "n_tasks", "of_tasks", "ranks": {task: rank}}``.
+
+    Within each task the samplers with a mean ``metric`` there (status ok) are ranked (:func:`fractional_ranks`);
+    a sampler's average is over the tasks where it was ranked (n/a tasks are left out), ``None`` when there are
+    none. ``of_tasks`` is the number of tasks in ``rows``.
+    """
+    cells = cell_means(rows)
+    tasks = list(dict.fromkeys(r["task"] for r in rows))
+    per_sampler: dict[str, dict[str, float]] = {s: {} for s in cells}
+    for task in tasks:
+        values = {
+            s: c[task][metric]
+            for s, c in cells.items()
+            if task in c and c[task]["status"] == "ok" and c[task].get(metric) is not None
+        }
+        for s, rank in fractional_ranks(values, higher_is_better).items():
+            per_sampler[s][task] = rank
+    return {
+        s: {
+            "average_rank": _mean(list(ranks.values())),
+            "n_tasks": len(ranks),
+            "of_tasks": len(tasks),
+            "ranks": ranks,
+        }
+        for s, ranks in per_sampler.items()
+    }
+
+
+def winners(rows: Sequence[dict[str, Any]], metric: str = "psnr") -> dict[str, list[str]]:
+    """Per task: the sampler(s) with the best mean ``metric`` (several when tied, none when nothing applies)."""
+    ranks = average_ranks(rows, metric, higher_is_better=metric != "lpips")
+    tasks = list(dict.fromkeys(r["task"] for r in rows))
+    out = {}
+    for task in tasks:
+        ranked = {s: r["ranks"][task] for s, r in ranks.items() if task in r["ranks"]}
+        best = min(ranked.values(), default=None)
+        out[task] = [s for s, v in ranked.items() if v == best]
+    return out
+
+
+def best_by_rank(ranks: dict[str, dict[str, Any]]) -> list[str]:
+    """The sampler(s) with the lowest average rank (ties all named)."""
+    scored = {s: r["average_rank"] for s, r in ranks.items() if r["average_rank"] is not None}
+    best = min(scored.values(), default=None)
+    return [s for s, v in scored.items() if v == best]
+
+
+def summarise(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Cells per (sampler, task), average PSNR and SSIM ranks, the best sampler(s) and each task's winner(s)."""
+    psnr_ranks = average_ranks(rows, "psnr")
+    ssim_ranks = average_ranks(rows, "ssim")
+    return {
+        "cells": cell_means(rows),
+        "psnr_rank": psnr_ranks,
+        "ssim_rank": ssim_ranks,
+        "best_by_psnr_rank": best_by_rank(psnr_ranks),
+        "best_by_ssim_rank": best_by_rank(ssim_ranks),
+        "task_winners_psnr": winners(rows, "psnr"),
+        "task_winners_ssim": winners(rows, "ssim"),
+    }
+
+
+def payload(rows: list[dict[str, Any]], settings: dict[str, Any]) -> dict[str, Any]:
+    """The JSON document ``{"rows", "summary", "settings"}`` (deterministic: no dates or wall-clock totals)."""
+    return {"rows": rows, "summary": summarise(rows), "settings": settings}
+
+
+# ============================================================================================ markdown
+def _fmt(value: float | None, digits: int = 2) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def _presets_text(settings: dict[str, Any]) -> str:
+    presets = {s["label"]: s["sampler_preset"] for s in settings["samplers"]}
+    if len(set(presets.values())) == 1:
+        return f"sampler preset `{next(iter(presets.values()))}` for all"
+    return "sampler presets " + ", ".join(f"{k} `{v}`" for k, v in presets.items())
+
+
+def _metric_table(
+    summary: dict[str, Any], tasks: Sequence[str], samplers: Sequence[str], metric: str, digits: int, ranks: bool
+) -> list[str]:
+    cells = summary["cells"]
+    lower_better = metric == "lpips"
+    header = "| sampler | " + " | ".join(tasks) + " |"
+    rule = "|---|" + "---|" * len(tasks)
+    if ranks:
+        header += " avg PSNR rank | avg SSIM rank | tasks ranked |"
+        rule += "---|---|---|"
+    lines = [header, rule]
+    best: dict[str, float | None] = {}
+    for task in tasks:
+        values = [c[task][metric] for c in cells.values() if task in c and c[task].get(metric) is not None]
+        best[task] = (min(values) if lower_better else max(values)) if values else None
+    for s in samplers:
+        out = []
+        for task in tasks:
+            cell = cells.get(s, {}).get(task)
+            if cell is None or cell["status"] == NA:
+                out.append(NA)
+                continue
+            text = _fmt(cell.get(metric), digits)
+            out.append(f"**{text}**" if cell.get(metric) is not None and cell[metric] == best[task] else text)
+        line = f"| {s} | " + " | ".join(out) + " |"
+        if ranks:
+            pr, sr = summary["psnr_rank"][s], summary["ssim_rank"][s]
+            line += f" {_fmt(pr['average_rank'])} | {_fmt(sr['average_rank'])} | {pr['n_tasks']} of {pr['of_tasks']} |"
+        lines.append(line)
+    return lines
+
+
+def _span(values: Sequence[int]) -> str:
+    """``"n"`` when all values are equal, else ``"min–max"``."""
+    lo, hi = min(values), max(values)
+    return f"{lo}" if lo == hi else f"{lo}–{hi}"
+
+
+def _cost_lines(summary: dict[str, Any], samplers: Sequence[str]) -> list[str]:
+    lines = ["| sampler | preset | NFE per chain | VJP per chain | s/image | tasks run |", "|---|---|---|---|---|---|"]
+    for s in samplers:
+        ok = [c for c in summary["cells"].get(s, {}).values() if c["status"] == "ok"]
+        preset = next(iter(summary["cells"].get(s, {}).values()), {}).get("preset", "")
+        if not ok:
+            lines.append(f"| {s} | {preset} | {NA} | {NA} | {NA} | 0 |")
+            continue
+        nfe, vjp = _span([c["nfe"] for c in ok]), _span([c["vjp"] for c in ok])
+        seconds = _mean([c["seconds_per_image"] for c in ok])
+        lines.append(f"| {s} | {preset} | {nfe} | {vjp} | {_fmt(seconds, 3)} | {len(ok)} |")
+    return lines
+
+
+def _names(names: Sequence[str]) -> str:
+    return ", ".join(f"**{n}**" for n in names)
+
+
+def _best_lines(ranks: dict[str, dict[str, Any]], metric: str) -> list[str]:
+    """ "Best by average <metric> rank: ..."; when the best runs on fewer tasks than others, also the best among the
+    samplers ranked on every task."""
+    best = best_by_rank(ranks)
+    if not best:
+        return []
+
+    def sentence(names: list[str], prefix: str) -> str:
+        r = ranks[names[0]]
+        tied = " (tied)" if len(names) > 1 else ""
+        return f"{prefix}: {_names(names)}{tied}, {r['average_rank']:.2f} over {r['n_tasks']} of {r['of_tasks']} tasks."
+
+    lines = [sentence(best, f"Best by average {metric} rank")]
+    if ranks[best[0]]["n_tasks"] < ranks[best[0]]["of_tasks"]:
+        everywhere = {s: r for s, r in ranks.items() if r["n_tasks"] == r["of_tasks"]}
+        if everywhere:
+            lines.append(
+                sentence(best_by_rank(everywhere), f"Best by average {metric} rank among the samplers run on all tasks")
+            )
+    return lines
+
+
+def markdown_report(document: dict[str, Any], date: str | None = None) -> str:
+    """The result tables of :func:`payload`'s document; every sentence is derived from the numbers."""
+    settings, summary = document["settings"], document["summary"]
+    tasks = list(settings["tasks"])
+    samplers = [s["label"] for s in settings["samplers"]]
+    date = date or datetime.date.today().isoformat()
+    n_tasks, n_images = len(tasks), int(settings["n_images"])
+    versions = ", ".join(f"{k} {v}" for k, v in settings["versions"].items())
+    lines = [
+        f"## Image restoration benchmark: prior `{settings['prior']}`",
+        "",
+        f"Prior `{settings['prior']}` ({settings['prior_kind']}, weights sha256 `{settings['weights_sha256'][:12]}`, "
+        f"images {'x'.join(map(str, settings['image_shape']))}); {n_images} image{'s' * (n_images != 1)} of "
+        f"Fashion-MNIST `test` (the first {settings['n_images']} of a permutation seeded with {settings['seed']}); "
+        f"sigma_y = {settings['sigma_y']}; {_presets_text(settings)}; one posterior sample per image, "
+        f"batches of {settings['batch']}; device {settings['device']}; {versions}; {date}.",
+        "",
+        "Mean PSNR (dB, higher is better) over the images, best per task in bold; n/a: the sampler cannot run "
+        "this operator (its reason is in the JSON rows). Average ranks: within each task the samplers that run are "
+        "ranked by mean PSNR (and by mean SSIM), 1 = best, ties share the average rank; the average is the rank "
+        f"over applicable tasks, k of {n_tasks} (n/a tasks are left out, not counted as last).",
+        "",
+        *_metric_table(summary, tasks, samplers, "psnr", 2, ranks=True),
+        "",
+        "Mean SSIM (higher is better), best per task in bold.",
+        "",
+        *_metric_table(summary, tasks, samplers, "ssim", 3, ranks=False),
+        "",
+    ]
+    if any("lpips" in c for by_task in summary["cells"].values() for c in by_task.values()):
+        lines += [
+            "Mean LPIPS (AlexNet, lower is better; – where the images are too small for AlexNet).",
+            "",
+            *_metric_table(summary, tasks, samplers, "lpips", 3, ranks=False),
+            "",
+        ]
+    lines += [
+        "Cost: network evaluations (NFE) and vector-Jacobian products (VJP) per chain (min–max over tasks), sampler "
+        "wall seconds per image (batch seconds / batch size, mean over the tasks run).",
+        "",
+        *_cost_lines(summary, samplers),
+        "",
+    ]
+    for metric in ("psnr", "ssim"):
+        lines += _best_lines(summary[f"{metric}_rank"], metric.upper())
+    parts = []
+    for task in tasks:
+        names = summary["task_winners_psnr"].get(task, [])
+        if not names:
+            parts.append(f"{task}: no sampler applies")
+            continue
+        value = summary["cells"][names[0]][task]["psnr"]
+        parts.append(f"{task}: {', '.join(names)} ({_fmt(value)} dB)")
+    lines += ["", "Winner per task by mean PSNR: " + "; ".join(parts) + ".", ""]
+    return "\n".join(lines)
+
+
+# ============================================================================================ plot
+def measurement_visual(op: Operator, y: Tensor, image_shape: Sequence[int]) -> Tensor:
+    """A ``(C, H, W)`` picture of one measurement ``y`` (batch of 1) in ``[-1, 1]``: image-shaped measurements as
+    they are, smaller ones (super-resolution) enlarged by pixel repetition, larger ones (phase retrieval: Fourier
+    magnitudes) as ``log(1 + |y|)`` resampled and stretched to ``[-1, 1]``, flat selections through the adjoint
+    (missing pixels at 0, mid grey)."""
+    c, h, w = (int(s) for s in image_shape)
+    y = y.detach().float().cpu()
+    if y.ndim == 4 and y.shape[1] == c:
+        if tuple(y.shape[-2:]) == (h, w):
+            return y[0].clamp(-1.0, 1.0)
+        if y.shape[-2] < h:
+            return F.interpolate(y, size=(h, w), mode="nearest")[0].clamp(-1.0, 1.0)
+        mag = F.interpolate(torch.log1p(y), size=(h, w), mode="area")[0]
+        return 2.0 * (mag - mag.min()) / (mag.max() - mag.min()).clamp_min(1e-12) - 1.0
+    if isinstance(op, LinearOperator):
+        device = next(iter(op.buffers()), torch.empty(0)).device
+        with torch.no_grad():
+            back = op.adjoint(y.to(device)).cpu()
+        return back.reshape(-1, c, h, w)[0].clamp(-1.0, 1.0)
+    return torch.zeros(c, h, w)
+
+
+def plot_examples(setup: BenchmarkSetup, result: BenchmarkResult, path: Path) -> None:
+    """A PNG grid: one row per task, columns clean, measurement and each sampler's restoration of the first image."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    columns = ["clean", "measurement", *(r.name for r in setup.runs)]
+    n_rows = len(setup.tasks)
+    fig, axes = plt.subplots(n_rows, len(columns), figsize=(1.2 * len(columns), 1.25 * n_rows), squeeze=False)
+
+    def show(ax: Any, image: Tensor | None) -> None:
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if image is None:
+            ax.text(0.5, 0.5, NA, ha="center", va="center", fontsize=8, transform=ax.transAxes)
+            return
+        pic = ((image.float().cpu() + 1.0) / 2.0).clamp(0.0, 1.0)
+        pic = pic[0] if pic.shape[0] == 1 else pic.permute(1, 2, 0)
+        ax.imshow(pic.numpy(), cmap="gray", vmin=0.0, vmax=1.0)
+
+    clean = setup.clean[0].detach().cpu()
+    for i, task in enumerate(setup.tasks):
+        op = setup.operators[task]
+        pictures = [clean, measurement_visual(op, result.measurements[task], setup.prior.image_shape)]
+        pictures += [result.examples.get((task, r.name)) for r in setup.runs]
+        for j, picture in enumerate(pictures):
+            show(axes[i][j], picture)
+        axes[i][0].set_ylabel(task, fontsize=6)
+    for j, name in enumerate(columns):
+        axes[0][j].set_title(name, fontsize=6)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+__all__ = [
+    "SAMPLERS",
+    "BenchmarkResult",
+    "BenchmarkSetup",
+    "SamplerRun",
+    "average_ranks",
+    "best_by_rank",
+    "cell_means",
+    "derive_seed",
+    "fit_to_shape",
+    "fractional_ranks",
+    "load_test_images",
+    "markdown_report",
+    "measurement_visual",
+    "parse_samplers",
+    "parse_tasks",
+    "payload",
+    "plot_examples",
+    "prepare",
+    "run_benchmark",
+    "summarise",
+    "winners",
+]
