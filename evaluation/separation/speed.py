@@ -134,7 +134,7 @@ def main() -> None:
     tmp = Path(args.out).with_suffix(".tmp")
     tmp.write_text("\n".join(lines))
     os.replace(tmp, args.out)
-    print("\n".join(lines[:12 + len(rows)]))
+    print("\n".join(lines[: 12 + len(rows)]))
 
 
 if __name__ == "__main__":
