@@ -138,6 +138,7 @@ def _benchmark_image(args: argparse.Namespace) -> int:
         batch=args.batch,
         data_root=args.data_root or DEFAULT_ROOT,
         device=args.device,
+        split=args.split,
     )
     result = imagebench.run_benchmark(
         setup, cache_dir=Path(args.cache) if args.cache else None, progress=not args.no_progress
@@ -417,6 +418,12 @@ def build_parser() -> argparse.ArgumentParser:
     bi.add_argument("--markdown", metavar="PATH", help="write the tables as Markdown")
     bi.add_argument("--plot", metavar="PNG", help="grid of the first image per task: clean, measurement, samplers")
     bi.add_argument("--data-root", metavar="DIR", help="folder with the Fashion-MNIST IDX files (t10k-*)")
+    bi.add_argument(
+        "--split",
+        default="test",
+        choices=["test", "validation"],
+        help="test: the held-out t10k images (reported results); validation: train images 55000..59999 (tuning)",
+    )
     bi.add_argument("-d", "--device", default="auto", help="auto | cpu | cuda")
     bi.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     bi.add_argument("--no-progress", action="store_true")

@@ -175,13 +175,18 @@ def fit_to_shape(images: Tensor, image_shape: Sequence[int]) -> Tensor:
 
 
 def load_test_images(
-    n_images: int, seed: int, image_shape: Sequence[int], root: str | Path = DEFAULT_ROOT
+    n_images: int, seed: int, image_shape: Sequence[int], root: str | Path = DEFAULT_ROOT, split: str = "test"
 ) -> tuple[list[int], Tensor]:
-    """The first ``n_images`` of a seeded permutation of the Fashion-MNIST test split: ``(t10k indices, images)``."""
-    images, _ = load_fashion_mnist("test", root, pad_to=32)
+    """The first ``n_images`` of a seeded permutation of a Fashion-MNIST split: ``(indices in the split, images)``.
+
+    ``test`` (the t10k images) for reported results; ``validation`` (train images 55,000..59,999, never trained
+    on) for choosing sampler settings, so that nothing is tuned on the reported images."""
+    if split not in ("test", "validation"):
+        raise UserInputError(f"--split must be test or validation (never train images), got {split!r}.")
+    images, _ = load_fashion_mnist(split, root, pad_to=32)
     total = images.shape[0]
     if not 1 <= n_images <= total:
-        raise UserInputError(f"--n-images must be between 1 and {total} (the test split's size), got {n_images}.")
+        raise UserInputError(f"--n-images must be between 1 and {total} (the {split} split's size), got {n_images}.")
     order = torch.randperm(total, generator=make_generator(seed))[:n_images]
     return [int(i) for i in order], fit_to_shape(images[order], image_shape)
 
@@ -229,6 +234,7 @@ def prepare(
     batch: int | None = None,
     data_root: str | Path = DEFAULT_ROOT,
     device: str = "auto",
+    split: str = "test",
 ) -> BenchmarkSetup:
     """Load the prior and the test images, check every task, sampler, preset and override (no sampling yet)."""
     task_list = parse_tasks(tasks) if isinstance(tasks, str) else list(tasks)
@@ -239,7 +245,7 @@ def prepare(
         raise UserInputError(f"--batch must be at least 1, got {batch}.")
     dev = _resolve_device(device)
     model = load_image_prior(prior, dev) if isinstance(prior, str | Path) else prior.to(dev)
-    indices, clean = load_test_images(n_images, seed, model.image_shape, data_root)
+    indices, clean = load_test_images(n_images, seed, model.image_shape, data_root, split)
     operators = {task: make_operator(task, model.image_shape).to(dev) for task in task_list}
     chunk = min(batch or n_images, n_images)
     settings = {
@@ -248,7 +254,7 @@ def prepare(
         "weights_sha256": model.weights_sha256,
         "image_shape": list(model.image_shape),
         "sample_shape": list(model.sample_shape),
-        "dataset": "fashion-mnist test (t10k)",
+        "dataset": "fashion-mnist test (t10k)" if split == "test" else "fashion-mnist validation (train 55000..59999)",
         "n_images": n_images,
         "images": indices,
         "images_sha256": _sha256_of(clean),
@@ -722,7 +728,7 @@ def markdown_report(document: dict[str, Any], date: str | None = None) -> str:
         "",
         f"Prior `{settings['prior']}` ({settings['prior_kind']}, weights sha256 `{settings['weights_sha256'][:12]}`, "
         f"images {'x'.join(map(str, settings['image_shape']))}); {n_images} image{'s' * (n_images != 1)} of "
-        f"Fashion-MNIST `test` (the first {settings['n_images']} of a permutation seeded with {settings['seed']}); "
+        f"{settings.get('dataset', 'Fashion-MNIST test')} (the first {settings['n_images']} of a permutation seeded with {settings['seed']}); "
         f"sigma_y = {settings['sigma_y']}; {_presets_text(settings)}; one posterior sample per image, "
         f"batches of {settings['batch']}; device {settings['device']}; {versions}; {date}.",
         "",
