@@ -45,6 +45,26 @@ def test_edm_prior_is_identity_at_small_sigma_and_zero_net_gives_skip() -> None:
     torch.testing.assert_close(prior(x, sigma), expected)
 
 
+def test_edm_forward_matches_the_karras_formula_with_a_stub_network() -> None:
+    prior = build_image_prior("tiny", edm={"clamp_output": False})
+
+    class Stub(torch.nn.Module):  # F(x_in, c_noise) = 0.3 x_in + c_noise (per item)
+        def forward(self, x_in: torch.Tensor, c_noise: torch.Tensor) -> torch.Tensor:
+            return 0.3 * x_in + c_noise.reshape(-1, 1, 1, 1)
+
+    prior.net = Stub()
+    x = torch.randn(3, 1, 4, 4, dtype=torch.float64)
+    sigma = torch.tensor([0.02, 0.7, 9.0], dtype=torch.float64)
+    d = 0.5
+    c_skip = d**2 / (sigma**2 + d**2)
+    c_out = sigma * d / (sigma**2 + d**2).sqrt()
+    c_in = 1 / (sigma**2 + d**2).sqrt()
+    c_noise = sigma.log() / 4
+    b = (-1, 1, 1, 1)
+    expected = c_skip.reshape(b) * x + c_out.reshape(b) * (0.3 * c_in.reshape(b) * x + c_noise.reshape(b))
+    torch.testing.assert_close(prior(x, sigma), expected)
+
+
 def test_unet_output_shape_and_bad_sizes() -> None:
     prior = build_image_prior("tiny")
     assert prior(torch.zeros(2, 1, 16, 16), 1.0).shape == (2, 1, 16, 16)
@@ -139,6 +159,7 @@ def test_measure_is_seeded_and_solve_shapes(tmp_path: Path) -> None:
     clean = torch.rand(2, *IMAGE_SHAPE) * 2 - 1
     y1, y2 = measure(op, clean, 0.05, seed=3), measure(op, clean, 0.05, seed=3)
     torch.testing.assert_close(y1, y2)
+    assert not torch.allclose(y1, measure(op, clean, 0.05, seed=4))
     assert float((y1 - op(clean)).std()) == pytest.approx(0.05, rel=0.3)
     result = solve(prior, op, y1, "dps", "fast", n_samples=2, seed=0, n_steps=5)
     assert result.samples.shape == (2, 2, *IMAGE_SHAPE) and 0 < result.nfe <= 5

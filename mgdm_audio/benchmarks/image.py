@@ -292,9 +292,13 @@ def _slug(text: str) -> str:
 
 
 def cache_path(cache_dir: Path, setup: BenchmarkSetup, task: str, run: SamplerRun) -> Path:
-    """``CACHE/PRIOR__TASK__LABEL__PRESET__seedS__nN.json``."""
+    """``CACHE/PRIOR__SPLIT__TASK__LABEL__PRESET__seedS__nN.json``."""
     prior = _slug(f"{setup.prior.name}-{setup.prior.weights_sha256[:12]}")
-    name = f"{prior}__{task}__{_slug(run.name)}__{_slug(run.preset)}__seed{setup.seed}__n{len(setup.indices)}.json"
+    split = "validation" if "validation" in str(setup.settings.get("dataset", "")) else "test"
+    name = (
+        f"{prior}__{split}__{task}__{_slug(run.name)}__{_slug(run.preset)}__seed{setup.seed}"
+        f"__n{len(setup.indices)}.json"
+    )
     return Path(cache_dir) / name
 
 
@@ -723,12 +727,13 @@ def markdown_report(document: dict[str, Any], date: str | None = None) -> str:
     date = date or datetime.date.today().isoformat()
     n_tasks, n_images = len(tasks), int(settings["n_images"])
     versions = ", ".join(f"{k} {v}" for k, v in settings["versions"].items())
+    dataset = settings.get("dataset", "Fashion-MNIST test")
     lines = [
         f"## Image restoration benchmark: prior `{settings['prior']}`",
         "",
         f"Prior `{settings['prior']}` ({settings['prior_kind']}, weights sha256 `{settings['weights_sha256'][:12]}`, "
         f"images {'x'.join(map(str, settings['image_shape']))}); {n_images} image{'s' * (n_images != 1)} of "
-        f"{settings.get('dataset', 'Fashion-MNIST test')} (the first {settings['n_images']} of a permutation seeded with {settings['seed']}); "
+        f"{dataset} (the first {settings['n_images']} of a permutation seeded with {settings['seed']}); "
         f"sigma_y = {settings['sigma_y']}; {_presets_text(settings)}; one posterior sample per image, "
         f"batches of {settings['batch']}; device {settings['device']}; {versions}; {date}.",
         "",

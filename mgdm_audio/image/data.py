@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import gzip
 import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +41,7 @@ def read_idx(path: Path) -> np.ndarray:
     try:
         with opener(path, "rb") as f:
             data = f.read()
-    except OSError as err:
+    except (OSError, EOFError, zlib.error) as err:  # gzip: truncated -> EOFError, corrupt -> zlib.error
         raise UserInputError(f"cannot read {path} ({err}); is it an IDX file?") from None
     if len(data) < 4 or data[:2] != b"\x00\x00" or data[2] != 0x08:
         raise UserInputError(f"{path} is not an unsigned-byte IDX file.")

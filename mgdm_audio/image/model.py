@@ -7,7 +7,7 @@ Network ``F`` (:class:`ImageUNet`), ``(B, C, H, W)`` in and out:
   noise embedding after the second GroupNorm), self-attention where ``attention[i]``, every output kept as a
   skip, then (except at the last level) a stride-2 k3 conv to ``channels[i + 1]``;
 * middle: ResNet, attention, ResNet;
-* up level ``i`` (mirrored): ``blocks + 1`` ResNet blocks on ``concat(h, 2^{-1/2} skip)``, attention where
+* up level ``i`` (mirrored): ``blocks`` ResNet blocks on ``concat(h, 2^{-1/2} skip)``, attention where
   ``attention[i]``, then nearest 2x upsampling and a k3 conv;
 * out: GroupNorm, SiLU, zero-initialised k3 conv (so ``F = 0`` at initialisation).
 
@@ -54,6 +54,12 @@ class ImageUNetConfig:
             raise UserInputError("ImageUNetConfig: 'attention' needs one flag per entry of 'channels'.")
         if any(c % self.groups for c in self.channels):
             raise UserInputError(f"ImageUNetConfig: every channel count must be a multiple of groups={self.groups}.")
+        attended = [c for c, a in zip(self.channels, self.attention, strict=True) if a] + [self.channels[-1]]
+        if self.attention_heads < 1 or any(c % self.attention_heads for c in attended):  # middle: always attention
+            raise UserInputError(
+                f"ImageUNetConfig: the channel count of every attention level (and the last level) must be a "
+                f"multiple of attention_heads={self.attention_heads}."
+            )
 
     @property
     def downsampling(self) -> int:

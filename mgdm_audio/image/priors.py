@@ -125,8 +125,14 @@ def load_autoencoder(name_or_path: str | Path, relative_to: Path | None = None) 
 
 
 def _is_diffusers_folder(folder: Path) -> bool:
-    """A diffusers pipeline folder (``unet/``) or a bare ``UNet2DModel`` folder (its own weights file name)."""
-    return (folder / "unet" / "config.json").is_file() or (folder / "diffusion_pytorch_model.safetensors").is_file()
+    """A diffusers pipeline folder (``unet/``) or a bare ``UNet2DModel`` folder (its own weights file names: single,
+    sharded or pickled; the adapter refuses pickled ones with its own message)."""
+    names = (
+        "diffusion_pytorch_model.safetensors",
+        "diffusion_pytorch_model.safetensors.index.json",
+        "diffusion_pytorch_model.bin",
+    )
+    return (folder / "unet" / "config.json").is_file() or any((folder / name).is_file() for name in names)
 
 
 def load_image_prior(name_or_path: str | Path, device: torch.device | str = "cpu") -> ImagePrior:
@@ -147,6 +153,8 @@ def load_image_prior(name_or_path: str | Path, device: torch.device | str = "cpu
         )
     try:
         image_shape = tuple(int(v) for v in metadata["image_shape"])
+        if len(image_shape) != 3 or min(image_shape) < 1:
+            raise ValueError(image_shape)
     except (KeyError, TypeError, ValueError):
         raise UserInputError(f"{folder / CONFIG_NAME} lacks metadata.image_shape (C, H, W).") from None
     autoencoder = None
@@ -183,9 +191,9 @@ def generate_images(prior: ImagePrior, n_samples: int, seed: int, steps: int = 5
         raise UserInputError(f"the number of samples must be at least 1, got {n_samples}.")
     spec = get_sampler("ddim")
     config = spec.config("default", n_steps=steps, eta=eta)
-    generator = make_generator(seed)
-    x_init = torch.randn((n_samples, *prior.sample_shape), generator=generator)
-    result = spec.run(prior, None, x_init, generator=make_generator(seed + 1), config=config)
+    device = next(iter(prior.denoiser.parameters())).device if isinstance(prior.denoiser, nn.Module) else "cpu"
+    x_init = torch.randn((n_samples, *prior.sample_shape), generator=make_generator(seed)).to(device)
+    result = spec.run(prior, None, x_init, generator=make_generator(seed + 1, device), config=config)
     with torch.no_grad():
         return prior.to_image(result.samples)
 

@@ -427,6 +427,11 @@ def _check_request(
         raise UserInputError(f"-o {out}: the output must be a .png file name (OUT_restored.png is written beside it).")
     if out.is_dir():
         raise UserInputError(f"-o {out} is a folder; give a .png file name.")
+    folder = out.parent  # checked now: the outputs are only written after sampling
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK):
+        raise UserInputError(f"-o {out}: {folder} is not a writable folder; choose another output path.")
     if image.resolve() in (out.resolve(), restored_path(out).resolve()):
         raise UserInputError(f"-o {out} would overwrite the input {image}; choose another name.")
 
