@@ -501,7 +501,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rs.add_argument("image", help="image file (PNG, JPEG, ...) or .npy array; see the input rules below")
     rs.add_argument("--task", required=True, help="one of: " + ", ".join(TASKS))
-    rs.add_argument("--prior", required=True, help="image prior: a shipped name or an export folder")
+    rs.add_argument(
+        "--prior",
+        default="fashion-mnist-pixel",
+        help="image prior: a shipped name (fashion-mnist-pixel, fashion-mnist-latent) or an export folder",
+    )
     rs.add_argument("--sampler", default="mgdm", help="posterior sampler (see `mgdm-audio info`)")
     rs.add_argument("--preset", default="default", help="fast | default | paper, or one of the sampler's presets")
     rs.add_argument("--n-samples", type=int, default=1, help="posterior samples K (K > 1: mean and spread panels)")
