@@ -168,6 +168,13 @@ def _info(args: argparse.Namespace) -> int:
         presets = ", ".join(["default", *spec.presets])
         needs = "svd" if spec.needs_svd else "linear" if spec.needs_linear else "any operator"
         print(f"  {name:9s} needs {needs:12s} presets: {presets}\n            {spec.summary}")
+    from mgdm_audio.audio.priors import available_priors
+    from mgdm_audio.image.operators import TASKS
+    from mgdm_audio.image.priors import available_image_priors
+
+    print(f"shipped audio priors: {', '.join(available_priors()) or 'none'}")
+    print(f"shipped image models: {', '.join(available_image_priors()) or 'none'}")
+    print(f"image tasks: {', '.join(TASKS)}")
     return 0
 
 
