@@ -240,7 +240,7 @@ def prepare(
     task_list = parse_tasks(tasks) if isinstance(tasks, str) else list(tasks)
     runs = parse_samplers(samplers, preset) if isinstance(samplers, str) else list(samplers)
     for run in runs:  # one clear error for an unknown sampler, preset or setting, before any work
-        get_sampler(run.sampler).config(image_solve.sampler_preset(run.preset), **run.overrides_dict)
+        get_sampler(run.sampler).config(image_solve.sampler_preset(run.preset, run.sampler), **run.overrides_dict)
     if batch is not None and batch < 1:
         raise UserInputError(f"--batch must be at least 1, got {batch}.")
     dev = _resolve_device(device)
@@ -266,7 +266,7 @@ def prepare(
                 "label": r.name,
                 "sampler": r.sampler,
                 "preset": r.preset,
-                "sampler_preset": image_solve.sampler_preset(r.preset),
+                "sampler_preset": image_solve.sampler_preset(r.preset, r.sampler),
                 "overrides": r.overrides_dict,
             }
             for r in runs
@@ -312,7 +312,7 @@ def run_settings(setup: BenchmarkSetup, task: str, run: SamplerRun) -> dict[str,
         "image_shape": s["image_shape"],
         "task": task,
         "sampler": run.sampler,
-        "preset": image_solve.sampler_preset(run.preset),
+        "preset": image_solve.sampler_preset(run.preset, run.sampler),
         "overrides": run.overrides_dict,
         "seed": setup.seed,
         "images": s["images"],

@@ -418,7 +418,7 @@ def _check_request(
     if task not in TASKS:
         raise UserInputError(f"unknown --task {task!r}; choose one of: {', '.join(TASKS)}.")
     spec = get_sampler(sampler)
-    spec.config(sampler_preset(preset))
+    spec.config(sampler_preset(preset, sampler))
     if n_samples < 1:
         raise UserInputError(f"--n-samples must be at least 1, got {n_samples}.")
     if not (math.isfinite(sigma_y) and sigma_y > 0):

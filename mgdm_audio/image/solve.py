@@ -22,8 +22,10 @@ from mgdm_audio.samplers.base import Callback
 from mgdm_audio.samplers.registry import get_sampler
 
 SIGMA_Y = 0.05
-#: CLI preset names -> sampler preset names (``default`` is each sampler's own default config).
-PRESET_NAMES = {"fast": "fast", "default": "default", "paper": "paper-image"}
+#: CLI preset names -> the sampler presets tried in order (the first one the sampler has; else its own default
+#: config). ``default`` is each sampler's ``image`` preset (MGDM: chosen on Fashion-MNIST validation images) or its
+#: ``fast`` one, as the separator's ``default`` is ``audio`` or ``fast``.
+PRESET_NAMES: dict[str, tuple[str, ...]] = {"fast": ("fast",), "default": ("image", "fast"), "paper": ("paper-image",)}
 
 
 @dataclass
@@ -57,10 +59,12 @@ def measure(operator: Operator, clean: Tensor, sigma_y: float = SIGMA_Y, seed: i
     return ax + sigma_y * z
 
 
-def sampler_preset(preset: str) -> str:
-    if preset in PRESET_NAMES:
-        return PRESET_NAMES[preset]
-    return preset
+def sampler_preset(preset: str, sampler: str) -> str:
+    """The sampler's own preset name for a CLI preset (``fast``, ``default``, ``paper``) or a sampler preset name."""
+    if preset not in PRESET_NAMES:
+        return preset
+    available = get_sampler(sampler).presets
+    return next((name for name in PRESET_NAMES[preset] if name in available), "default")
 
 
 def solve(
@@ -83,7 +87,7 @@ def solve(
     if n_samples < 1:
         raise UserInputError(f"n_samples must be at least 1, got {n_samples}.")
     spec = get_sampler(sampler)
-    config = spec.config(sampler_preset(preset), **overrides)
+    config = spec.config(sampler_preset(preset, sampler), **overrides)
     n = y.shape[0]
     y_rep = y.repeat_interleave(n_samples, dim=0)
     problem = prior.problem(operator, y_rep, sigma_y)
@@ -112,7 +116,7 @@ def sampler_applicable(
     reason it cannot (the benchmark's "n/a" cells). A config may relax a requirement (e.g. ΠGDM with
     ``pseudo_inverse="identity"`` needs no SVD)."""
     spec = get_sampler(sampler)
-    config = spec.config(sampler_preset(preset), **overrides)
+    config = spec.config(sampler_preset(preset, sampler), **overrides)
     dummy_y = torch.zeros(1)  # only the operator's type and SVD pieces are looked at
     try:
         problem = prior.problem(operator, dummy_y, SIGMA_Y)

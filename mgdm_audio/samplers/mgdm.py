@@ -258,6 +258,21 @@ def _rules(*rules: StepRule) -> tuple[StepRule, ...]:
     return rules
 
 
+#: A cheap setting with the fixes on: 20-point grid, one sweep, a 5-point denoising chain.
+_FAST: dict[str, Any] = {
+    "n_steps": 20,
+    "n_reps": 1,
+    "n_denoising_steps": 5,
+    "threshold": 13,
+    "grad_steps_rules": _rules(StepRule(5, from_end=5)),
+    "grad_steps_default": 3,
+    "lr_rules": (),
+    "lr_default": 1.0,
+    "lr_scale": "bridge_std",
+    "log_std_lr": 0.03,
+    "tau_per_chain": True,
+}
+
 PRESETS: dict[str, dict[str, Any]] = {
     # mgdm.yaml base (what test_images.py actually runs).
     "paper-image": {},
@@ -292,20 +307,12 @@ PRESETS: dict[str, dict[str, Any]] = {
         "log_std_lr": 0.03,
         "tau_per_chain": True,
     },
-    # A cheap setting with the same fixes: 20-point grid, one sweep, a 5-point denoising chain.
-    "fast": {
-        "n_steps": 20,
-        "n_reps": 1,
-        "n_denoising_steps": 5,
-        "threshold": 13,
-        "grad_steps_rules": _rules(StepRule(5, from_end=5)),
-        "grad_steps_default": 3,
-        "lr_rules": (),
-        "lr_default": 1.0,
-        "lr_scale": "bridge_std",
-        "log_std_lr": 0.03,
-        "tau_per_chain": True,
-    },
+    # A cheap setting with the same fixes (see _FAST).
+    "fast": _FAST,
+    # Images: `fast` with R = 2 Gibbs sweeps, the best average PSNR rank over the ten tasks among MGDM R = 1, R = 2,
+    # paper-image and the competitors' fast presets on Fashion-MNIST *validation* images
+    # (evaluation/image/validation.md); the reported test images were not used.
+    "image": {**_FAST, "n_reps": 2},
 }
 
 SPEC = SamplerSpec(
