@@ -309,3 +309,28 @@ def test_nonlinear_blur_values_determinism_gradients():
     z.requires_grad_(True)
     (g,) = torch.autograd.grad(op(z).sum(), z)
     assert torch.isfinite(g).all() and g.abs().sum() > 0
+
+
+def test_phase_retrieval_is_invariant_to_translation_and_point_reflection():
+    """|F| cannot tell an image from its shifts inside the zero-padded canvas or its 180-degree rotation (the
+    trivial ambiguities of phase retrieval); content is kept away from the border, where (x + 1) / 2 is 0."""
+    op = PhaseRetrieval((1, 32, 32))
+    x = torch.full((2, 1, 32, 32), -1.0, dtype=torch.float64)
+    x[:, :, 8:24, 6:22] = _rand((2, 1, 16, 16), 11)
+    y = op(x)
+    shifted = torch.roll(x, shifts=(3, -2), dims=(2, 3))
+    rotated = torch.flip(x, dims=(2, 3))
+    torch.testing.assert_close(op(shifted), y, rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(op(rotated), y, rtol=1e-9, atol=1e-9)
+    other = x.clone()
+    other[:, :, 8:24, 6:22] = _rand((2, 1, 16, 16), 12)
+    assert (op(other) - y).abs().max() > 1e-2  # a different image gives different magnitudes
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_batch_equals_per_image(task):
+    op = make_operator(task, (1, 32, 32))
+    x = _rand((3, 1, 32, 32), 21).float()
+    batched = op(x)
+    single = torch.cat([op(x[i : i + 1]) for i in range(3)])
+    torch.testing.assert_close(batched, single, rtol=1e-5, atol=1e-5)
