@@ -57,6 +57,8 @@ from mgdm_audio.image import solve as image_solve
 from mgdm_audio.image.data import DEFAULT_ROOT, load_fashion_mnist
 from mgdm_audio.image.operators import TASKS, make_operator
 from mgdm_audio.image.priors import ImagePrior, load_image_prior
+from mgdm_audio.samplers.base import SamplerRun
+from mgdm_audio.samplers.base import parse_override_value as _parse_value
 from mgdm_audio.samplers.registry import get_sampler
 
 SAMPLERS = ("mgdm", "dps", "pigdm", "diffpir", "ddrm", "reddiff", "daps", "vml_map")
@@ -65,40 +67,6 @@ NA = "n/a"
 
 
 # ============================================================================================ runs and tasks
-@dataclass(frozen=True)
-class SamplerRun:
-    """One row of the tables: a registry sampler at a CLI preset (``fast``/``default``/``paper`` or one of the
-    sampler's own presets) with config overrides, and its label."""
-
-    sampler: str
-    preset: str = "fast"
-    overrides: tuple[tuple[str, Any], ...] = ()
-    label: str = ""
-
-    @property
-    def name(self) -> str:
-        return self.label or self.sampler
-
-    @property
-    def overrides_dict(self) -> dict[str, Any]:
-        return dict(self.overrides)
-
-
-def _parse_value(text: str) -> Any:
-    """``1`` -> int, ``0.5`` -> float, ``true``/``false`` -> bool, ``none`` -> None, else the string."""
-    low = text.lower()
-    if low in ("true", "false"):
-        return low == "true"
-    if low in ("none", "null"):
-        return None
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    return text
-
-
 def parse_samplers(text: str, preset: str = "fast") -> list[SamplerRun]:
     """``--samplers``: comma-separated ``sampler[:preset[:key=value...]]`` (the preset defaults to ``preset``).
 

@@ -66,6 +66,8 @@ from mgdm_audio.metrics.sisdr import (
     si_sdri_windows,
     window_lengths,
 )
+from mgdm_audio.samplers.base import SamplerRun
+from mgdm_audio.samplers.base import parse_override_value as _parse_value
 
 SLAKH_STEMS = ("bass", "drums", "guitar", "piano")
 MUSDB_STEMS = ("vocals", "drums", "bass", "other")
@@ -77,40 +79,14 @@ MIN_ACTIVE_STEMS = 2
 
 # ============================================================================================ runs
 @dataclass(frozen=True)
-class Run:
+class Run(SamplerRun):
     """One column of the comparison: a registry sampler (or an oracle) at a preset with overrides, and its label."""
 
-    sampler: str
     preset: str = "default"
-    overrides: tuple[tuple[str, Any], ...] = ()
-    label: str = ""
-
-    @property
-    def name(self) -> str:
-        return self.label or self.sampler
 
     @property
     def is_oracle(self) -> bool:
         return self.sampler in ORACLES
-
-    @property
-    def overrides_dict(self) -> dict[str, Any]:
-        return dict(self.overrides)
-
-
-def _parse_value(text: str) -> Any:
-    """``1`` -> int, ``0.5`` / ``1e-3`` -> float, ``true``/``false`` -> bool, ``none`` -> None, else the string."""
-    low = text.lower()
-    if low in ("true", "false"):
-        return low == "true"
-    if low in ("none", "null"):
-        return None
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    return text
 
 
 def parse_sampler_set(text: str) -> list[Run]:

@@ -186,3 +186,38 @@ def notify(callback: Callback | None, **state: Any) -> None:
     """Call the progress callback, if any, with the step state (``i``, ``total``, ``x``, ...)."""
     if callback is not None:
         callback(state)
+
+
+@dataclass(frozen=True)
+class SamplerRun:
+    """A sampler as a benchmark names it: a registry sampler at a preset with config overrides, and a label
+    (``name`` is the label, else the sampler's name). Benchmarks parse ``sampler:preset:key=value`` into these."""
+
+    sampler: str
+    preset: str = "default"
+    overrides: tuple[tuple[str, Any], ...] = ()
+    label: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.label or self.sampler
+
+    @property
+    def overrides_dict(self) -> dict[str, Any]:
+        return dict(self.overrides)
+
+
+def parse_override_value(text: str) -> Any:
+    """A config override from the command line: ``1`` -> int, ``0.5`` / ``1e-3`` -> float, ``true``/``false`` ->
+    bool, ``none`` -> None, anything else stays a string."""
+    low = text.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    if low in ("none", "null"):
+        return None
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
