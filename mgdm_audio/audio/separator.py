@@ -49,7 +49,7 @@ DEFAULT_MIX_RMS = 0.08
 """Target mixture RMS when a prior's metadata does not give ``mix_rms``."""
 SILENCE = 1e-6
 """A chunk whose mixture peak (after scaling) is below this is silent."""
-SEPARATOR_PRESETS = {"fast": ("fast",), "default": ("audio", "fast"), "paper": ("paper-audio",)}
+SEPARATOR_PRESETS = {"fast": ("audio-fast", "fast"), "default": ("audio", "fast"), "paper": ("paper-audio",)}
 """Separator preset -> the sampler presets tried in order (the first one the sampler has is used)."""
 
 

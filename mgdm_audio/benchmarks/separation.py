@@ -320,20 +320,31 @@ def oracle_estimates(name: str, references: torch.Tensor) -> torch.Tensor:
 
 
 # ============================================================================================ cache
-def cache_key(run: Run, chunk: Chunk, seed: int, prior_id: str, chunk_samples: int) -> str:
-    """The identity of a (run, chunk) result: sampler, preset, overrides, seed, prior weights and chunk."""
-    return json.dumps(
-        {
-            "sampler": run.sampler,
-            "preset": run.preset,
-            "overrides": run.overrides_dict,
-            "seed": seed,
-            "prior": prior_id if not run.is_oracle else "",
-            "chunk_samples": chunk_samples,
-            "chunk": chunk.chunk_id,
-        },
-        sort_keys=True,
-    )
+def _resolved_preset(setup: Any, run: Run) -> str | None:
+    """The sampler preset the run's separator resolved its preset to (``None`` for oracles)."""
+    separator = setup.separators.get(run.name)
+    return None if separator is None else str(separator.sampler_preset)
+
+
+def cache_key(
+    run: Run, chunk: Chunk, seed: int, prior_id: str, chunk_samples: int, sampler_preset: str | None = None
+) -> str:
+    """The identity of a (run, chunk) result: sampler, preset, overrides, seed, prior weights and chunk.
+
+    ``sampler_preset`` is the sampler preset the separator resolved the run's preset to; it joins the key when it
+    differs from the run's preset, so that changing what a separator preset means recomputes the affected rows."""
+    key: dict[str, Any] = {
+        "sampler": run.sampler,
+        "preset": run.preset,
+        "overrides": run.overrides_dict,
+        "seed": seed,
+        "prior": prior_id if not run.is_oracle else "",
+        "chunk_samples": chunk_samples,
+        "chunk": chunk.chunk_id,
+    }
+    if sampler_preset is not None and sampler_preset != run.preset:
+        key["sampler_preset"] = sampler_preset
+    return json.dumps(key, sort_keys=True)
 
 
 def read_cache(path: Path | None) -> dict[str, list[dict[str, Any]]]:
@@ -495,7 +506,7 @@ def run_benchmark(
     for chunk in mine:
         references = None  # read once per chunk, and only when something is left to compute on it
         for run in setup.runs:
-            key = cache_key(run, chunk, seed, prior_id, setup.chunk_samples)
+            key = cache_key(run, chunk, seed, prior_id, setup.chunk_samples, _resolved_preset(setup, run))
             if not is_done(key):
                 references = setup.references(chunk) if references is None else references
                 done[key] = _compute(setup, run, chunk, references, stems, sr, seed, bsseval)
@@ -524,7 +535,7 @@ def run_benchmark(
     rows: list[dict[str, Any]] = []
     for run in setup.runs:
         for chunk in setup.chunks:
-            key = cache_key(run, chunk, seed, prior_id, setup.chunk_samples)
+            key = cache_key(run, chunk, seed, prior_id, setup.chunk_samples, _resolved_preset(setup, run))
             if key not in done:
                 raise UserInputError(
                     f"no result for {run.name} on chunk {chunk.chunk_id}: a rank stopped early; rerun the same "
