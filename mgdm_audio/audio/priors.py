@@ -20,7 +20,7 @@ from torch import Tensor
 from mgdm_audio.audio.model import EDMPrior, prior_from_export_config
 from mgdm_audio.core.errors import UserInputError
 from mgdm_audio.core.schedules import NoiseLevels
-from mgdm_audio.training.export import load_export
+from mgdm_audio.training.export import find_export, load_export, shipped_exports
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 WEIGHTS_NAME = "model.safetensors"
@@ -58,18 +58,13 @@ class AudioPrior:
 
 def available_priors() -> list[str]:
     """Names of the priors shipped inside the package."""
-    if not WEIGHTS_DIR.is_dir():
-        return []
-    return sorted(p.name for p in WEIGHTS_DIR.iterdir() if (p / CONFIG_NAME).is_file())
+    return shipped_exports(WEIGHTS_DIR)
 
 
 def resolve_prior_dir(name_or_path: str | Path) -> Path:
-    shipped = WEIGHTS_DIR / str(name_or_path)
-    if "/" not in str(name_or_path) and (shipped / CONFIG_NAME).is_file():
-        return shipped
-    path = Path(name_or_path)
-    if path.is_dir():
-        return path
+    folder = find_export(name_or_path, WEIGHTS_DIR)
+    if folder is not None:
+        return folder
     names = ", ".join(available_priors()) or "none shipped yet"
     raise UserInputError(
         f"unknown prior '{name_or_path}': not a shipped name ({names}) and not an export folder with "

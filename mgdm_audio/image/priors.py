@@ -31,7 +31,7 @@ from mgdm_audio.core.likelihood import InverseProblem
 from mgdm_audio.core.operators import Operator
 from mgdm_audio.core.schedules import NoiseLevels
 from mgdm_audio.image.model import Autoencoder, EDMImagePrior, module_from_export_config
-from mgdm_audio.training.export import CONFIG_NAME, load_export
+from mgdm_audio.training.export import CONFIG_NAME, find_export, load_export, shipped_exports
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 PRIOR_KINDS = ("pixel", "latent")
@@ -91,19 +91,13 @@ class ImagePrior:
 
 def available_image_priors() -> list[str]:
     """Names of the image priors (and autoencoders) shipped inside the package."""
-    if not WEIGHTS_DIR.is_dir():
-        return []
-    return sorted(p.name for p in WEIGHTS_DIR.iterdir() if (p / CONFIG_NAME).is_file())
+    return shipped_exports(WEIGHTS_DIR)
 
 
 def _resolve(name_or_path: str | Path, relative_to: Path | None = None) -> Path:
-    text = str(name_or_path)
-    shipped = WEIGHTS_DIR / text
-    if "/" not in text and (shipped / CONFIG_NAME).is_file():
-        return shipped
-    for candidate in ([relative_to / text] if relative_to is not None else []) + [Path(text)]:
-        if candidate.is_dir():
-            return candidate
+    folder = find_export(name_or_path, WEIGHTS_DIR, also_under=relative_to)
+    if folder is not None:
+        return folder
     names = ", ".join(available_image_priors()) or "none shipped"
     raise UserInputError(
         f"unknown image prior '{name_or_path}': not a shipped name ({names}), not an export folder with "

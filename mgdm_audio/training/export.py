@@ -158,3 +158,23 @@ def load_export(folder: Path, build: Callable[[dict[str, Any]], nn.Module]) -> t
     module.load_state_dict(state)
     module.eval().requires_grad_(False)
     return module, config, file_sha256(weights_path)
+
+
+def shipped_exports(weights_dir: Path) -> list[str]:
+    """Names of the export folders (those with a ``config.json``) inside a package's ``weights`` folder."""
+    if not weights_dir.is_dir():
+        return []
+    return sorted(p.name for p in weights_dir.iterdir() if (p / CONFIG_NAME).is_file())
+
+
+def find_export(name_or_path: str | Path, weights_dir: Path, also_under: Path | None = None) -> Path | None:
+    """A shipped export by name (``weights_dir/<name>``, names have no ``/``), else an existing folder: first
+    ``also_under/<name_or_path>`` when given, then the path itself. ``None`` when nothing matches."""
+    text = str(name_or_path)
+    shipped = weights_dir / text
+    if "/" not in text and (shipped / CONFIG_NAME).is_file():
+        return shipped
+    for candidate in ([also_under / text] if also_under is not None else []) + [Path(text)]:
+        if candidate.is_dir():
+            return candidate
+    return None
