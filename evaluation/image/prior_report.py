@@ -21,7 +21,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import torch
 
-from mgdm_audio.core.atomic import write_atomic
+from mgdm_audio.core.atomic import save_figure_atomic, write_atomic
 from mgdm_audio.image.data import load_fashion_mnist
 from mgdm_audio.image.priors import generate_images, load_image_prior
 from mgdm_audio.metrics.image import psnr, ssim
@@ -38,10 +38,7 @@ def grid(images: torch.Tensor, path: Path, title: str) -> None:
             ax.imshow(((images[k, 0] + 1) / 2).clamp(0, 1).numpy(), cmap="gray", vmin=0, vmax=1)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure_atomic(fig, path, dpi=100)
 
 
 def main() -> None:

@@ -27,7 +27,7 @@ import torch
 
 from mgdm_audio.audio.io import StreamingWriter, audio_info, read_audio
 from mgdm_audio.audio.separator import Separator
-from mgdm_audio.core.atomic import write_atomic
+from mgdm_audio.core.atomic import save_figure_atomic, write_atomic
 from mgdm_audio.core.errors import UserInputError
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg", ".aiff", ".aif")
@@ -221,10 +221,7 @@ def plot_track(path: Path, folder: Path, separator: Separator, ext: str, k: int)
     axes[-1, 0].set_xlabel("seconds")
     fig.tight_layout()
     target = folder / "separation.png"
-    tmp = folder / ".separation.tmp.png"
-    fig.savefig(tmp, dpi=80)
-    plt.close(fig)
-    os.replace(tmp, target)
+    save_figure_atomic(fig, target, dpi=80)
     return target
 
 

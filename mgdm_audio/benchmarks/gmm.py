@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from mgdm_audio.core.atomic import save_figure_atomic
 from mgdm_audio.core.gmm import GaussianMixture, random_measurement
 from mgdm_audio.core.likelihood import InverseProblem
 from mgdm_audio.core.operators import MatrixOperator
@@ -400,8 +401,4 @@ def plot_scaling(payload: dict[str, Any], path: Path) -> None:
         ax.set_ylabel("sliced Wasserstein to the exact posterior")
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure_atomic(fig, path, dpi=110)

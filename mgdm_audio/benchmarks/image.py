@@ -49,7 +49,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from mgdm_audio import __version__
-from mgdm_audio.core.atomic import write_atomic
+from mgdm_audio.core.atomic import save_figure_atomic, write_atomic
 from mgdm_audio.core.errors import UserInputError
 from mgdm_audio.core.operators import LinearOperator, Operator
 from mgdm_audio.core.rng import make_generator
@@ -800,11 +800,7 @@ def plot_examples(setup: BenchmarkSetup, result: BenchmarkResult, path: Path) ->
     for j, name in enumerate(columns):
         axes[0][j].set_title(name, fontsize=6)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure_atomic(fig, path, dpi=120)
 
 
 __all__ = [

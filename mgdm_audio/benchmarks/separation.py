@@ -57,6 +57,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from mgdm_audio.core.atomic import save_figure_atomic
 from mgdm_audio.core.errors import UserInputError
 from mgdm_audio.metrics.sisdr import (
     SILENCE_THRESHOLD,
@@ -701,11 +702,7 @@ def plot_quality_vs_nfe(summary: dict[str, Any], path: Path) -> None:
     ax.axhline(0.0, color="black", lw=0.6)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure_atomic(fig, path, dpi=110)
 
 
 def payload(rows: list[dict[str, Any]], info: dict[str, Any]) -> dict[str, Any]:
