@@ -36,6 +36,11 @@ from mgdm_audio.core.edm import EDMConfig, EDMPreconditioned, NoiseEmbedding
 from mgdm_audio.core.errors import UserInputError
 
 
+def _lists_as_tuples(d: dict[str, Any]) -> dict[str, Any]:
+    """Config values from YAML/JSON: lists become tuples (the frozen configs hold tuples)."""
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+
+
 @dataclass(frozen=True)
 class ImageUNetConfig:
     """Architecture of :class:`ImageUNet` (sizes of the named configs in :data:`IMAGE_CONFIGS`)."""
@@ -71,7 +76,7 @@ class ImageUNetConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ImageUNetConfig:
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+        return cls(**_lists_as_tuples(d))
 
 
 #: Named architectures: ``tiny`` for tests, ``small`` for the shipped Fashion-MNIST priors (pixel and latent).
@@ -208,7 +213,7 @@ def build_image_prior(config: str = "small", edm: dict[str, Any] | None = None, 
     """Recipe factory: a named architecture (``tiny``, ``small``) with optional overrides (images: sigma_d 0.5)."""
     if config not in IMAGE_CONFIGS:
         raise UserInputError(f"unknown image model config '{config}'; choose one of: {', '.join(IMAGE_CONFIGS)}.")
-    unet = replace(IMAGE_CONFIGS[config], **{k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()})
+    unet = replace(IMAGE_CONFIGS[config], **_lists_as_tuples(overrides))
     return EDMImagePrior(unet, EDMConfig(**{"sigma_data": 0.5, "sigma_min": 2e-3, "sigma_max": 80.0, **(edm or {})}))
 
 
@@ -231,7 +236,7 @@ class AutoencoderConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> AutoencoderConfig:
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+        return cls(**_lists_as_tuples(d))
 
 
 class _PlainBlock(nn.Module):
@@ -298,7 +303,7 @@ class Autoencoder(nn.Module):
 
 def build_autoencoder(**overrides: Any) -> Autoencoder:
     """Recipe factory of :class:`Autoencoder` (defaults: 1 channel, 32-64-64, 4 latent channels, f = 4)."""
-    return Autoencoder(AutoencoderConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}))
+    return Autoencoder(AutoencoderConfig(**_lists_as_tuples(overrides)))
 
 
 def module_from_export_config(architecture: dict[str, Any]) -> nn.Module:
