@@ -27,6 +27,11 @@ from mgdm_audio import __version__
 from mgdm_audio.core.atomic import write_atomic
 from mgdm_audio.core.errors import UserInputError
 
+KERNEL_WIZARD_HELP = (
+    "bkse KernelWizard weights (GOPRO_wVAE.pth or .safetensors) for nonlinear_blur: the reference's blur network "
+    "instead of the shipped stand-in (not downloadable here; bring your own)"
+)
+
 
 def _benchmark_gmm(args: argparse.Namespace) -> int:
     from mgdm_audio.benchmarks import gmm
@@ -139,6 +144,7 @@ def _benchmark_image(args: argparse.Namespace) -> int:
         data_root=args.data_root or DEFAULT_ROOT,
         device=args.device,
         split=args.split,
+        kernel_wizard=args.kernel_wizard,
     )
     result = imagebench.run_benchmark(
         setup, cache_dir=Path(args.cache) if args.cache else None, progress=not args.no_progress
@@ -349,6 +355,7 @@ def _restore(args: argparse.Namespace) -> int:
             device=args.device,
             callback=progress,
             note=note,
+            kernel_wizard=args.kernel_wizard,
         )
     finally:
         for bar in bars:
@@ -434,6 +441,7 @@ def build_parser() -> argparse.ArgumentParser:
     bi.add_argument("-d", "--device", default="auto", help="auto | cpu | cuda")
     bi.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     bi.add_argument("--no-progress", action="store_true")
+    bi.add_argument("--kernel-wizard", metavar="WEIGHTS", help=KERNEL_WIZARD_HELP)
     bi.set_defaults(func=_benchmark_image)
     data = sub.add_parser("make-dataset", help="render a Slakh-style 4-stem dataset (bass, drums, guitar, piano)")
     data.add_argument("kind", nargs="?", default="slakh-style", choices=["slakh-style"])
@@ -523,6 +531,7 @@ def build_parser() -> argparse.ArgumentParser:
     rs.add_argument("-o", "--out", required=True, metavar="OUT.png", help="figure; OUT_restored.png is the image")
     rs.add_argument("--json", action="store_true", help="print the run summary as JSON")
     rs.add_argument("--no-progress", action="store_true")
+    rs.add_argument("--kernel-wizard", metavar="WEIGHTS", help=KERNEL_WIZARD_HELP)
     rs.set_defaults(func=_restore)
 
     info = sub.add_parser("info", help="list samplers, their presets and requirements")

@@ -14,7 +14,12 @@ from mgdm_audio.cli import main
 from mgdm_audio.core.errors import UserInputError
 from mgdm_audio.image import solve as solve_module
 from mgdm_audio.image.operators import make_operator
-from tests.image_priors_for_tests import export_tiny_latent_prior, export_tiny_pixel_prior
+from tests.image_priors_for_tests import (
+    export_tiny_latent_prior,
+    export_tiny_pixel_prior,
+    published_style_kernel_wizard,
+    random_kernel_wizard,
+)
 
 N_TEST = 7
 ROW_KEYS = {"task", "sampler", "preset", "image", "psnr", "ssim", "nfe", "seconds"}
@@ -217,3 +222,21 @@ def test_measurement_visual_is_an_image(task):
     x = torch.rand(1, 1, 16, 16) * 2 - 1
     picture = ib.measurement_visual(op, op(x), (1, 16, 16))
     assert picture.shape == (1, 16, 16) and picture.min() >= -1 and picture.max() <= 1
+
+
+def test_kernel_wizard_weights_are_recorded_and_key_the_nonlinear_blur_cache(pixel_prior, data_root, tmp_path):
+    weights = published_style_kernel_wizard(tmp_path / "kw.pth", random_kernel_wizard())
+    common = dict(
+        tasks="sr4,nonlinear_blur", samplers="dps:fast:n_steps=3", n_images=2, data_root=data_root, device="cpu"
+    )
+    stand_in = ib.prepare(pixel_prior, **common)
+    bkse = ib.prepare(pixel_prior, kernel_wizard=weights, **common)
+    assert stand_in.settings["nonlinear_blur"].startswith("stand-in")
+    assert bkse.settings["nonlinear_blur"].startswith("bkse KernelWizard, weights sha256 ")
+    assert type(bkse.operators["nonlinear_blur"]).__name__ == "KernelWizardBlur"
+    run = bkse.runs[0]
+    hashes = {}
+    hashes["a"] = {t: ib.settings_hash(ib.run_settings(stand_in, t, run)) for t in ("sr4", "nonlinear_blur")}
+    hashes["b"] = {t: ib.settings_hash(ib.run_settings(bkse, t, run)) for t in ("sr4", "nonlinear_blur")}
+    assert hashes["a"]["sr4"] == hashes["b"]["sr4"]  # other tasks keep their cached rows
+    assert hashes["a"]["nonlinear_blur"] != hashes["b"]["nonlinear_blur"]

@@ -203,6 +203,7 @@ def prepare(
     data_root: str | Path = DEFAULT_ROOT,
     device: str = "auto",
     split: str = "test",
+    kernel_wizard: str | Path | None = None,
 ) -> BenchmarkSetup:
     """Load the prior and the test images, check every task, sampler, preset and override (no sampling yet)."""
     task_list = parse_tasks(tasks) if isinstance(tasks, str) else list(tasks)
@@ -214,7 +215,7 @@ def prepare(
     dev = _resolve_device(device)
     model = load_image_prior(prior, dev) if isinstance(prior, str | Path) else prior.to(dev)
     indices, clean = load_test_images(n_images, seed, model.image_shape, data_root, split)
-    operators = {task: make_operator(task, model.image_shape).to(dev) for task in task_list}
+    operators = {task: make_operator(task, model.image_shape, kernel_wizard).to(dev) for task in task_list}
     chunk = min(batch or n_images, n_images)
     settings = {
         "prior": model.name,
@@ -243,9 +244,18 @@ def prepare(
         "posterior_samples_per_image": 1,
         "device": dev.type,
         "lpips": _lpips_available(),
+        "nonlinear_blur": _nonlinear_blur_label(kernel_wizard),
         "versions": {"mgdm_audio": __version__, "torch": torch.__version__.split("+")[0]},
     }
     return BenchmarkSetup(model, task_list, runs, indices, clean.to(dev), seed, chunk, dev, settings, operators)
+
+
+def _nonlinear_blur_label(kernel_wizard: str | Path | None) -> str:
+    """Which ``nonlinear_blur`` operator ran: the stand-in, or the KernelWizard weights by file hash."""
+    if kernel_wizard is None:
+        return "stand-in (motion blur in linear light)"
+    digest = hashlib.sha256(Path(kernel_wizard).read_bytes()).hexdigest()
+    return f"bkse KernelWizard, weights sha256 {digest}"
 
 
 def _lpips_available() -> bool:
@@ -289,6 +299,12 @@ def run_settings(setup: BenchmarkSetup, task: str, run: SamplerRun) -> dict[str,
         "sigma_y": s["sigma_y"],
         "device": s["device"],
         "lpips": s["lpips"],
+        # only the KernelWizard operator adds a key, so stand-in caches stay valid
+        **(
+            {"nonlinear_blur": s["nonlinear_blur"]}
+            if task == "nonlinear_blur" and "KernelWizard" in s.get("nonlinear_blur", "")
+            else {}
+        ),
     }
 
 
@@ -704,6 +720,11 @@ def markdown_report(document: dict[str, Any], date: str | None = None) -> str:
         f"{dataset} (the first {settings['n_images']} of a permutation seeded with {settings['seed']}); "
         f"sigma_y = {settings['sigma_y']}; {_presets_text(settings)}; one posterior sample per image, "
         f"batches of {settings['batch']}; device {settings['device']}; {versions}; {date}.",
+        *(
+            ["", f"`nonlinear_blur` operator: {settings['nonlinear_blur']}."]
+            if "nonlinear_blur" in tasks and "nonlinear_blur" in settings
+            else []
+        ),
         "",
         "Mean PSNR (dB, higher is better) over the images, best per task in bold; n/a: the sampler cannot run "
         "this operator (its reason is in the JSON rows). Average ranks: within each task the samplers that run are "

@@ -15,7 +15,9 @@ task name                     operator                                          
 ``high_dynamic_range``        :class:`HighDynamicRange`: ``y = clip(2 x, -1, 1)``          non-linear
 ``phase_retrieval``           :class:`PhaseRetrieval`: ``y = |F pad((x + 1) / 2)|``        non-linear
 ``jpeg2``                     :class:`JPEG`: differentiable JPEG, quality 2                non-linear
-``nonlinear_blur``            :class:`NonlinearBlur`: blur in linear light (not bkse)      non-linear
+``nonlinear_blur``            :class:`NonlinearBlur`: blur in linear light (stand-in), or  non-linear
+                              the reference's bkse network from a user's weights
+                              (:class:`~mgdm_audio.image.kernel_wizard.KernelWizardBlur`)
 ============================  ==========================================================  =========
 
 Selection operators return the observed pixels as a flat vector ``(B, m)`` in channel-first
@@ -28,6 +30,7 @@ mean has singular value ``1/f`` and nothing dense of size ``H W`` is ever formed
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -586,9 +589,10 @@ class NonlinearBlur(Operator):
     r"""Motion blur in linear light, the documented default for the ``nonlinear_blur`` task.
 
     **This is not the reference's operator.** The reference uses the bkse KernelWizard network
-    (GOPRO_wVAE) with pretrained weights, which cannot be downloaded here; a loader for those weights is
-    not implemented yet. Instead, as real camera blur is synthesised (GOPRO-style averaging of
-    gamma-expanded frames):
+    (GOPRO_wVAE) with pretrained weights, which cannot be downloaded here; a user who has them passes
+    them to :func:`make_operator` (``kernel_wizard=PATH``, CLI ``--kernel-wizard PATH``) and gets
+    :class:`~mgdm_audio.image.kernel_wizard.KernelWizardBlur`. Without them, as real camera blur is
+    synthesised (GOPRO-style averaging of gamma-expanded frames):
 
     .. math:: y = 2\,\mathrm{clamp}\big((k * \mathrm{reflect\_pad}(u^\gamma) + \epsilon)^{1/\gamma}
               - \epsilon^{1/\gamma},\ 0,\ 1\big) - 1,\qquad u = \max((x + 1) / 2,\ 0),
@@ -647,8 +651,13 @@ TASKS = (
 )
 
 
-def make_operator(task: str, image_shape: tuple[int, ...]) -> Operator:
-    """The operator of a §6 task name at ``image_shape = (C, H, W)``; :class:`UserInputError` otherwise."""
+def make_operator(task: str, image_shape: tuple[int, ...], kernel_wizard: str | Path | None = None) -> Operator:
+    """The operator of a §6 task name at ``image_shape = (C, H, W)``; :class:`UserInputError` otherwise.
+
+    ``kernel_wizard``: a bkse KernelWizard weights file (e.g. ``GOPRO_wVAE.pth`` or a ``.safetensors``
+    conversion); ``nonlinear_blur`` then uses the reference's network instead of the stand-in. Other
+    tasks ignore it.
+    """
     shape = _check_image_shape(image_shape)
     if task == "outpainting_half":
         return OutpaintRightHalf(shape)
@@ -669,5 +678,9 @@ def make_operator(task: str, image_shape: tuple[int, ...]) -> Operator:
     if task == "jpeg2":
         return JPEG(2, shape)
     if task == "nonlinear_blur":
+        if kernel_wizard is not None:
+            from mgdm_audio.image.kernel_wizard import KernelWizardBlur, load_kernel_wizard
+
+            return KernelWizardBlur(shape, load_kernel_wizard(kernel_wizard))
         return NonlinearBlur(shape)
     raise UserInputError(f"unknown image task {task!r}; known tasks: {', '.join(TASKS)}.")

@@ -450,6 +450,7 @@ def restore(
     device: str = "auto",
     callback: Callback | None = None,
     note: Callable[[str], None] | None = None,
+    kernel_wizard: str | Path | None = None,
 ) -> dict[str, Any]:
     """Restore ``image`` (see the module docstring for the input rules); write ``out`` and ``OUT_restored.png``.
 
@@ -469,6 +470,8 @@ def restore(
 
     image, out = Path(image), Path(out)
     _check_request(image, out, task, sampler, preset, n_samples, sigma_y)
+    if kernel_wizard is not None and task != "nonlinear_blur":
+        raise UserInputError(f"--kernel-wizard applies to --task nonlinear_blur only, not {task}.")
     device = _resolve_device(device)
     source = read_input(image, add_note)
     _check_measurement_kind(source, task, degrade)
@@ -476,7 +479,7 @@ def restore(
     c = loaded.image_shape[0]
     if c not in (1, 3):
         raise UserInputError(f"restore writes PNG images, but the prior {loaded.name} has {c} channels (need 1 or 3).")
-    operator = make_operator(task, loaded.image_shape).to(device)
+    operator = make_operator(task, loaded.image_shape, kernel_wizard).to(device)
     reason = sampler_applicable(sampler, operator, loaded, preset)
     if reason is not None:
         raise UserInputError(f"--sampler {sampler} cannot restore --task {task} with this prior: {reason}")
