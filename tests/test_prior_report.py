@@ -126,3 +126,16 @@ def test_seeded_chunks_are_reproducible() -> None:
     assert not torch.equal(a, report.seeded_chunks(data, 4, seed=8))
     firsts = a[:, 0, 0].tolist()
     assert firsts == sorted(firsts)
+
+
+def test_high_band_fraction_of_sines_and_white_noise() -> None:
+    t = torch.arange(8192) / SR
+    low = torch.sin(2 * torch.pi * 441.0 * t)  # far below a quarter of Nyquist
+    high = torch.sin(2 * torch.pi * 0.4 * SR * t)  # above it
+    noise = torch.randn(64, 8192, generator=torch.Generator().manual_seed(0))
+    fractions = report.high_band_fraction(torch.stack([low, high]))
+    assert fractions[0] < 1e-3 and fractions[1] > 0.999
+    assert abs(float(report.high_band_fraction(noise).mean()) - 0.75) < 0.01
+    balance = report.spectral_balance(torch.stack([low, high])[None], torch.stack([high, low])[None], ["a", "b"], SR)
+    assert balance["cutoff_hz"] == SR / 8
+    assert balance["per_stem"]["a"]["generated"] < 1e-3 and balance["per_stem"]["a"]["real"] > 0.999
