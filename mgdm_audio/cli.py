@@ -401,7 +401,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME=S:P:k=v,...",
         help="extra labelled runs, e.g. mgdm-R2=mgdm:fast:n_reps=2,dps-400=dps:fast:n_steps=400",
     )
-    bs.add_argument("--no-oracles", action="store_true", help="skip the irm / ibm / mixture rows")
+    bs.add_argument(
+        "--no-oracles", action="store_true", help="skip the irm / ibm / mixture oracles and the wiener baseline"
+    )
     bs.add_argument("--max-chunks", type=int, default=None, help="first N chunks of the seeded order (default: all)")
     bs.add_argument("--seed", type=int, default=0, help="chunk order and per-chunk sampler seeds")
     bs.add_argument("--chunk-seconds", type=float, default=None, help="chunk length (default: the prior's)")

@@ -104,3 +104,55 @@ def test_msdm_parameter_count_on_meta() -> None:
     # MSDM (audio-diffusion-pytorch 0.0.43 UNet1d): 405,497,700; ours differs in block details by < 1 %.
     assert abs(n - 405_497_700) / 405_497_700 < 0.01, n
     assert CONFIGS["msdm"].downsampling == 8192
+
+
+# ------------------------------------------------------------------------------------------ spectral skip
+
+
+def _spectral_prior(**skip: int):
+    from mgdm_audio.audio.model import SpectralSkipConfig, build_prior
+
+    torch.manual_seed(0)
+    prior = build_prior("tiny", edm={"sigma_data": 0.1}, spectral_skip=dict(SpectralSkipConfig(**skip).to_dict()))
+    plain = build_prior("tiny", edm={"sigma_data": 0.1})
+    plain.load_state_dict({k: v for k, v in prior.state_dict().items() if not k.startswith("spectral.")})
+    return prior.eval(), plain.eval()
+
+
+def test_spectral_skip_with_a_flat_psd_is_edm_c_skip() -> None:
+    prior, plain = _spectral_prior(bins=65, pad=32)
+    x = 0.1 * torch.randn(3, 4, 256, generator=torch.Generator().manual_seed(1))
+    sigma = torch.tensor([1e-3, 0.1, 5.0])
+    with torch.no_grad():
+        torch.testing.assert_close(prior(x, sigma), plain(x, sigma), atol=1e-6, rtol=0)
+
+
+def test_spectral_skip_fit_recovers_white_and_lowpass_spectra() -> None:
+    from mgdm_audio.audio.model import SpectralSkip, SpectralSkipConfig
+
+    skip = SpectralSkip(2, 0.1, SpectralSkipConfig(bins=33, pad=16))
+    g = torch.Generator().manual_seed(2)
+    white = 0.3 * torch.randn(64, 1, 2048, generator=g)
+    lowpass = torch.nn.functional.avg_pool1d(torch.randn(64, 1, 2048 + 7, generator=g), 8, stride=1)  # var 1/8
+    skip.fit(torch.cat([white, lowpass], dim=1))
+    assert abs(float(skip.psd[0].mean()) / 0.09 - 1) < 0.05 and float(skip.psd[0].std() / skip.psd[0].mean()) < 0.1
+    assert float(skip.psd[1, :4].mean()) > 30 * float(skip.psd[1, 20:].mean())  # a box filter's sidelobes: ~1 %
+    assert abs(float(skip.psd[1].mean()) / (1 / 8) - 1) < 0.1  # Parseval: mean PSD = variance
+    with pytest.raises(UserInputError, match="spectral skip"):
+        skip.fit(torch.zeros(4, 3, 2048))
+
+
+def test_fitted_spectral_skip_is_a_better_denoiser_than_c_skip_on_coloured_data() -> None:
+    """For stationary Gaussian data the Wiener filter is the MMSE denoiser; c_skip is the white-data special case."""
+    prior, plain = _spectral_prior(bins=65, pad=64)
+    g = torch.Generator().manual_seed(3)
+    coloured = torch.nn.functional.avg_pool1d(0.2 * torch.randn(96, 4, 512 + 15, generator=g), 16, stride=1)
+    prior.spectral.fit(coloured[:64])
+    x0 = coloured[64:]
+    sigma = torch.full((32,), 0.05)
+    x = x0 + sigma[0] * torch.randn(x0.shape, generator=g)
+    with torch.no_grad():
+        wiener = prior.spectral(x, sigma)
+        scalar = (0.1**2 / (0.1**2 + 0.05**2)) * x  # EDM's c_skip x with sigma_data = 0.1
+    mse_w, mse_s, mse_x = ((wiener - x0) ** 2).mean(), ((scalar - x0) ** 2).mean(), ((x - x0) ** 2).mean()
+    assert mse_w < 0.3 * mse_s and mse_w < 0.3 * mse_x

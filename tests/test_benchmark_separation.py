@@ -20,16 +20,18 @@ SHORT = {"chunk_seconds": CHUNK / SR}  # the toy prior's own chunk: one segment 
 FAST = ["--samplers", "msdm", "--preset", "fast", "--sampler-set", "pigdm-8=pigdm:fast:n_steps=8"]
 
 
-def write_slakh(root, tracks=3, seconds=5.0):
-    """ROOT/test/TrackNNNNN/{stem}.wav (MSDM's layout); the last track has a single active stem after 2.5 s."""
-    for i in range(tracks):
-        x = band_stems(int(seconds * SR), SR, seed=i).numpy()
-        if i == tracks - 1:
-            x[1:, CHUNK:] = 0.0
-        folder = root / "test" / f"Track{i:05d}"
-        folder.mkdir(parents=True)
-        for k, stem in enumerate(STEMS):
-            sf.write(folder / f"{stem}.wav", x[k], SR, subtype="FLOAT")
+def write_slakh(root, tracks=3, seconds=5.0, train_tracks=2):
+    """ROOT/test/TrackNNNNN/{stem}.wav (MSDM's layout); the last test track has a single active stem after 2.5 s.
+    ROOT/train holds other seeds (the wiener baseline's spectra)."""
+    for split, n, offset in (("test", tracks, 0), ("train", train_tracks, 100)):
+        for i in range(n):
+            x = band_stems(int(seconds * SR), SR, seed=offset + i).numpy()
+            if split == "test" and i == tracks - 1:
+                x[1:, CHUNK:] = 0.0
+            folder = root / split / f"Track{offset + i:05d}"
+            folder.mkdir(parents=True)
+            for k, stem in enumerate(STEMS):
+                sf.write(folder / f"{stem}.wav", x[k], SR, subtype="FLOAT")
     return root
 
 
@@ -66,7 +68,7 @@ def test_sampler_set_parsing():
         with pytest.raises(UserInputError, match="sampler-set"):
             sb.parse_sampler_set(bad)
     names = [r.name for r in sb.make_runs(["mgdm", "dps"], "fast", "mgdm-R2=mgdm:fast:n_reps=2")]
-    assert names == ["mgdm:fast", "dps:fast", "mgdm-R2", "irm", "ibm", "mixture"]
+    assert names == ["mgdm:fast", "dps:fast", "mgdm-R2", "irm", "ibm", "mixture", "wiener"]
     with pytest.raises(UserInputError, match="unique"):
         sb.make_runs(["mgdm"], "default", "mgdm=mgdm:fast")
 
@@ -109,7 +111,7 @@ def test_rows_summary_oracles_and_outputs(data, tmp_path, prior, capsys):
     rows, summary = payload["rows"], payload["summary"]
     keys = {"sampler", "preset", "track", "chunk", "stem", "si_sdri", "si_sdri_nonsilent", "sdr", "nfe", "vjp"}
     assert all(keys | {"seconds", "seed"} <= set(r) for r in rows)
-    names = ["msdm:fast", "pigdm-8", "irm", "ibm", "mixture"]
+    names = ["msdm:fast", "pigdm-8", "irm", "ibm", "mixture", "wiener"]
     assert list(summary) == names and len(rows) == len(names) * 3 * len(STEMS)
     chunks = {(r["track"], r["chunk"]) for r in rows}
     assert len(chunks) == 3 and len({t for t, _ in chunks}) == 3  # spread over the three tracks
@@ -122,6 +124,9 @@ def test_rows_summary_oracles_and_outputs(data, tmp_path, prior, capsys):
     irm = summary["irm"]["si_sdri_average"]
     assert irm > 30 and all(irm > summary[n]["si_sdri_average"] for n in ("msdm:fast", "pigdm-8", "mixture"))
     assert summary["pigdm-8"]["overrides"] == {"n_steps": 8}
+    # the toy stems occupy disjoint bands: stationary spectra from the train split separate them almost perfectly
+    assert summary["wiener"]["si_sdri_average"] > 20 and summary["wiener"]["nfe_per_chunk"] == 0
+    assert summary["wiener"]["preset"] == "train PSD" and len(payload["info"]["wiener_psd_sha256"]) == 64
     text = (out / "r.md").read_text()
     assert "| pigdm-8 |" in text and "| irm |" in text and "seed 0" in text
     assert (out / "r.png").stat().st_size > 1000
@@ -157,7 +162,8 @@ def test_resume_reuses_cached_chunks(data, tmp_path, prior):
 
 
 @pytest.mark.parametrize(
-    "case", ["layout", "musdb_as_slakh", "empty_root", "stems", "operator", "sampler", "sampler_set", "chunks"]
+    "case",
+    ["layout", "musdb_as_slakh", "empty_root", "stems", "operator", "sampler", "sampler_set", "chunks", "no_train"],
 )
 def test_bad_input_is_one_error_before_any_work(data, tmp_path, prior, monkeypatch, capsys, case):
     extra, root = list(FAST), data
@@ -193,6 +199,10 @@ def test_bad_input_is_one_error_before_any_work(data, tmp_path, prior, monkeypat
         extra += ["--sampler-set", "x=mgdm:fast:no_such_setting=1"]
     elif case == "chunks":
         extra += ["--max-chunks", "0"]
+    elif case == "no_train":  # the wiener baseline needs ROOT/train
+        import shutil
+
+        shutil.rmtree(root / "train")
     calls_before = prior.calls
     out = tmp_path / "r.json"
     code = _cli(root, tmp_path, *extra, "--json", str(out))

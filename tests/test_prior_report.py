@@ -109,8 +109,12 @@ def test_baseline_denoisers_and_band_losses_of_a_tiny_prior() -> None:
     assert torch.equal(report.SilenceDenoiser(prior)(x0, sigma), torch.zeros_like(x0))
     # a fresh prior's network output is zero-initialised: the prior IS the skip path
     torch.testing.assert_close(report.SkipPathDenoiser(prior)(x0, sigma), prior(x0, sigma))
-    bands = report.denoising_bands(prior, x0, batch_size=4)
-    assert set(bands) == {"prior", "silence D=0", "skip path D=c_skip x"}
+    white_train = 0.2 * torch.randn(32, 4, 128, generator=torch.Generator().manual_seed(4))
+    bands = report.denoising_bands(prior, x0, batch_size=4, train_chunks=white_train)
+    assert set(bands) == {"prior", "silence D=0", "skip path D=c_skip x", report.WIENER}
+    # white data: the fitted Wiener filter is (about) the scalar c_skip
+    for band, value in bands[report.WIENER].items():
+        assert value == pytest.approx(bands["skip path D=c_skip x"][band], rel=0.15)
     for band, value in bands["prior"].items():
         assert value == pytest.approx(bands["skip path D=c_skip x"][band], rel=1e-5)
     # data RMS = sigma_data: the skip path scores about 1 in every band (EDM's unit-variance target)

@@ -188,3 +188,17 @@ def _recipe_with_text(text: str) -> Recipe:
     recipe = _recipe()
     recipe.text = text
     return recipe
+
+
+def test_spectral_skip_is_fitted_on_a_fresh_run_kept_on_resume_and_exported(tmp_path: Path) -> None:
+    recipe = _recipe(checkpoint_every=1)
+    skip = {"bins": 33, "pad": 16, "fit_items": 8}
+    recipe.model = FactorySpec("mgdm_audio.audio.model:build_prior", {"config": "tiny", "spectral_skip": skip})
+    train(recipe, tmp_path / "run", max_steps=2, progress=False)
+    fitted = torch.load(tmp_path / "run" / CHECKPOINT_NAME, weights_only=True)["model"]["spectral.psd"]
+    assert fitted.shape == (4, 33) and not torch.allclose(fitted, torch.full_like(fitted, 0.05**2))
+    # the sines of SyntheticStems peak below 0.22 rad/sample (0.07 of Nyquist): the PSD does too
+    assert (fitted.argmax(dim=1) < 0.1 * 32).all()
+    resumed = train(recipe, tmp_path / "run", max_steps=3, resume=True, progress=False)
+    prior = load_prior(resumed.export_dir)
+    assert prior.module.spectral is not None and torch.equal(prior.module.spectral.psd, fitted)

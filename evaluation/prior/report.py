@@ -198,6 +198,9 @@ def stem_accuracy(
 # ------------------------------------------------------------------------------------ denoising bands
 
 
+WIENER = "Wiener D=W x (train PSD)"
+
+
 class SilenceDenoiser(nn.Module):
     """``D(x, sigma) = 0`` (predict silence), with the prior's EDM loss weight."""
 
@@ -223,13 +226,38 @@ class SkipPathDenoiser(nn.Module):
         return out.clamp(-1.0, 1.0) if self.clamp else out
 
 
-def denoising_bands(prior: nn.Module, chunks: Tensor, batch_size: int = 8) -> dict[str, dict[str, float]]:
-    """EDM-weighted loss per ln-sigma band (the trainer's Validator, default bands) of the prior and baselines."""
+class WienerDenoiser(nn.Module):
+    """``D(x, sigma) = clamp(W_sigma x)``: a per-stem Wiener filter whose PSD is fitted to training chunks
+    (:class:`~mgdm_audio.audio.model.SpectralSkip`), the MMSE denoiser of a stationary Gaussian prior."""
+
+    def __init__(self, prior: nn.Module, train_chunks: Tensor) -> None:
+        from mgdm_audio.audio.model import SpectralSkip, SpectralSkipConfig
+
+        super().__init__()
+        self.loss_weight = prior.loss_weight
+        self.clamp = prior.edm.clamp_output
+        t = train_chunks.shape[-1]  # the shipped resolution (1025 bins, 2048 padding), reduced for short chunks
+        config = SpectralSkipConfig(bins=min(1025, t // 2 + 1), pad=min(2048, t // 2))
+        self.filter = SpectralSkip(train_chunks.shape[1], prior.edm.sigma_data, config)
+        self.filter.fit(train_chunks)
+
+    def forward(self, x: Tensor, sigma: Tensor) -> Tensor:
+        out = self.filter(x, sigma.reshape(-1))
+        return out.clamp(-1.0, 1.0) if self.clamp else out
+
+
+def denoising_bands(
+    prior: nn.Module, chunks: Tensor, batch_size: int = 8, train_chunks: Tensor | None = None
+) -> dict[str, dict[str, float]]:
+    """EDM-weighted loss per ln-sigma band (the trainer's Validator, default bands) of the prior and baselines
+    (with ``train_chunks``, also the Wiener filter fitted to them)."""
     from mgdm_audio.training.trainer import ValidationSettings, Validator
 
     settings = ValidationSettings(items=chunks.shape[0], batch_size=batch_size)
     validator = Validator(chunks, settings, torch.device("cpu"))  # type: ignore[arg-type]
     denoisers = {"prior": prior, "silence D=0": SilenceDenoiser(prior), "skip path D=c_skip x": SkipPathDenoiser(prior)}
+    if train_chunks is not None:
+        denoisers[WIENER] = WienerDenoiser(prior, train_chunks)
     return {name: validator(module) for name, module in denoisers.items()}
 
 
@@ -359,15 +387,18 @@ def render_markdown(r: dict[str, Any]) -> str:
         "loss `lambda(sigma) mean((D - x0)^2)`. Baselines: **silence** `D = 0` (the per-stem mean of zero-mean "
         "audio) and **skip path** `D = clamp(c_skip x)` (the EDM preconditioning with network output 0, i.e. an "
         "untrained prior; before clamping it scores `(sigma^2 rms^2 / sigma_d^2 + sigma_d^2) / (sigma^2 + sigma_d^2)`, "
-        "which is 1 only when the data RMS equals sigma_d). Lower is better.",
+        "which is 1 only when the data RMS equals sigma_d), and **Wiener** `D = clamp(W_sigma x)`, a per-stem "
+        "Wiener filter with the power spectra of the classifier's train chunks (the MMSE denoiser of a stationary "
+        "Gaussian prior; no learning beyond a spectrum). Lower is better.",
         "",
-        "| band | prior | silence D=0 | skip path D=c_skip x | prior / skip path |",
-        "|---|---|---|---|---|",
+        "| band | prior | silence D=0 | skip path D=c_skip x | Wiener D=W x | prior / skip path | prior / Wiener |",
+        "|---|---|---|---|---|---|---|",
     ]
     bands = r["denoising"]
     for band in bands["prior"]:
         p, z, k = bands["prior"][band], bands["silence D=0"][band], bands["skip path D=c_skip x"][band]
-        lines.append(f"| {band} | {p:.4f} | {z:.4g} | {k:.4f} | {p / k:.3f} |")
+        w = bands.get(WIENER, {}).get(band, float("nan"))
+        lines.append(f"| {band} | {p:.4f} | {z:.4g} | {k:.4f} | {w:.4f} | {p / k:.3f} | {p / w:.3f} |")
     c = r["classification"]
     lines += [
         "",
@@ -491,9 +522,9 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
     results["timing"] = denoiser_timings(prior.module, args.threads, args.repeats)
     print("denoising bands on the test split ...", flush=True)
     test = slakh_chunks(args.data_root, "test", prior, args.chunks, args.seed)
-    results["denoising"] = denoising_bands(prior.module, test)
-    print("training the stem classifier ...", flush=True)
     train_chunks = slakh_chunks(args.data_root, "train", prior, args.train_chunks, args.seed)
+    results["denoising"] = denoising_bands(prior.module, test, train_chunks=train_chunks)
+    print("training the stem classifier ...", flush=True)
     train_stems, labels, active = labelled_stems(train_chunks, args.silence_db)
     classifier = fit_logistic_regression(
         stem_features(train_stems[active], prior.sample_rate), labels[active], len(stems)

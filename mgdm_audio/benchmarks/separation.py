@@ -27,7 +27,10 @@ Per chunk and run (a sampler at a preset with overrides, or an oracle) and stem,
 * Every sampler uses the same seed on a chunk: ``seed + crc32("track:start")`` (mod 2^31).
 
 Oracles on the same chunks: ``irm`` and ``ibm`` (ideal ratio and binary masks from the true stems: the ceiling of
-mask-based separation) and ``mixture`` (every estimate is the mixture: SI-SDRi 0, the floor).
+mask-based separation) and ``mixture`` (every estimate is the mixture: SI-SDRi 0, the floor). Baseline without
+true stems: ``wiener``, the posterior mean under independent stationary Gaussian stems whose spectra are fitted on
+the root's ``train`` split (a mask ``P_k / sum_j P_j`` per frequency): what a prior must beat to have learnt more
+than each stem's average spectrum.
 
 Summary per run: SI-SDRi per stem pooled over all kept windows of all chunks (MSDM's aggregation: a plain mean over
 windows), their average over stems ("average" in the papers), the same for the non-silent variant, the median over
@@ -43,6 +46,7 @@ merges them and writes the outputs (:func:`run_benchmark`).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import random
@@ -57,6 +61,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from mgdm_audio.audio.spectra import welch_psd, wiener_separation
 from mgdm_audio.core.atomic import save_figure_atomic
 from mgdm_audio.core.errors import UserInputError
 from mgdm_audio.metrics.sisdr import (
@@ -75,6 +80,11 @@ MUSDB_STEMS = ("vocals", "drums", "bass", "other")
 LAYOUT_STEMS = {"slakh": SLAKH_STEMS, "musdb": MUSDB_STEMS}
 ORACLES = ("irm", "ibm", "mixture")
 ORACLE_PRESET = "oracle"
+#: Learning-free baselines that need no true stems: ``wiener`` (stationary Gaussian stems, spectra of the train split).
+BASELINES = ("wiener",)
+BASELINE_PRESET = "train PSD"
+#: Welch resolution and the number of train chunks of the ``wiener`` baseline's stem spectra.
+WIENER_BINS, WIENER_TRAIN_CHUNKS = 1025, 256
 MIN_ACTIVE_STEMS = 2
 
 
@@ -87,7 +97,8 @@ class Run(SamplerRun):
 
     @property
     def is_oracle(self) -> bool:
-        return self.sampler in ORACLES
+        """No sampler behind it: an oracle (true stems) or a learning-free baseline (``wiener``)."""
+        return self.sampler in ORACLES or self.sampler in BASELINES
 
 
 def parse_sampler_set(text: str) -> list[Run]:
@@ -127,10 +138,15 @@ def parse_sampler_set(text: str) -> list[Run]:
 def make_runs(samplers: Sequence[str], preset: str, sampler_set: str | None = None, oracles: bool = True) -> list[Run]:
     """``--samplers`` at ``--preset`` (labels ``sampler`` or ``sampler:preset``), then the ``--sampler-set``
     variants, then the oracles. Names must be unique."""
-    runs = [Run(s, preset, (), s if preset == "default" else f"{s}:{preset}") for s in samplers if s not in ORACLES]
+    runs = [
+        Run(s, preset, (), s if preset == "default" else f"{s}:{preset}")
+        for s in samplers
+        if s not in ORACLES and s not in BASELINES
+    ]
     runs += parse_sampler_set(sampler_set) if sampler_set else []
     if oracles:
         runs += [Run(o, ORACLE_PRESET, (), o) for o in ORACLES]
+        runs += [Run(b, BASELINE_PRESET, (), b) for b in BASELINES]
     names = [r.name for r in runs]
     duplicated = sorted({n for n in names if names.count(n) > 1})
     if duplicated:
@@ -311,8 +327,13 @@ def score_chunk(
     return rows
 
 
-def oracle_estimates(name: str, references: torch.Tensor) -> torch.Tensor:
-    """``irm`` / ``ibm`` / ``mixture`` estimates ``(S, T)`` from the true stems."""
+def oracle_estimates(name: str, references: torch.Tensor, wiener_psd: torch.Tensor | None = None) -> torch.Tensor:
+    """``irm`` / ``ibm`` / ``mixture`` estimates ``(S, T)`` from the true stems; ``wiener`` from their sum only
+    (with the train-split stem spectra ``wiener_psd``)."""
+    if name == "wiener":
+        if wiener_psd is None:
+            raise UserInputError("the wiener baseline needs the train split's stem spectra (prepare() fits them).")
+        return wiener_separation(references.sum(0), wiener_psd)
     if name == "irm":
         return ideal_ratio_mask(references)
     if name == "ibm":
@@ -327,8 +348,18 @@ def _resolved_preset(setup: Any, run: Run) -> str | None:
     return None if separator is None else str(separator.sampler_preset)
 
 
+def _baseline_id(setup: Any) -> str:
+    return str(setup.info.get("wiener_psd_sha256", ""))
+
+
 def cache_key(
-    run: Run, chunk: Chunk, seed: int, prior_id: str, chunk_samples: int, sampler_preset: str | None = None
+    run: Run,
+    chunk: Chunk,
+    seed: int,
+    prior_id: str,
+    chunk_samples: int,
+    sampler_preset: str | None = None,
+    baseline_id: str = "",
 ) -> str:
     """The identity of a (run, chunk) result: sampler, preset, overrides, seed, prior weights and chunk.
 
@@ -345,6 +376,8 @@ def cache_key(
     }
     if sampler_preset is not None and sampler_preset != run.preset:
         key["sampler_preset"] = sampler_preset
+    if run.sampler in BASELINES:
+        key["baseline"] = baseline_id  # e.g. the hash of the stem spectra the wiener baseline was fitted to
     return json.dumps(key, sort_keys=True)
 
 
@@ -385,6 +418,7 @@ class BenchmarkSetup:
     separators: dict[str, Any]
     chunk_samples: int
     info: dict[str, Any]
+    wiener_psd: torch.Tensor | None = None
 
     def references(self, chunk: Chunk) -> torch.Tensor:
         """The reference stems ``(S, T)`` of a chunk, float32 (read from disk)."""
@@ -440,6 +474,9 @@ def prepare(
             sampler_overrides=run.overrides_dict,
         )
     chunks = select_chunks(dataset, max_chunks, seed)
+    wiener_psd = None
+    if any(run.sampler == "wiener" for run in runs):
+        wiener_psd = fit_wiener_psd(Path(root), layout, model, chunk_samples, seed)
     info = {
         "prior": prior_name,
         "weights_sha256": str(getattr(model, "weights_sha256", "")),
@@ -458,7 +495,31 @@ def prepare(
         "device": str(dev),
         "min_active_stems": MIN_ACTIVE_STEMS,
     }
-    return BenchmarkSetup(model, prior_name, list(runs), dataset, chunks, separators, chunk_samples, info)
+    if wiener_psd is not None:
+        info["wiener_psd_sha256"] = psd_sha256(wiener_psd)
+    return BenchmarkSetup(model, prior_name, list(runs), dataset, chunks, separators, chunk_samples, info, wiener_psd)
+
+
+def psd_sha256(psd: torch.Tensor) -> str:
+    return hashlib.sha256(psd.double().contiguous().numpy().tobytes()).hexdigest()
+
+
+def fit_wiener_psd(root: Path, layout: str, model: Any, chunk_samples: int, seed: int) -> torch.Tensor:
+    """The ``wiener`` baseline's stem spectra: Welch PSDs of up to 256 seeded chunks of ``ROOT/train`` (the data
+    a prior is trained on; never the evaluated split). One clear error when there is no train split."""
+    train_dir = root / "train"
+    if not train_dir.is_dir():
+        raise UserInputError(
+            f"the wiener baseline fits stem spectra on {train_dir}, which does not exist; add the train split or "
+            "pass --no-oracles (which also skips irm / ibm / mixture)."
+        )
+    check_layout(root, "train", layout)
+    train = open_dataset(root, layout, "train", model.stems, model.sample_rate, chunk_samples)
+    if len(train) == 0:
+        raise UserInputError(f"{train_dir} has no usable chunk to fit the wiener baseline's stem spectra.")
+    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[:WIENER_TRAIN_CHUNKS]
+    chunks = torch.stack([train[int(i)].float() for i in order.sort().values])
+    return welch_psd(chunks, min(WIENER_BINS, chunk_samples // 2 + 1))
 
 
 def shard_cache_path(cache: Path, rank: int) -> Path:
@@ -507,7 +568,9 @@ def run_benchmark(
     for chunk in mine:
         references = None  # read once per chunk, and only when something is left to compute on it
         for run in setup.runs:
-            key = cache_key(run, chunk, seed, prior_id, setup.chunk_samples, _resolved_preset(setup, run))
+            key = cache_key(
+                run, chunk, seed, prior_id, setup.chunk_samples, _resolved_preset(setup, run), _baseline_id(setup)
+            )
             if not is_done(key):
                 references = setup.references(chunk) if references is None else references
                 done[key] = _compute(setup, run, chunk, references, stems, sr, seed, bsseval)
@@ -536,7 +599,9 @@ def run_benchmark(
     rows: list[dict[str, Any]] = []
     for run in setup.runs:
         for chunk in setup.chunks:
-            key = cache_key(run, chunk, seed, prior_id, setup.chunk_samples, _resolved_preset(setup, run))
+            key = cache_key(
+                run, chunk, seed, prior_id, setup.chunk_samples, _resolved_preset(setup, run), _baseline_id(setup)
+            )
             if key not in done:
                 raise UserInputError(
                     f"no result for {run.name} on chunk {chunk.chunk_id}: a rank stopped early; rerun the same "
@@ -562,7 +627,7 @@ def _compute(
     this_seed = chunk_seed(seed, chunk)
     if run.is_oracle:
         start = time.perf_counter()
-        estimates = oracle_estimates(run.sampler, references)
+        estimates = oracle_estimates(run.sampler, references, setup.wiener_psd)
         cost = {"nfe": 0, "vjp": 0, "seconds": time.perf_counter() - start}
     else:
         separator = setup.separators[run.name]
@@ -652,7 +717,11 @@ def markdown_report(summary: dict[str, Any], info: dict[str, Any], stems: Sequen
         "SI-SDRi (dB, higher is better): MSDM's protocol (4 s windows, 2 s hop, windows with fewer than two active "
         "reference stems skipped, silent stems of kept windows still scored), mean over all kept windows. "
         "*non-silent*: the same average with each stem's own silent windows left out. SDR: BSSEval v4 (museval, "
-        "1 s frames), median over frames then over chunks ('–' when not computed). NFE and seconds per chunk.",
+        "1 s frames), median over frames then over chunks ('–' when not computed). NFE and seconds per chunk. "
+        "Oracles (true stems): irm, ibm, mixture (0 dB). Baseline without true stems: wiener (stationary Gaussian "
+        "stems with the train split's spectra"
+        + (f", sha256 `{info['wiener_psd_sha256'][:12]}`" if info.get("wiener_psd_sha256") else "")
+        + ").",
         "",
         "| sampler | preset | " + " | ".join(stems) + " | average | non-silent avg | SDR avg | NFE | s/chunk |",
         "|---|---|" + "---|" * (len(stems) + 5),
@@ -680,11 +749,11 @@ def plot_quality_vs_nfe(summary: dict[str, Any], path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     groups: dict[str, list[tuple[float, float, str]]] = defaultdict(list)
-    styles = {"irm": ("--", "gray", 0.01), "ibm": (":", "black", 0.12)}
+    styles = {"irm": ("--", "gray", 0.01), "ibm": (":", "black", 0.12), "wiener": ("-.", "tab:green", 0.23)}
     for name, s in summary.items():
         if s["si_sdri_average"] is None:
             continue
-        if s["preset"] == ORACLE_PRESET:
+        if s["preset"] in (ORACLE_PRESET, BASELINE_PRESET):
             if name in styles:
                 ls, color, x = styles[name]
                 ax.axhline(s["si_sdri_average"], ls=ls, lw=1, color=color)

@@ -90,8 +90,15 @@ class EDMPreconditioned(nn.Module):
         s = batch_sigma(sigma, x).to(x.dtype).clamp(min=1e-20)
         shape = (-1, *([1] * (x.ndim - 1)))
         c_skip, c_out, c_in, c_noise = (v.reshape(shape) for v in edm_coefficients(s, self.edm.sigma_data))
-        out = c_skip * x + c_out * self.net(c_in * x, c_noise.reshape(-1))
+        out = self.skip(x, s, c_skip) + c_out * self.net(c_in * x, c_noise.reshape(-1))
         return out.clamp(-1.0, 1.0) if self.edm.clamp_output else out
+
+    def skip(self, x: Tensor, sigma: Tensor, c_skip: Tensor) -> Tensor:
+        """The skip path ``c_skip x``: the MMSE estimate of ``x0`` if the data were white with std ``sigma_d``.
+
+        ``sigma`` is ``(B,)``; subclasses may replace it by a better linear estimate (e.g. a Wiener filter).
+        """
+        return c_skip * x
 
     def loss_weight(self, sigma: Tensor) -> Tensor:
         """EDM's ``lambda(sigma) = (sigma^2 + sigma_d^2) / (sigma sigma_d)^2``."""

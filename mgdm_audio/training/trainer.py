@@ -374,6 +374,9 @@ def train(
     batches_per_epoch = n_items // s.batch_size
     if batches_per_epoch < 1:
         raise UserInputError(f"the training dataset has {n_items} items, fewer than one batch of {s.batch_size}.")
+    fit_to_data = getattr(model, "fit_to_data", None)
+    if callable(fit_to_data) and not resume:  # data-dependent initialisation (same on every rank: seeded)
+        fit_to_data(dataset, s.seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=s.lr, betas=tuple(s.betas), weight_decay=s.weight_decay)
     ema = EMA(model, s.ema_decay, s.ema_warmup)
     step = 0

@@ -1,0 +1,54 @@
+r"""Per-stem power spectral densities: the stationary-Gaussian view of the stems, in one place.
+
+Used by the prior's Wiener skip path (:class:`~mgdm_audio.audio.model.SpectralSkip`) and by the separation
+benchmark's ``wiener`` baseline (:func:`wiener_separation`). A PSD is a tensor ``(S, bins)`` on ``bins`` points
+from 0 to Nyquist, scaled so that white noise of variance ``v`` has ``P = v`` everywhere (its mean over frequency
+is the signal's variance, by Parseval).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from mgdm_audio.core.errors import UserInputError
+
+__all__ = ["psd_on_rfft_grid", "welch_psd", "wiener_separation"]
+
+
+def welch_psd(chunks: Tensor, bins: int) -> Tensor:
+    """Welch estimate ``(S, bins)`` from ``chunks (N, S, T)``: Hann segments of ``2 (bins - 1)`` samples, half
+    overlap, averaged over segments and chunks (float64 inside, ``chunks``' dtype out)."""
+    n_fft = 2 * (bins - 1)
+    if bins < 2 or chunks.ndim != 3 or chunks.shape[-1] < n_fft:
+        raise UserInputError(f"a {bins}-bin PSD needs chunks (N, S, T >= {n_fft}), got {tuple(chunks.shape)}.")
+    window = torch.hann_window(n_fft, periodic=True, dtype=torch.float64, device=chunks.device)
+    segments = chunks.double().unfold(-1, n_fft, n_fft // 2) * window  # (N, S, frames, n_fft)
+    power = torch.fft.rfft(segments, dim=-1).abs().pow(2) / window.pow(2).sum()
+    return power.mean(dim=(0, 2)).clamp(min=1e-12).to(chunks.dtype)
+
+
+def psd_on_rfft_grid(psd: Tensor, length: int) -> Tensor:
+    """``psd (S, bins)`` linearly interpolated to the ``length // 2 + 1`` rfft frequencies of ``length`` samples."""
+    bins = psd.shape[-1]
+    grid = torch.linspace(0.0, 1.0, length // 2 + 1, device=psd.device, dtype=torch.float64) * (bins - 1)
+    low = grid.floor().long().clamp(max=bins - 2)
+    frac = (grid - low).to(psd.dtype)
+    return psd[..., low] * (1 - frac) + psd[..., low + 1] * frac
+
+
+def wiener_separation(mix: Tensor, psd: Tensor, pad: int = 2048) -> Tensor:
+    r"""Posterior mean of the stems given their sum under independent stationary Gaussian priors: ``(S, T)``.
+
+    .. math:: \hat s_k = \mathcal F^{-1}\Big[\frac{P_k(f)}{\sum_j P_j(f)}\,\mathcal F[\mathrm{reflect\_pad}(m)]\Big]
+
+    (cropped); the masks sum to 1, so the estimates sum to the mix. ``mix`` is ``(T,)``.
+    """
+    t = mix.shape[-1]
+    p = min(pad, t - 1)
+    padded = F.pad(mix.reshape(1, 1, t).double(), (p, p), mode="reflect").reshape(-1) if p > 0 else mix.double()
+    power = psd_on_rfft_grid(psd.double(), padded.shape[-1])
+    masks = power / power.sum(0, keepdim=True)
+    stems = torch.fft.irfft(masks * torch.fft.rfft(padded), n=padded.shape[-1], dim=-1)
+    return stems[..., p : p + t].to(mix.dtype)
