@@ -32,6 +32,12 @@ trained with ``ln sigma ~ N(-3, 1)`` and the weight ``lambda(sigma) = (sigma^2 +
 (:meth:`EDMPrior.loss_weight`), which makes the weighted loss the plain MSE of ``F`` against its target.
 The hard clamp (``clamp_output``) is MSDM's behaviour with ``dynamic_threshold = 0``.
 
+Optional **spectral skip** (``build_prior(..., spectral_skip=True)``, :class:`SpectralSkip`; not in MSDM): the
+scalar ``c_skip x`` is replaced by a per-stem Wiener filter ``P_s(f) / (P_s(f) + sigma^2)`` whose power spectra are
+fitted to the training data before the first step. ``c_skip`` is exactly that filter for white data of variance
+``sigma_d^2``; for music, whose stems are far from white, the network then only has to learn what a stationary
+Gaussian model of each stem cannot explain. With ``P_s = sigma_d^2`` (the initial buffer) the prior is MSDM's.
+
 Why not ``a-unet`` / ``audio-diffusion-pytorch`` (measured, MSDM_AUDIO_REFERENCE.md §5.4): both are
 unmaintained since 2023-02; 0.1.x only has v-diffusion with uniform sigma, so MSDM's EDM preconditioning,
 log-normal sigmas and Karras grid would have to be re-added anyway; 0.1.x imports torchaudio at import time
@@ -276,9 +282,12 @@ class SpectralSkip(nn.Module):
 
     which equals EDM's ``c_skip x`` when ``P_s = sigma_d^2`` everywhere (the initial value). Music is far from
     white (these stems keep a few per cent of their energy above a quarter of Nyquist), so the network's residual
-    target shrinks: on this project's data a fitted filter alone beats the 8M-parameter network trained for 14k
-    steps at every noise level (``evaluation/prior/README``). ``P`` lives on ``bins`` points from 0 to Nyquist,
-    is interpolated linearly to each input length, and is scaled so that white noise of variance ``v`` has
+    target shrinks: on this project's data a fitted filter alone beats the shipped 8M-parameter network in the two
+    low-noise bands (2.3x lower loss at ln sigma in [-5, -3); the Wiener column of ``evaluation/results/prior.md``).
+    Measured caveat: a prior trained with it reached a lower loss in every band but separated worse with MGDM
+    (``evaluation/separation/validation_priors.md``), so the shipped prior does not use it. ``P`` lives on
+    ``bins`` points from 0 to Nyquist, is interpolated linearly to each input length, and is scaled so that
+    white noise of variance ``v`` has
     ``P = v``. Reflect padding keeps the (circular) FFT filter from wrapping a chunk's end onto its start.
     """
 
