@@ -55,7 +55,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mgdm_audio.audio.spectra import psd_on_rfft_grid, welch_psd
+from mgdm_audio.audio.spectra import filter_by_gain, psd_on_rfft_grid, welch_psd
 from mgdm_audio.core.edm import EDMConfig, EDMPreconditioned, NoiseEmbedding, edm_coefficients
 from mgdm_audio.core.errors import UserInputError
 
@@ -311,12 +311,7 @@ class SpectralSkip(nn.Module):
         return psd / (psd + sigma.to(psd.dtype).reshape(-1, 1, 1) ** 2)
 
     def forward(self, x: Tensor, sigma: Tensor) -> Tensor:
-        t = x.shape[-1]
-        pad = min(self.config.pad, t - 1)
-        padded = F.pad(x, (pad, pad), mode="reflect") if pad > 0 else x
-        length = padded.shape[-1]
-        spectrum = torch.fft.rfft(padded.float(), dim=-1) * self.gain(sigma, length)
-        return torch.fft.irfft(spectrum, n=length, dim=-1)[..., pad : pad + t].to(x.dtype)
+        return filter_by_gain(x, lambda length: self.gain(sigma, length), self.config.pad)
 
 
 class EDMPrior(EDMPreconditioned):

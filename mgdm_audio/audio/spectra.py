@@ -8,13 +8,15 @@ is the signal's variance, by Parseval).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from mgdm_audio.core.errors import UserInputError
 
-__all__ = ["psd_on_rfft_grid", "welch_psd", "wiener_separation"]
+__all__ = ["filter_by_gain", "psd_on_rfft_grid", "welch_psd", "wiener_separation"]
 
 
 def welch_psd(chunks: Tensor, bins: int) -> Tensor:
@@ -38,6 +40,22 @@ def psd_on_rfft_grid(psd: Tensor, length: int) -> Tensor:
     return psd[..., low] * (1 - frac) + psd[..., low + 1] * frac
 
 
+def filter_by_gain(x: Tensor, gain: Callable[[int], Tensor], pad: int, dtype: torch.dtype = torch.float32) -> Tensor:
+    """Zero-phase filtering along the last axis: reflect-pad ``x`` by ``pad`` (at most ``T - 1``) per side, multiply
+    its rfft by ``gain(padded_length)`` (broadcast against ``(..., F)``), invert and crop back to ``T``. Reflect
+    padding keeps the circular FFT from wrapping the end of ``x`` onto its start. Computed in ``dtype``."""
+    t = x.shape[-1]
+    p = min(pad, t - 1)
+    if p > 0:
+        shape = x.shape
+        padded = F.pad(x.reshape(-1, 1, t), (p, p), mode="reflect").reshape(*shape[:-1], t + 2 * p)
+    else:
+        padded = x
+    length = padded.shape[-1]
+    spectrum = torch.fft.rfft(padded.to(dtype), dim=-1) * gain(length)
+    return torch.fft.irfft(spectrum, n=length, dim=-1)[..., p : p + t].to(x.dtype)
+
+
 def wiener_separation(mix: Tensor, psd: Tensor, pad: int = 2048) -> Tensor:
     r"""Posterior mean of the stems given their sum under independent stationary Gaussian priors: ``(S, T)``.
 
@@ -45,10 +63,9 @@ def wiener_separation(mix: Tensor, psd: Tensor, pad: int = 2048) -> Tensor:
 
     (cropped); the masks sum to 1, so the estimates sum to the mix. ``mix`` is ``(T,)``.
     """
-    t = mix.shape[-1]
-    p = min(pad, t - 1)
-    padded = F.pad(mix.reshape(1, 1, t).double(), (p, p), mode="reflect").reshape(-1) if p > 0 else mix.double()
-    power = psd_on_rfft_grid(psd.double(), padded.shape[-1])
-    masks = power / power.sum(0, keepdim=True)
-    stems = torch.fft.irfft(masks * torch.fft.rfft(padded), n=padded.shape[-1], dim=-1)
-    return stems[..., p : p + t].to(mix.dtype)
+
+    def masks(length: int) -> Tensor:
+        power = psd_on_rfft_grid(psd.double(), length)
+        return power / power.sum(0, keepdim=True)
+
+    return filter_by_gain(mix.reshape(1, -1), masks, pad, torch.float64)
