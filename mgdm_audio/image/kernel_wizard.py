@@ -33,6 +33,7 @@ from torch import Tensor, nn
 
 from mgdm_audio.core.errors import UserInputError
 from mgdm_audio.core.operators import Operator
+from mgdm_audio.training.export import state_dict_mismatch
 
 __all__ = [
     "KernelWizardBlur",
@@ -250,15 +251,8 @@ def load_kernel_wizard(path: str | Path) -> KernelWizardGenerator:
     generator = KernelWizardGenerator(config)
     blur_state = {k: v for k, v in state.items() if not k.startswith(ENCODER_PREFIX)}
     expected = generator.state_dict()
-    missing = sorted(set(expected) - set(blur_state))
-    unexpected = sorted(set(blur_state) - set(expected))
-    wrong = sorted(k for k in set(expected) & set(blur_state) if expected[k].shape != blur_state[k].shape)
-    if missing or unexpected or wrong:
-        details = "; ".join(
-            f"{label}: {', '.join(keys[:4])}{' ...' if len(keys) > 4 else ''}"
-            for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong))
-            if keys
-        )
+    details = state_dict_mismatch(expected, blur_state, shown=4)
+    if details is not None:
         raise UserInputError(f"{path} does not match the KernelWizard blur generator {asdict(config)} ({details}).")
     generator.load_state_dict({k: v.to(expected[k].dtype) for k, v in blur_state.items()})
     generator.eval().requires_grad_(False)

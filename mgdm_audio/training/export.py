@@ -144,20 +144,29 @@ def load_export(folder: Path, build: Callable[[dict[str, Any]], nn.Module]) -> t
         state = load_file(str(weights_path))
     except (SafetensorError, OSError, ValueError) as err:
         raise UserInputError(f"{weights_path} is not a readable safetensors file ({err}); re-export it.") from None
-    expected = module.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    wrong = sorted(k for k in set(expected) & set(state) if expected[k].shape != state[k].shape)
-    if missing or unexpected or wrong:
-        detail = "; ".join(
-            f"{what}: {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}"
-            for what, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong))
-            if keys
-        )
+    detail = state_dict_mismatch(module.state_dict(), state, shown=3)
+    if detail is not None:
         raise UserInputError(f"{weights_path} does not match the architecture in {config_path} ({detail}).")
     module.load_state_dict(state)
     module.eval().requires_grad_(False)
     return module, config, file_sha256(weights_path)
+
+
+def state_dict_mismatch(
+    expected: dict[str, torch.Tensor], state: dict[str, torch.Tensor], shown: int = 3
+) -> str | None:
+    """``None`` when ``state`` has exactly ``expected``'s keys and shapes, else what differs: ``missing: ...;
+    unexpected: ...; wrong shape: ...`` (at most ``shown`` keys each)."""
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(state) if expected[k].shape != state[k].shape)
+    if not (missing or unexpected or wrong):
+        return None
+    return "; ".join(
+        f"{what}: {', '.join(keys[:shown])}{' ...' if len(keys) > shown else ''}"
+        for what, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong))
+        if keys
+    )
 
 
 def shipped_exports(weights_dir: Path) -> list[str]:
