@@ -18,6 +18,8 @@ CHUNK = 20000  # 2.5 s: one 4 s / 2 s scoring window per chunk
 # cheap samplers: MSDM's fast preset (20 NFE) and ΠGDM cut to 8 steps
 SHORT = {"chunk_seconds": CHUNK / SR}  # the toy prior's own chunk: one segment per benchmark chunk
 FAST = ["--samplers", "msdm", "--preset", "fast", "--sampler-set", "pigdm-8=pigdm:fast:n_steps=8"]
+# MSDM's fast preset with the mean of 3 posterior samples scored (a separator setting in --sampler-set)
+MEAN3 = "msdm-mean3=msdm:fast:n_samples=3"
 
 
 def write_slakh(root, tracks=3, seconds=5.0, train_tracks=2):
@@ -68,7 +70,7 @@ def test_sampler_set_parsing():
         with pytest.raises(UserInputError, match="sampler-set"):
             sb.parse_sampler_set(bad)
     names = [r.name for r in sb.make_runs(["mgdm", "dps"], "fast", "mgdm-R2=mgdm:fast:n_reps=2")]
-    assert names == ["mgdm:fast", "dps:fast", "mgdm-R2", "irm", "ibm", "mixture", "wiener"]
+    assert names == ["mgdm:fast", "dps:fast", "mgdm-R2", "irm", "ibm", "mixture", "wiener", "wiener-sample"]
     with pytest.raises(UserInputError, match="unique"):
         sb.make_runs(["mgdm"], "default", "mgdm=mgdm:fast")
 
@@ -96,7 +98,8 @@ def test_rows_summary_oracles_and_outputs(data, tmp_path, prior, capsys):
     code = _cli(
         data,
         tmp_path,
-        *FAST,
+        *FAST[:-1],
+        FAST[-1] + "," + MEAN3,
         "--max-chunks",
         "3",
         "--json",
@@ -111,7 +114,7 @@ def test_rows_summary_oracles_and_outputs(data, tmp_path, prior, capsys):
     rows, summary = payload["rows"], payload["summary"]
     keys = {"sampler", "preset", "track", "chunk", "stem", "si_sdri", "si_sdri_nonsilent", "sdr", "nfe", "vjp"}
     assert all(keys | {"seconds", "seed"} <= set(r) for r in rows)
-    names = ["msdm:fast", "pigdm-8", "irm", "ibm", "mixture", "wiener"]
+    names = ["msdm:fast", "pigdm-8", "msdm-mean3", "irm", "ibm", "mixture", "wiener", "wiener-sample"]
     assert list(summary) == names and len(rows) == len(names) * 3 * len(STEMS)
     chunks = {(r["track"], r["chunk"]) for r in rows}
     assert len(chunks) == 3 and len({t for t, _ in chunks}) == 3  # spread over the three tracks
@@ -127,6 +130,11 @@ def test_rows_summary_oracles_and_outputs(data, tmp_path, prior, capsys):
     # the toy stems occupy disjoint bands: stationary spectra from the train split separate them almost perfectly
     assert summary["wiener"]["si_sdri_average"] > 20 and summary["wiener"]["nfe_per_chunk"] == 0
     assert summary["wiener"]["preset"] == "train PSD" and len(payload["info"]["wiener_psd_sha256"]) == 64
+    # on disjoint bands the posterior is (nearly) a point: one exact sample scores like the mean
+    assert summary["wiener-sample"]["si_sdri_average"] > 20
+    # n_samples=3: three chains per chunk, counted in the NFE; the override is the separator's, not the sampler's
+    assert summary["msdm-mean3"]["nfe_per_chunk"] == 3 * summary["msdm:fast"]["nfe_per_chunk"]
+    assert summary["msdm-mean3"]["overrides"] == {"n_samples": 3}
     text = (out / "r.md").read_text()
     assert "| pigdm-8 |" in text and "| irm |" in text and "seed 0" in text
     assert (out / "r.png").stat().st_size > 1000
@@ -161,9 +169,38 @@ def test_resume_reuses_cached_chunks(data, tmp_path, prior):
     assert computed == [f"msdm:fast@{other.chunks[0].chunk_id}"]
 
 
+def test_a_preset_whose_values_change_is_recomputed(data, tmp_path, prior, monkeypatch):
+    """The cache is keyed on the settings a preset resolves to, not only on its name."""
+    from mgdm_audio.samplers import msdm
+
+    runs = sb.make_runs(["msdm"], "fast", oracles=False)
+    cache = tmp_path / "cache.jsonl"
+    computed: list[str] = []
+    setup = sb.prepare(data, "slakh", "test", prior, runs, max_chunks=1, seed=1, device="cpu", **SHORT)
+    sb.run_benchmark(setup, cache=cache, progress=False, on_result=lambda r, c: computed.append(r.name))
+    setup = sb.prepare(data, "slakh", "test", prior, runs, max_chunks=1, seed=1, device="cpu", **SHORT)
+    sb.run_benchmark(setup, cache=cache, progress=False, on_result=lambda r, c: computed.append(r.name))
+    assert computed == ["msdm:fast"]  # same settings: reused
+    monkeypatch.setitem(msdm.SPEC.presets, "fast", {**msdm.SPEC.presets["fast"], "n_steps": 12})
+    setup = sb.prepare(data, "slakh", "test", prior, runs, max_chunks=1, seed=1, device="cpu", **SHORT)
+    sb.run_benchmark(setup, cache=cache, progress=False, on_result=lambda r, c: computed.append(r.name))
+    assert computed == ["msdm:fast", "msdm:fast"]  # same preset name, new values: recomputed
+
+
 @pytest.mark.parametrize(
     "case",
-    ["layout", "musdb_as_slakh", "empty_root", "stems", "operator", "sampler", "sampler_set", "chunks", "no_train"],
+    [
+        "layout",
+        "musdb_as_slakh",
+        "empty_root",
+        "stems",
+        "operator",
+        "sampler",
+        "sampler_set",
+        "n_samples",
+        "chunks",
+        "no_train",
+    ],
 )
 def test_bad_input_is_one_error_before_any_work(data, tmp_path, prior, monkeypatch, capsys, case):
     extra, root = list(FAST), data
@@ -197,6 +234,8 @@ def test_bad_input_is_one_error_before_any_work(data, tmp_path, prior, monkeypat
         extra += ["--samplers", "nope"]
     elif case == "sampler_set":
         extra += ["--sampler-set", "x=mgdm:fast:no_such_setting=1"]
+    elif case == "n_samples":
+        extra += ["--sampler-set", "x=mgdm:fast:n_samples=0"]
     elif case == "chunks":
         extra += ["--max-chunks", "0"]
     elif case == "no_train":  # the wiener baseline needs ROOT/train

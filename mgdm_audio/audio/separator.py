@@ -13,8 +13,11 @@ What happens to a mixture:
 3. the streaming engine (:func:`~mgdm_audio.audio.streaming.separate_stream`) separates overlapping chunks with the
    chosen sampler, conditions each odd chunk on its neighbours' separated overlaps, cross-fades and projects the
    stems onto the mixture (:math:`\sum_s \hat x_s = y` per sample);
-4. with ``n_samples = K > 1`` each chunk runs ``K`` chains: the result holds all samples, their mean (the stems
-   returned and written) and the per-sample standard deviation across samples (the spread).
+4. with ``n_samples = K > 1`` each chunk runs ``K`` chains (in one batch; ``info["nfe"]`` counts every chain): the
+   result holds all samples, their mean (the stems returned and written) and the per-sample standard deviation
+   across samples (the spread). The mean approaches the posterior mean (the MMSE estimate), which scores higher
+   than any single sample: on the validation split, MGDM ``fast`` gains 3.4 dB SI-SDRi with K = 4 and 4.6 dB with
+   K = 8 at 2.1x and 3.7x the time (``evaluation/separation/validation_posterior_mean.md``).
 
 The separation problem per chunk is :math:`y = \sum_s x_s` (noiseless; the likelihood uses ``sigma_y = 1e-4`` as
 the MGDM reference does). Stems are produced at the prior's sample rate. A chunk whose mixture is silent gives
@@ -308,8 +311,8 @@ class Separator:
                 conditioning["used"] = False
         x_init = torch.randn(m * k, s, t, generator=generator, device=self.device)
         result = self.spec.run(self.prior, problem, x_init, generator=generator, config=self.config)
-        cost["nfe"] += result.nfe * m
-        cost["vjp"] += result.vjp * m
+        cost["nfe"] += result.nfe * m * k  # every chain of every chunk
+        cost["vjp"] += result.vjp * m * k
         cost["batched_nfe"] += result.nfe
         cost["sampler_seconds"] += result.seconds
         out[active] = result.samples.float().cpu().reshape(m, k, s, t)

@@ -30,7 +30,10 @@ Oracles on the same chunks: ``irm`` and ``ibm`` (ideal ratio and binary masks fr
 mask-based separation) and ``mixture`` (every estimate is the mixture: SI-SDRi 0, the floor). Baseline without
 true stems: ``wiener``, the posterior mean under independent stationary Gaussian stems whose spectra are fitted on
 the root's ``train`` split (a mask ``P_k / sum_j P_j`` per frequency): what a prior must beat to have learnt more
-than each stem's average spectrum.
+than each stem's average spectrum; and ``wiener-sample``, one exact posterior sample under the same Gaussian model
+(:func:`~mgdm_audio.audio.spectra.wiener_posterior_sample`). A sampler's row is one posterior sample, so its
+learning-free reference is ``wiener-sample``; ``wiener`` is the reference of a posterior mean (a ``--sampler-set``
+run with ``n_samples=K`` scores the mean of K samples).
 
 Summary per run: SI-SDRi per stem pooled over all kept windows of all chunks (MSDM's aggregation: a plain mean over
 windows), their average over stems ("average" in the papers), the same for the non-silent variant, the median over
@@ -54,14 +57,14 @@ import time
 import zlib
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from tqdm import tqdm
 
-from mgdm_audio.audio.spectra import welch_psd, wiener_separation
+from mgdm_audio.audio.spectra import welch_psd, wiener_posterior_sample, wiener_separation
 from mgdm_audio.core.atomic import save_figure_atomic
 from mgdm_audio.core.errors import UserInputError
 from mgdm_audio.metrics.sisdr import (
@@ -80,8 +83,12 @@ MUSDB_STEMS = ("vocals", "drums", "bass", "other")
 LAYOUT_STEMS = {"slakh": SLAKH_STEMS, "musdb": MUSDB_STEMS}
 ORACLES = ("irm", "ibm", "mixture")
 ORACLE_PRESET = "oracle"
-#: Learning-free baselines that need no true stems: ``wiener`` (stationary Gaussian stems, spectra of the train split).
-BASELINES = ("wiener",)
+#: Learning-free baselines that need no true stems, both under stationary Gaussian stems with the train split's
+#: spectra: ``wiener`` (the posterior mean) and ``wiener-sample`` (one exact posterior sample, seeded per chunk).
+BASELINES = ("wiener", "wiener-sample")
+#: ``--sampler-set`` key that sets the separator's number of posterior samples (their mean is scored), not a
+#: sampler setting: ``mgdm-mean4=mgdm:fast:n_samples=4``.
+N_SAMPLES_KEY = "n_samples"
 BASELINE_PRESET = "train PSD"
 #: Welch resolution and the number of train chunks of the ``wiener`` baseline's stem spectra.
 WIENER_BINS, WIENER_TRAIN_CHUNKS = 1025, 256
@@ -327,12 +334,17 @@ def score_chunk(
     return rows
 
 
-def oracle_estimates(name: str, references: torch.Tensor, wiener_psd: torch.Tensor | None = None) -> torch.Tensor:
-    """``irm`` / ``ibm`` / ``mixture`` estimates ``(S, T)`` from the true stems; ``wiener`` from their sum only
-    (with the train-split stem spectra ``wiener_psd``)."""
-    if name == "wiener":
+def oracle_estimates(
+    name: str, references: torch.Tensor, wiener_psd: torch.Tensor | None = None, seed: int = 0
+) -> torch.Tensor:
+    """``irm`` / ``ibm`` / ``mixture`` estimates ``(S, T)`` from the true stems; ``wiener`` and ``wiener-sample``
+    from their sum only (with the train-split stem spectra ``wiener_psd``; the sample is drawn with ``seed``)."""
+    if name in BASELINES:
         if wiener_psd is None:
-            raise UserInputError("the wiener baseline needs the train split's stem spectra (prepare() fits them).")
+            raise UserInputError(f"the {name} baseline needs the train split's stem spectra (prepare() fits them).")
+        if name == "wiener-sample":
+            generator = torch.Generator().manual_seed(seed)
+            return wiener_posterior_sample(references.sum(0), wiener_psd, generator)
         return wiener_separation(references.sum(0), wiener_psd)
     if name == "irm":
         return ideal_ratio_mask(references)
@@ -348,6 +360,18 @@ def _resolved_preset(setup: Any, run: Run) -> str | None:
     return None if separator is None else str(separator.sampler_preset)
 
 
+def _config_id(setup: Any, run: Run) -> str:
+    """A digest of every setting the run's separator will use (the sampler config after its preset and overrides,
+    and the number of samples), so that a preset whose values change recomputes its rows ("" for oracles)."""
+    separator = setup.separators.get(run.name)
+    if separator is None:
+        return ""
+    config = separator.config
+    values = asdict(config) if is_dataclass(config) else vars(config)
+    text = json.dumps({"config": values, "n_samples": separator.n_samples}, sort_keys=True, default=repr)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def _baseline_id(setup: Any) -> str:
     return str(setup.info.get("wiener_psd_sha256", ""))
 
@@ -360,8 +384,10 @@ def cache_key(
     chunk_samples: int,
     sampler_preset: str | None = None,
     baseline_id: str = "",
+    config_id: str = "",
 ) -> str:
-    """The identity of a (run, chunk) result: sampler, preset, overrides, seed, prior weights and chunk.
+    """The identity of a (run, chunk) result: sampler, preset, overrides, seed, prior weights and chunk, and
+    ``config_id``, the digest of the settings they resolve to (:func:`_config_id`).
 
     ``sampler_preset`` is the sampler preset the separator resolved the run's preset to; it joins the key when it
     differs from the run's preset, so that changing what a separator preset means recomputes the affected rows."""
@@ -376,9 +402,25 @@ def cache_key(
     }
     if sampler_preset is not None and sampler_preset != run.preset:
         key["sampler_preset"] = sampler_preset
+    if config_id:
+        key["config"] = config_id
     if run.sampler in BASELINES:
         key["baseline"] = baseline_id  # e.g. the hash of the stem spectra the wiener baseline was fitted to
     return json.dumps(key, sort_keys=True)
+
+
+def setup_cache_key(setup: Any, run: Run, chunk: Chunk, seed: int, prior_id: str) -> str:
+    """:func:`cache_key` of a (run, chunk) of a prepared benchmark."""
+    return cache_key(
+        run,
+        chunk,
+        seed,
+        prior_id,
+        setup.chunk_samples,
+        _resolved_preset(setup, run),
+        _baseline_id(setup),
+        _config_id(setup, run),
+    )
 
 
 def read_cache(path: Path | None) -> dict[str, list[dict[str, Any]]]:
@@ -465,17 +507,22 @@ def prepare(
     for run in runs:
         if run.is_oracle:
             continue
+        overrides = run.overrides_dict
+        n_samples = overrides.pop(N_SAMPLES_KEY, 1)
+        if not isinstance(n_samples, int) or isinstance(n_samples, bool) or n_samples < 1:
+            raise UserInputError(f"{run.name}: {N_SAMPLES_KEY} must be a positive integer, got {n_samples!r}.")
         separators[run.name] = Separator(  # the prior's own segment length, as `mgdm-audio separate` uses it
             model,
             sampler=run.sampler,
             preset=run.preset,
             device=dev,
             seed=seed,
-            sampler_overrides=run.overrides_dict,
+            n_samples=n_samples,
+            sampler_overrides=overrides,
         )
     chunks = select_chunks(dataset, max_chunks, seed)
     wiener_psd = None
-    if any(run.sampler == "wiener" for run in runs):
+    if any(run.sampler in BASELINES for run in runs):
         wiener_psd = fit_wiener_psd(Path(root), layout, model, chunk_samples, seed)
     info = {
         "prior": prior_name,
@@ -568,9 +615,7 @@ def run_benchmark(
     for chunk in mine:
         references = None  # read once per chunk, and only when something is left to compute on it
         for run in setup.runs:
-            key = cache_key(
-                run, chunk, seed, prior_id, setup.chunk_samples, _resolved_preset(setup, run), _baseline_id(setup)
-            )
+            key = setup_cache_key(setup, run, chunk, seed, prior_id)
             if not is_done(key):
                 references = setup.references(chunk) if references is None else references
                 done[key] = _compute(setup, run, chunk, references, stems, sr, seed, bsseval)
@@ -599,9 +644,7 @@ def run_benchmark(
     rows: list[dict[str, Any]] = []
     for run in setup.runs:
         for chunk in setup.chunks:
-            key = cache_key(
-                run, chunk, seed, prior_id, setup.chunk_samples, _resolved_preset(setup, run), _baseline_id(setup)
-            )
+            key = setup_cache_key(setup, run, chunk, seed, prior_id)
             if key not in done:
                 raise UserInputError(
                     f"no result for {run.name} on chunk {chunk.chunk_id}: a rank stopped early; rerun the same "
@@ -627,7 +670,7 @@ def _compute(
     this_seed = chunk_seed(seed, chunk)
     if run.is_oracle:
         start = time.perf_counter()
-        estimates = oracle_estimates(run.sampler, references, setup.wiener_psd)
+        estimates = oracle_estimates(run.sampler, references, setup.wiener_psd, this_seed)
         cost = {"nfe": 0, "vjp": 0, "seconds": time.perf_counter() - start}
     else:
         separator = setup.separators[run.name]
@@ -718,8 +761,9 @@ def markdown_report(summary: dict[str, Any], info: dict[str, Any], stems: Sequen
         "reference stems skipped, silent stems of kept windows still scored), mean over all kept windows. "
         "*non-silent*: the same average with each stem's own silent windows left out. SDR: BSSEval v4 (museval, "
         "1 s frames), median over frames then over chunks ('–' when not computed). NFE and seconds per chunk. "
-        "Oracles (true stems): irm, ibm, mixture (0 dB). Baseline without true stems: wiener (stationary Gaussian "
-        "stems with the train split's spectra"
+        "Oracles (true stems): irm, ibm, mixture (0 dB). Baselines without true stems, stationary Gaussian stems "
+        "with the train split's spectra: wiener (posterior mean) and wiener-sample (one exact posterior sample; a "
+        "sampler row is one posterior sample too unless its overrides set n_samples, whose mean is scored"
         + (f", sha256 `{info['wiener_psd_sha256'][:12]}`" if info.get("wiener_psd_sha256") else "")
         + ").",
         "",
@@ -740,8 +784,9 @@ def markdown_report(summary: dict[str, Any], info: dict[str, Any], stems: Sequen
 
 
 def plot_quality_vs_nfe(summary: dict[str, Any], path: Path) -> None:
-    """Average SI-SDRi against NFE per chunk (PNG): runs of one sampler and preset joined by a line in NFE order
-    (e.g. MGDM's Gibbs sweeps), the IRM/IBM ceilings as horizontal lines."""
+    """Average SI-SDRi against NFE per chunk (PNG): runs of one sampler joined by a line in NFE order (e.g. MGDM's
+    Gibbs sweeps; means of K samples on a line of their own), the IRM/IBM ceilings and the learning-free baselines
+    as horizontal lines."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -749,7 +794,12 @@ def plot_quality_vs_nfe(summary: dict[str, Any], path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     groups: dict[str, list[tuple[float, float, str]]] = defaultdict(list)
-    styles = {"irm": ("--", "gray", 0.01), "ibm": (":", "black", 0.12), "wiener": ("-.", "tab:green", 0.23)}
+    styles = {
+        "irm": ("--", "gray", 0.01),
+        "ibm": (":", "black", 0.12),
+        "wiener": ("-.", "tab:green", 0.23),
+        "wiener-sample": ("-.", "tab:olive", 0.45),
+    }
     for name, s in summary.items():
         if s["si_sdri_average"] is None:
             continue
@@ -759,7 +809,9 @@ def plot_quality_vs_nfe(summary: dict[str, Any], path: Path) -> None:
                 ax.axhline(s["si_sdri_average"], ls=ls, lw=1, color=color)
                 ax.annotate(name, (x, s["si_sdri_average"]), xycoords=("axes fraction", "data"), fontsize=7)
             continue
-        groups[s["method"]].append((max(s["nfe_per_chunk"], 1.0), s["si_sdri_average"], name))
+        k = s["overrides"].get(N_SAMPLES_KEY, 1)  # a mean of K samples is another estimator: its own line
+        group = s["method"] if k == 1 else f"{s['method']} (mean of {k})"
+        groups[group].append((max(s["nfe_per_chunk"], 1.0), s["si_sdri_average"], name))
     for base, points in groups.items():
         points.sort()
         ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=base)

@@ -1,0 +1,106 @@
+"""The stationary-Gaussian view of the stems (`mgdm_audio.audio.spectra`) against closed forms: Welch scaling,
+prior draws with the asked-for spectra, and the exact posterior of the stems given their sum (mean and samples)."""
+
+import torch
+
+from mgdm_audio.audio.spectra import (
+    stationary_gaussian_sample,
+    welch_psd,
+    wiener_posterior_sample,
+    wiener_separation,
+)
+
+BINS = 65
+
+
+def _lowpass_highpass_psd(cut: int = 20) -> torch.Tensor:
+    """Two stems on disjoint bands (bins below / above ``cut``) with a -120 dB floor elsewhere."""
+    psd = torch.full((2, BINS), 1e-12, dtype=torch.float64)
+    psd[0, :cut] = 1.0
+    psd[1, cut + 4 :] = 0.5
+    return psd
+
+
+def test_prior_draws_have_the_asked_for_spectra() -> None:
+    psd = _lowpass_highpass_psd()
+    g = torch.Generator().manual_seed(0)
+    draws = torch.stack([stationary_gaussian_sample(psd, 4096, g, pad=256) for _ in range(16)])
+    estimate = welch_psd(draws, BINS)
+    # Welch with a Hann window leaks a little across the band edges: compare inside the bands
+    assert torch.allclose(estimate[0, 2:16], psd[0, 2:16], rtol=0.15)
+    assert torch.allclose(estimate[1, 28:-2], psd[1, 28:-2], rtol=0.15)
+    assert float(estimate[0, 30:].max()) < 1e-3 and float(estimate[1, :14].max()) < 1e-3
+
+
+def test_posterior_samples_sum_to_the_mix_and_average_to_the_wiener_mean() -> None:
+    g = torch.Generator().manual_seed(1)
+    psd = torch.stack([torch.linspace(2.0, 0.1, BINS), torch.linspace(0.1, 1.0, BINS)]).double()
+    mix = stationary_gaussian_sample(psd, 2048, g, pad=128).sum(0)
+    mean = wiener_separation(mix, psd, pad=128)
+    draws = torch.stack([wiener_posterior_sample(mix, psd, g, pad=128) for _ in range(400)])
+    assert torch.allclose(draws.sum(1), mix.expand(400, -1), atol=1e-9)  # every draw explains the mix exactly
+    # Monte-Carlo mean within a few standard errors of the closed form
+    se = draws.std(0) / 20.0
+    assert float(((draws.mean(0) - mean).abs() / se).mean()) < 1.2
+
+
+def test_posterior_variance_matches_the_closed_form_for_white_stems() -> None:
+    """Two white stems of variances a and b: s_1 | (s_1 + s_2 = m) ~ N(a m / (a + b), a b / (a + b)) per sample."""
+    a, b = 1.0, 3.0
+    psd = torch.tensor([[a] * BINS, [b] * BINS], dtype=torch.float64)
+    g = torch.Generator().manual_seed(2)
+    mix = torch.randn(4096, generator=g, dtype=torch.float64) * (a + b) ** 0.5
+    draws = torch.stack([wiener_posterior_sample(mix, psd, g, pad=64) for _ in range(8)])
+    residual = draws[:, 0] - a / (a + b) * mix
+    assert abs(float(residual.mean())) < 0.02
+    assert abs(float(residual.var()) - a * b / (a + b)) < 0.03 * a * b / (a + b)
+
+
+def test_disjoint_bands_leave_no_posterior_uncertainty() -> None:
+    psd = _lowpass_highpass_psd()
+    g = torch.Generator().manual_seed(3)
+    mix = stationary_gaussian_sample(psd, 4096, g, pad=256).sum(0)
+    mean = wiener_separation(mix, psd, pad=256)
+    draw = wiener_posterior_sample(mix, psd, g, pad=256)
+    # away from the ends (where reflect padding bends the band-limited signal) the draw is the mean
+    inner = slice(300, -300)
+    assert float((draw - mean)[:, inner].pow(2).mean()) < 1e-4 * float(mean.pow(2).mean())
+    assert float((draw - mean).pow(2).mean()) < 1e-2 * float(mean.pow(2).mean())
+
+
+def test_gaussian_stem_denoiser_is_the_closed_form_wiener_filter() -> None:
+    """White stems of variance a: D(x, sigma) = a / (a + sigma^2) x, for every sigma of a batch."""
+    from mgdm_audio.audio.gaussian_prior import GaussianStemDenoiser
+    from mgdm_audio.audio.model import get_config
+    from mgdm_audio.core.edm import EDMConfig
+
+    a = torch.tensor([0.04, 0.01])
+    denoiser = GaussianStemDenoiser(a[:, None].expand(2, BINS).clone(), EDMConfig(), get_config("tiny"), pad=32)
+    x = torch.randn(3, 2, 256, generator=torch.Generator().manual_seed(4))
+    sigma = torch.tensor([0.01, 0.1, 1.0])
+    expected = a[None, :, None] / (a[None, :, None] + sigma[:, None, None] ** 2) * x
+    assert torch.allclose(denoiser(x, sigma), expected, atol=1e-5)
+    assert denoiser.levels.sigmas.shape[0] > 1  # the index-based samplers' table is there
+
+
+def test_gaussian_stem_prior_stands_in_for_a_trained_prior() -> None:
+    """Same stems, rate, chunk, noise levels and length rule as the prior it replaces; it separates through the
+    Separator like any prior, and its stems explain the mix."""
+    from pathlib import Path
+
+    from mgdm_audio.audio.gaussian_prior import gaussian_stem_prior
+    from mgdm_audio.audio.model import build_prior
+    from mgdm_audio.audio.priors import AudioPrior
+    from mgdm_audio.audio.separator import Separator
+
+    module = build_prior("tiny")
+    stems = tuple(f"s{k}" for k in range(module.unet_config.stems))
+    like = AudioPrior(module, stems, 8000, 1024, {"metadata": {"mix_rms": 0.1}}, "x", Path("tiny"))
+    psd = torch.linspace(1.0, 0.1, BINS).repeat(len(stems), 1) * torch.arange(1, len(stems) + 1)[:, None]
+    prior = gaussian_stem_prior(psd, like)
+    assert prior.stems == like.stems and prior.downsampling == like.downsampling
+    assert torch.equal(prior.levels.sigmas, like.levels.sigmas) and len(prior.weights_sha256) == 64
+    mix = torch.randn(3000, generator=torch.Generator().manual_seed(5)) * 0.1
+    result = Separator(prior, sampler="msdm", preset="fast", seed=0).separate_tensor(mix, 8000)
+    assert result.stems.shape == (len(stems), 3000)
+    assert torch.allclose(result.stems.sum(0), mix, atol=1e-3 * float(mix.abs().max()))
