@@ -235,7 +235,7 @@ def test_bad_input_is_one_error_before_any_work(data, tmp_path, prior, monkeypat
     elif case == "sampler_set":
         extra += ["--sampler-set", "x=mgdm:fast:no_such_setting=1"]
     elif case == "n_samples":
-        extra += ["--sampler-set", "x=mgdm:fast:n_samples=0"]
+        extra += ["--sampler-set", "x=mgdm:fast:n_samples=true"]
     elif case == "chunks":
         extra += ["--max-chunks", "0"]
     elif case == "no_train":  # the wiener baseline needs ROOT/train

@@ -4,15 +4,17 @@ The trained prior is replaced by :func:`mgdm_audio.audio.gaussian_prior.gaussian
 Gaussian stems with the Welch spectra of ``ROOT/train``, the benchmark's ``wiener`` spectra). Its posterior given
 the mix is Gaussian and known: mean = the Wiener separation, exact draws by Matheron's rule. Each sampler separates
 the same single prior-length chunks (no streaming, no overlap) the way the separator calls it (the ``SumOfStems``
-operator, ``sigma_y`` of the separator, the mix scaled to the prior's ``mix_rms``), and is scored two ways:
+operator, ``sigma_y`` of the separator, the VP start, the mix scaled to the prior's ``mix_rms``; no final projection
+onto the mix), and is scored two ways:
 
 * SI-SDRi per stem over the whole chunk (mean over chunks), beside the exact posterior mean and one exact sample;
 * its distance to the exact posterior mean, relative to an exact sample's: ``||x - m||^2 / E||x* - m||^2``
   (1 for a calibrated sampler, below 1 when it collapses towards the mean, above 1 when it is over-dispersed or
-  biased).
+  biased; the exact sample's row is 1 by construction, one draw per chunk being the yardstick).
 
     python evaluation/separation/gaussian_testbed.py --root data/slakh-style --split validation \\
-        --chunks 8 --runs mgdm:audio-fast,mgdm:paper-audio,msdm:fast,msdm:paper-audio,dps:fast \\
+        --chunks 8 --runs mgdm:audio-fast,mgdm:audio-fast:lr_default=1.0,mgdm:fast,mgdm:paper-audio,\\
+        msdm:fast,msdm:paper-audio,dps:fast \\
         --markdown evaluation/separation/gaussian_testbed.md
 """
 
@@ -34,6 +36,7 @@ from mgdm_audio.benchmarks import separation as sb
 from mgdm_audio.core.atomic import write_atomic
 from mgdm_audio.core.likelihood import InverseProblem
 from mgdm_audio.metrics.sisdr import si_snr
+from mgdm_audio.samplers.base import parse_override_value
 from mgdm_audio.samplers.registry import get_sampler
 
 
@@ -44,7 +47,9 @@ def main() -> None:
     parser.add_argument("--prior", default="slakh-style-small", help="whose stems, rate, chunk and levels to copy")
     parser.add_argument("--chunks", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--runs", default="mgdm:audio-fast,msdm:fast", help="sampler:preset, comma-separated")
+    parser.add_argument(
+        "--runs", default="mgdm:audio-fast,msdm:fast", help="sampler:preset[:key=value...], comma-separated"
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--markdown", type=Path)
     parser.add_argument("--json", type=Path)
@@ -71,9 +76,14 @@ def main() -> None:
     }
     problem = InverseProblem(SumOfStems(x.shape[1], x.shape[-1]), mix, SIGMA_Y)
     for run in (r.strip() for r in args.runs.split(",") if r.strip()):
-        name, _, preset = run.partition(":")
+        name, *rest = run.split(":")  # sampler[:preset[:key=value...]]
+        overrides = dict(item.split("=", 1) for item in rest[1:])
         spec = get_sampler(name)
-        config = spec.config(preset or "default")
+        config = spec.config(
+            rest[0] if rest else "default", **{k: parse_override_value(v) for k, v in overrides.items()}
+        )
+        if hasattr(config, "start_scale"):
+            config.start_scale = "vp"  # as the Separator runs every sampler on audio
         spec.check(problem, config)
         g = torch.Generator().manual_seed(args.seed + 1)
         start = time.perf_counter()
@@ -107,7 +117,8 @@ def main() -> None:
         f"Gaussian stem prior (train-split spectra, sha256 `{prior.weights_sha256[:12]}`) on {len(chunks)} "
         f"`{args.split}` chunks of {like.chunk_samples / like.sample_rate:.2f} s; SI-SDRi over the whole chunk "
         "(dB, mean over chunks); distance to the exact posterior mean relative to an exact sample's (median over "
-        "chunks; 1 = calibrated). NFE per chunk batch, seconds on this machine.",
+        "chunks; 1 = calibrated, and 1 by construction for the exact sample, which is the yardstick). NFE per chunk "
+        "batch, seconds on this machine.",
         "",
         "| run | " + " | ".join(stems) + " | average | distance to mean | NFE | seconds |",
         "|---|" + "---|" * (len(stems) + 4),

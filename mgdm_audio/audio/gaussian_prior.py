@@ -6,9 +6,10 @@ Independent stems, each a stationary Gaussian process with power spectral densit
 .. math:: D(x, \sigma)_k = \mathcal F^{-1}\Big[\frac{P_k(f)}{P_k(f) + \sigma^2}\,\mathcal F[x_k]\Big],
 
 and the posterior of the stems given their sum is Gaussian with mean
-:func:`~mgdm_audio.audio.spectra.wiener_separation` and exact samples
-:func:`~mgdm_audio.audio.spectra.wiener_posterior_sample`. Plugged into any sampler in place of a trained prior it
-tests the sampler on real mixtures against a known answer: the audio counterpart of the Gaussian-mixture benchmark
+:func:`~mgdm_audio.audio.spectra.wiener_separation` and samples
+:func:`~mgdm_audio.audio.spectra.wiener_posterior_sample` (both exact up to edge effects of the FFT filters over a
+finite chunk). Plugged into any sampler in place of a trained prior it tests the sampler on real mixtures against
+a known answer: the audio counterpart of the Gaussian-mixture benchmark
 (``evaluation/separation/gaussian_testbed.py``). It is not a good music prior; it is what a prior must beat to
 have learnt more than each stem's average spectrum.
 """
@@ -56,13 +57,14 @@ def gaussian_stem_prior(psd: Tensor, like: AudioPrior, pad: int = 2048) -> Audio
     if psd.shape[0] != len(like.stems):
         raise UserInputError(f"{psd.shape[0]} PSDs for a prior with {len(like.stems)} stems ({', '.join(like.stems)}).")
     module = GaussianStemDenoiser(psd.float(), like.module.edm, like.module.unet_config, pad)
-    digest = hashlib.sha256(psd.double().contiguous().numpy().tobytes()).hexdigest()
+    digest = hashlib.sha256(psd.detach().cpu().double().contiguous().numpy().tobytes()).hexdigest()
     return AudioPrior(
         module=module,  # type: ignore[arg-type]
         stems=tuple(like.stems),
         sample_rate=like.sample_rate,
         chunk_samples=like.chunk_samples,
-        config={"name": "gaussian-stems", "metadata": {"psd_sha256": digest}},
+        # the separator reads the input gain (mix_rms) from here: keep the replaced prior's metadata
+        config={"name": "gaussian-stems", "metadata": {**like.config.get("metadata", {}), "psd_sha256": digest}},
         weights_sha256=digest,
         path=Path("gaussian-stems"),
     )

@@ -118,7 +118,8 @@ def generate(prior: AudioPrior, n_samples: int, seconds: float, seed: int, steps
     padded = -(-length // prior.downsampling) * prior.downsampling
     spec = get_sampler("ddim")
     config = spec.config("paper-audio", n_steps=steps, eta=eta)
-    device = next(prior.module.parameters()).device
+    tensors = [*prior.module.parameters(), *prior.module.buffers()]  # a network-free prior has buffers only
+    device = tensors[0].device if tensors else torch.device("cpu")
     generator = make_generator(seed)
     x_init = torch.randn(n_samples, len(prior.stems), padded, generator=generator).to(device)
     result = spec.run(prior, None, x_init, generator=make_generator(seed + 1, device), config=config)

@@ -82,25 +82,29 @@ def stationary_gaussian_sample(psd: Tensor, length: int, generator: torch.Genera
     r"""A draw ``(S, length)`` of independent stationary Gaussian stems with power spectra ``psd (S, bins)``.
 
     White noise of ``length + 2 pad`` samples is coloured by ``\sqrt{P_k(f)}`` on its rfft grid (a circular
-    filter) and cropped to the middle ``length`` samples, so the circular wrap stays ``pad`` samples away from the
-    result (float64)."""
+    filter) and the middle ``length`` samples are kept: their covariance is the circular one of the longer
+    period, which is close to the stationary (non-periodic) covariance at every lag within the result when ``pad``
+    exceeds the filters' effective length. Drawn on the CPU with ``generator``, returned in float64 on
+    ``psd``'s device."""
     total = length + 2 * max(pad, 0)
     white = torch.randn(psd.shape[0], total, generator=generator, dtype=torch.float64)
-    gain = psd_on_rfft_grid(psd.double(), total).sqrt()
+    gain = psd_on_rfft_grid(psd.detach().cpu().double(), total).sqrt()
     coloured = torch.fft.irfft(torch.fft.rfft(white, dim=-1) * gain, n=total, dim=-1)
     start = (total - length) // 2
-    return coloured[:, start : start + length]
+    return coloured[:, start : start + length].to(psd.device)
 
 
 def wiener_posterior_sample(mix: Tensor, psd: Tensor, generator: torch.Generator | None, pad: int = 2048) -> Tensor:
     r"""A draw ``(S, T)`` from the posterior of the stems given their sum under independent stationary Gaussian
-    priors (the exact posterior sample that :func:`wiener_separation` is the mean of), by Matheron's rule:
+    priors (the posterior sample that :func:`wiener_separation` is the mean of), by Matheron's rule:
 
     .. math:: s = z + \mathbb E[s \mid \textstyle\sum_k s_k = m - \sum_k z_k], \qquad z \sim p(s)
 
     (per frequency the posterior covariance is ``diag(P) - P P^T / sum_j P_j``). The draw sums to ``mix`` like
     the mean does; when the stems do follow the model its expected error power is twice the mean's (error of the
     mean plus an independent posterior draw). It is the fair learning-free reference for a sampler that returns
-    one posterior sample, as :func:`wiener_separation` is for a posterior mean."""
-    z = stationary_gaussian_sample(psd, mix.shape[-1], generator, pad)
-    return z + wiener_separation(mix.double() - z.sum(0), psd, pad)
+    one posterior sample, as :func:`wiener_separation` is for a posterior mean. Exact up to edge effects: the
+    prior draw is a cropped circular process and the conditional mean uses reflect padding, so the first and last
+    ``pad``-or-so samples deviate slightly. Returned in ``mix``'s dtype."""
+    z = stationary_gaussian_sample(psd, mix.shape[-1], generator, pad).to(mix.device)
+    return (z + wiener_separation(mix.double() - z.sum(0), psd, pad)).to(mix.dtype)

@@ -368,7 +368,7 @@ def _config_id(setup: Any, run: Run) -> str:
         return ""
     config = separator.config
     values = asdict(config) if is_dataclass(config) else vars(config)
-    text = json.dumps({"config": values, "n_samples": separator.n_samples}, sort_keys=True, default=repr)
+    text = json.dumps({"config": values, "n_samples": separator.n_samples}, sort_keys=True)  # plain JSON or fail
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -762,10 +762,10 @@ def markdown_report(summary: dict[str, Any], info: dict[str, Any], stems: Sequen
         "*non-silent*: the same average with each stem's own silent windows left out. SDR: BSSEval v4 (museval, "
         "1 s frames), median over frames then over chunks ('–' when not computed). NFE and seconds per chunk. "
         "Oracles (true stems): irm, ibm, mixture (0 dB). Baselines without true stems, stationary Gaussian stems "
-        "with the train split's spectra: wiener (posterior mean) and wiener-sample (one exact posterior sample; a "
-        "sampler row is one posterior sample too unless its overrides set n_samples, whose mean is scored"
-        + (f", sha256 `{info['wiener_psd_sha256'][:12]}`" if info.get("wiener_psd_sha256") else "")
-        + ").",
+        "with the train split's spectra"
+        + (f" (sha256 `{info['wiener_psd_sha256'][:12]}`)" if info.get("wiener_psd_sha256") else "")
+        + ": wiener (posterior mean) and wiener-sample (one exact posterior sample). A sampler row is one "
+        "posterior sample too, unless its overrides set n_samples: then the mean of that many samples is scored.",
         "",
         "| sampler | preset | " + " | ".join(stems) + " | average | non-silent avg | SDR avg | NFE | s/chunk |",
         "|---|---|" + "---|" * (len(stems) + 5),
