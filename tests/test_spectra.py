@@ -1,6 +1,7 @@
 """The stationary-Gaussian view of the stems (`mgdm_audio.audio.spectra`) against closed forms: Welch scaling,
 prior draws with the asked-for spectra, and the exact posterior of the stems given their sum (mean and samples)."""
 
+import pytest
 import torch
 
 from mgdm_audio.audio.spectra import (
@@ -9,6 +10,7 @@ from mgdm_audio.audio.spectra import (
     wiener_posterior_sample,
     wiener_separation,
 )
+from mgdm_audio.core.errors import UserInputError
 
 BINS = 65
 
@@ -139,3 +141,49 @@ def test_generation_from_the_gaussian_stem_prior_has_its_spectra() -> None:
     # the power at 50 steps here); the error shrinks with the grid (about 0.95 at 200 steps)
     assert torch.allclose(ratios[200], torch.ones_like(ratios[200]), atol=0.12), ratios
     assert float((1 - ratios[200]).abs().max()) < float((1 - ratios[50]).abs().min())
+
+
+def _operator_norm(apply, shape, iterations: int = 60) -> float:
+    """Largest singular value by power iteration on ``A^T A`` for a symmetric ``A`` (``A A``)."""
+    v = torch.randn(shape, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
+    for _ in range(iterations):
+        v = apply(apply(v))
+        v = v / v.norm()
+    return float(apply(v).norm())
+
+
+def test_zero_and_circular_padding_give_symmetric_contractions_reflect_does_not() -> None:
+    """Why the Gaussian prior filters circularly: with a gain in [0, 1], zero padding and pad = 0 give a symmetric
+    operator of norm <= 1 (a denoiser a sampler may apply again and again), reflect padding does not."""
+    from mgdm_audio.audio.spectra import filter_by_gain
+
+    n = 256
+    g = torch.Generator().manual_seed(7)
+    gains = torch.rand(4 * n, generator=g, dtype=torch.float64)
+
+    def gain(length: int) -> torch.Tensor:
+        return gains[: length // 2 + 1]
+
+    u, v = torch.randn(2, n, generator=g, dtype=torch.float64)
+    for pad, padding in ((64, "zero"), (0, "reflect")):
+        apply = lambda x, pad=pad, padding=padding: filter_by_gain(x, gain, pad, torch.float64, padding)  # noqa: E731
+        assert torch.dot(apply(u), v) == pytest.approx(float(torch.dot(u, apply(v))), rel=1e-9)
+        assert _operator_norm(apply, (n,)) <= 1.0 + 1e-9
+    reflect = lambda x: filter_by_gain(x, gain, 64, torch.float64, "reflect")  # noqa: E731
+    assert abs(float(torch.dot(reflect(u), v) - torch.dot(u, reflect(v)))) > 1e-6  # not symmetric
+    with pytest.raises(UserInputError, match="padding"):
+        filter_by_gain(u, gain, 8, torch.float64, "mirror")
+
+
+def test_gaussian_stem_denoiser_is_a_contraction() -> None:
+    from mgdm_audio.audio.gaussian_prior import GaussianStemDenoiser
+    from mgdm_audio.audio.model import get_config
+    from mgdm_audio.core.edm import EDMConfig
+
+    psd = torch.full((4, BINS), 1e-8)
+    for k in range(4):
+        psd[k, 16 * k : 16 * k + 16] = 0.01
+    denoiser = GaussianStemDenoiser(psd, EDMConfig(), get_config("tiny"))
+    for sigma in (1e-3, 0.05):
+        norm = _operator_norm(lambda x, s=sigma: denoiser(x.float(), s).double(), (1, 4, 1024), iterations=30)
+        assert norm <= 1.0 + 1e-4

@@ -1,8 +1,9 @@
 """The samplers against an exact posterior on real mixtures: the stationary Gaussian stem prior.
 
 The trained prior is replaced by :func:`mgdm_audio.audio.gaussian_prior.gaussian_stem_prior` (independent stationary
-Gaussian stems with the Welch spectra of ``ROOT/train``, the benchmark's ``wiener`` spectra). Its posterior given
-the mix is Gaussian and known: mean = the Wiener separation, exact draws by Matheron's rule. Each sampler separates
+Gaussian stems with the Welch spectra of ``ROOT/train``, the benchmark's ``wiener`` spectra, circular over each
+chunk). Its posterior given the mix is Gaussian and known: mean = the Wiener separation, exact draws by Matheron's
+rule (all filters circular, so all exact for this prior). Each sampler separates
 the same single prior-length chunks (no streaming, no overlap) the way the separator calls it (the ``SumOfStems``
 operator, ``sigma_y`` of the separator, the VP start, the mix scaled to the prior's ``mix_rms``; no final projection
 onto the mix), and is scored two ways:
@@ -67,8 +68,9 @@ def main() -> None:
     x, mix = x * gain, mix * gain
     baseline = si_snr(mix.expand_as(x), x)
     generator = torch.Generator().manual_seed(args.seed)
-    mean = torch.stack([wiener_separation(m[0], psd) for m in mix]).float()
-    exact = torch.stack([wiener_posterior_sample(m[0], psd, generator) for m in mix]).float()
+    # pad = 0: the circular model of gaussian_stem_prior, for which mean and samples are exact
+    mean = torch.stack([wiener_separation(m[0], psd, pad=0) for m in mix]).float()
+    exact = torch.stack([wiener_posterior_sample(m[0], psd, generator, pad=0) for m in mix]).float()
     spread = (exact - mean).pow(2).sum(dim=(1, 2))  # one exact draw per chunk: the yardstick
     rows = {
         "exact posterior mean": {"estimate": mean, "nfe": 0, "seconds": 0.0},

@@ -7,11 +7,15 @@ Independent stems, each a stationary Gaussian process with power spectral densit
 
 and the posterior of the stems given their sum is Gaussian with mean
 :func:`~mgdm_audio.audio.spectra.wiener_separation` and samples
-:func:`~mgdm_audio.audio.spectra.wiener_posterior_sample` (both exact up to edge effects of the FFT filters over a
-finite chunk). Plugged into any sampler in place of a trained prior it tests the sampler on real mixtures against
-a known answer: the audio counterpart of the Gaussian-mixture benchmark
-(``evaluation/separation/gaussian_testbed.py``). It is not a good music prior; it is what a prior must beat to
-have learnt more than each stem's average spectrum.
+:func:`~mgdm_audio.audio.spectra.wiener_posterior_sample`. With ``pad = 0`` (the default) every filter is circular
+over the chunk: the prior is then a *circular* stationary process on the chunk, and denoiser, posterior mean and
+posterior samples are all exact for it; the denoiser is symmetric with norm <= 1. (Reflect padding would soften
+the chunk edges but is not a contraction, and samplers that apply the denoiser repeatedly, like MGDM's Gibbs
+sweeps, amplify the excess: see :func:`~mgdm_audio.audio.spectra.filter_by_gain`.)
+
+Plugged into any sampler in place of a trained prior it tests the sampler on real mixtures against a known answer:
+the audio counterpart of the Gaussian-mixture benchmark (``evaluation/separation/gaussian_testbed.py``). It is not
+a good music prior; it is what a prior must beat to have learnt more than each stem's average spectrum.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ class GaussianStemDenoiser(EDMPreconditioned):
     supplies the noise-level table (``levels``) that index-based samplers read and ``unet_config`` only the input
     length rule, so both match the prior it stands in for."""
 
-    def __init__(self, psd: Tensor, edm: EDMConfig, unet_config: UNetConfig, pad: int = 2048) -> None:
+    def __init__(self, psd: Tensor, edm: EDMConfig, unet_config: UNetConfig, pad: int = 0) -> None:
         super().__init__(edm)
         self.unet_config = unet_config
         if psd.ndim != 2 or psd.shape[-1] < 2 or not bool(torch.isfinite(psd).all()) or bool((psd <= 0).any()):
@@ -51,7 +55,7 @@ class GaussianStemDenoiser(EDMPreconditioned):
         return self.spectral(x, s)
 
 
-def gaussian_stem_prior(psd: Tensor, like: AudioPrior, pad: int = 2048) -> AudioPrior:
+def gaussian_stem_prior(psd: Tensor, like: AudioPrior, pad: int = 0) -> AudioPrior:
     """An :class:`AudioPrior` with ``like``'s stems, sample rate, chunk length and noise-level table whose
     denoiser is :class:`GaussianStemDenoiser` with ``psd``."""
     if psd.shape[0] != len(like.stems):

@@ -265,6 +265,7 @@ class SpectralSkipConfig:
     bins: int = 1025
     pad: int = 2048
     fit_items: int = 256
+    padding: str = "reflect"  # or "zero": a contraction (see spectra.filter_by_gain); "reflect" as first trained
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -293,7 +294,7 @@ class SpectralSkip(nn.Module):
 
     def __init__(self, stems: int, sigma_data: float, config: SpectralSkipConfig = SpectralSkipConfig()) -> None:
         super().__init__()
-        if config.bins < 2 or config.pad < 0 or config.fit_items < 1:
+        if config.bins < 2 or config.pad < 0 or config.fit_items < 1 or config.padding not in ("reflect", "zero"):
             raise UserInputError(f"spectral skip needs bins >= 2, pad >= 0 and fit_items >= 1, got {config}.")
         self.config = config
         self.register_buffer("psd", torch.full((stems, config.bins), float(sigma_data) ** 2))
@@ -311,7 +312,7 @@ class SpectralSkip(nn.Module):
         return psd / (psd + sigma.to(psd.dtype).reshape(-1, 1, 1) ** 2)
 
     def forward(self, x: Tensor, sigma: Tensor) -> Tensor:
-        return filter_by_gain(x, lambda length: self.gain(sigma, length), self.config.pad)
+        return filter_by_gain(x, lambda length: self.gain(sigma, length), self.config.pad, padding=self.config.padding)
 
 
 class EDMPrior(EDMPreconditioned):
