@@ -809,8 +809,8 @@ def plot_quality_vs_nfe(summary: dict[str, Any], path: Path) -> None:
                 ax.axhline(s["si_sdri_average"], ls=ls, lw=1, color=color)
                 ax.annotate(name, (x, s["si_sdri_average"]), xycoords=("axes fraction", "data"), fontsize=7)
             continue
-        k = s["overrides"].get(N_SAMPLES_KEY, 1)  # a mean of K samples is another estimator: its own line
-        group = s["method"] if k == 1 else f"{s['method']} (mean of {k})"
+        k = s["overrides"].get(N_SAMPLES_KEY, 1)  # means of K samples are another estimator: their own line
+        group = s["method"] if k == 1 else f"{s['method']} (mean of K samples)"
         groups[group].append((max(s["nfe_per_chunk"], 1.0), s["si_sdri_average"], name))
     for base, points in groups.items():
         points.sort()
