@@ -14,7 +14,7 @@ onto the mix), and is scored two ways:
   biased; the exact sample's row is 1 by construction, one draw per chunk being the yardstick).
 
     python evaluation/separation/gaussian_testbed.py --root data/slakh-style --split validation \\
-        --chunks 8 --runs mgdm:audio-fast,mgdm:audio-fast:lr_default=1.0,mgdm:fast,mgdm:paper-audio,\\
+        --chunks 8 --runs mgdm:audio-fast,mgdm:audio-fast:lr_default=1.0,mgdm:audio,mgdm:fast,mgdm:paper-audio,\\
         msdm:fast,msdm:paper-audio,dps:fast \\
         --markdown evaluation/separation/gaussian_testbed.md
 """
