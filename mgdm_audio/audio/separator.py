@@ -17,7 +17,7 @@ What happens to a mixture:
    result holds all samples, their mean (the stems returned and written) and the per-sample standard deviation
    across samples (the spread). The mean approaches the posterior mean (the MMSE estimate), which scores higher
    than any single sample: on the validation split, MGDM ``fast`` goes from 0.0 dB SI-SDRi (one sample) to 3.6 dB
-   with K = 4 and 4.5 dB with K = 8, at about 2x and 4x the time (the K chains share each network call;
+   with K = 4 and 4.5 dB with K = 8, at about 2.5x and 4.5x the time (the K chains share each network call;
    ``evaluation/separation/validation_posterior_mean.md``).
 
 The separation problem per chunk is :math:`y = \sum_s x_s` (noiseless; the likelihood uses ``sigma_y = 1e-4`` as
