@@ -318,7 +318,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # Separation (the separator's `default`): `fast` with the mean rate 0.2 x the bridge std (not 1.0). On the
     # Gaussian stem prior, whose posterior is exact (evaluation/separation/gaussian_testbed.md), rate 1.0 leaves
     # samples 1.8x (20-point grid) / 2.3x (14-point grid) as far from the posterior mean as an exact sample, rate
-    # 0.2 about 1.0x / 1.1x; on the validation split with the shipped prior rate 0.2 is not worse
+    # 0.2 about 1.0x / 1.1x; on the validation split with the step-7000 prior rate 0.2 is not worse
     # (evaluation/separation/validation_rate.md).
     "audio": {**_FAST, "lr_default": 0.2},
     # Separation (the separator's `fast`): `audio` on a 14-point grid, same validation SI-SDRi as the 20-point grid
