@@ -104,8 +104,8 @@ def stationary_gaussian_sample(psd: Tensor, length: int, generator: torch.Genera
     ``psd``'s device."""
     total = length + 2 * max(pad, 0)
     white = torch.randn(psd.shape[0], total, generator=generator, dtype=torch.float64)
-    gain = psd_on_rfft_grid(psd.detach().cpu().double(), total).sqrt()
-    coloured = torch.fft.irfft(torch.fft.rfft(white, dim=-1) * gain, n=total, dim=-1)
+    power = psd.detach().cpu().double()
+    coloured = filter_by_gain(white, lambda n: psd_on_rfft_grid(power, n).sqrt(), 0, torch.float64)  # circular
     start = (total - length) // 2
     return coloured[:, start : start + length].to(psd.device)
 
