@@ -491,7 +491,7 @@ def build_parser() -> argparse.ArgumentParser:
     sep.add_argument("-d", "--device", default="auto", help="auto | cpu | cuda")
     sep.add_argument("--segment", type=float, default=None, help="chunk length in seconds (default: the prior's)")
     sep.add_argument("--overlap", type=float, default=0.25, help="overlap fraction between chunks, in (0, 0.5)")
-    sep.add_argument("--batch-chunks", type=int, default=2, help="even chunks separated together")
+    sep.add_argument("--batch-chunks", type=int, default=4, help="even chunks separated together (one network batch)")
     sep.add_argument("--n-samples", type=int, default=1, help="posterior samples per track (mean + spread)")
     sep.add_argument("--seed", type=int, default=0)
     enc = sep.add_mutually_exclusive_group()

@@ -34,6 +34,8 @@ OPERATORS = {
     "inpaint": lambda t: MixtureInpainting(4, _gap_mask(t)),
     "known_edges": lambda t: MixtureWithKnownStems(4, ~_gap_mask(t)),
     "known_head": lambda t: MixtureWithKnownStems(3, torch.arange(t) < 5),
+    # many runs of known and unknown samples (the operator slices runs)
+    "known_scattered": lambda t: MixtureWithKnownStems(4, (torch.arange(t) % 7 < 3) | (torch.arange(t) % 5 == 0)),
 }
 
 

@@ -289,6 +289,27 @@ class _InpaintingSVD(SVDPieces):
         return c.reshape(c.shape[0], 1, self.n_obs)
 
 
+def _runs(mask: Tensor) -> tuple[tuple[int, int], ...]:
+    """``(start, length)`` of each run of ``True`` in a 1-D boolean mask, in order."""
+    padded = torch.cat([torch.zeros(1, dtype=torch.int8), mask.to(torch.int8), torch.zeros(1, dtype=torch.int8)])
+    edges = (padded[1:] - padded[:-1]).nonzero().flatten().tolist()
+    return tuple((a, b - a) for a, b in zip(edges[::2], edges[1::2], strict=True))
+
+
+def _gather(x: Tensor, runs: tuple[tuple[int, int], ...]) -> Tensor:
+    """The samples of ``x`` (last axis) inside ``runs``, concatenated in order."""
+    parts = [x.narrow(-1, a, n) for a, n in runs]
+    return parts[0] if len(parts) == 1 else torch.cat(parts, -1) if parts else x[..., :0]
+
+
+def _scatter(out: Tensor, runs: tuple[tuple[int, int], ...], values: Tensor) -> None:
+    """Write ``values`` (last axis: the run samples in order) into ``out`` at ``runs``."""
+    offset = 0
+    for a, n in runs:
+        out.narrow(-1, a, n).copy_(values.narrow(-1, offset, n))
+        offset += n
+
+
 class MixtureWithKnownStems(LinearOperator):
     r"""A chunk whose stems are already known on some samples (the neighbours' separated overlaps).
 
@@ -312,27 +333,34 @@ class MixtureWithKnownStems(LinearOperator):
         self.n_stems, self.length = int(n_stems), int(known.numel())
         self.x_shape = (self.n_stems, self.length)
         self.register_buffer("known", known, persistent=False)
+        # the mask as runs of consecutive samples (the neighbours' overlaps are one run at each edge): slicing and
+        # concatenating costs a copy, where boolean indexing searched the mask on every call (and index_select
+        # gathered element by element, ~0.5 ms per 2 x 4 x 32768 batch on CPU)
+        self.known_runs, self.unknown_runs = _runs(known), _runs(~known)
+        self._n_known = int(known.sum())
         self.register_buffer("basis", ones_complement_basis(self.n_stems), persistent=False)
 
     @property
     def n_known(self) -> int:
-        return int(self.known.sum())
+        return self._n_known
 
     def forward(self, x: Tensor) -> Tensor:
         b = x.shape[0]
-        return torch.cat([x[:, :, self.known].reshape(b, -1), x[:, :, ~self.known].sum(1)], 1)
+        return torch.cat([_gather(x, self.known_runs).reshape(b, -1), _gather(x, self.unknown_runs).sum(1)], 1)
 
     def adjoint(self, y: Tensor) -> Tensor:
         b, s, k = y.shape[0], self.n_stems, self.n_known
-        x = y.new_zeros(b, s, self.length)
-        x[:, :, self.known] = y[:, : s * k].reshape(b, s, k)
-        x[:, :, ~self.known] = y[:, s * k :, None].transpose(1, 2).expand(-1, s, -1)
+        x = y.new_empty(b, s, self.length)
+        _scatter(x, self.known_runs, y[:, : s * k].reshape(b, s, k))
+        _scatter(x, self.unknown_runs, y[:, s * k :, None].transpose(1, 2).expand(-1, s, -1))
         return x
 
     def observe(self, mixture: Tensor, known_stems: Tensor) -> Tensor:
         """``y`` for a mixture chunk ``(B, 1, T)`` and stems ``(B, S, T)`` that are valid where ``known``."""
         b = mixture.shape[0]
-        return torch.cat([known_stems[:, :, self.known].reshape(b, -1), mixture[:, 0, ~self.known]], 1)
+        return torch.cat(
+            [_gather(known_stems, self.known_runs).reshape(b, -1), _gather(mixture, self.unknown_runs)[:, 0]], 1
+        )
 
     def svd(self) -> SVDPieces:
         return _KnownStemsSVD(self.n_stems, self.known, self.basis)

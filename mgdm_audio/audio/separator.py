@@ -99,7 +99,7 @@ class Separator:
         device: str | torch.device = "auto",
         chunk_seconds: float | None = None,
         overlap: float = 0.25,
-        batch_chunks: int = 2,
+        batch_chunks: int = 4,
         n_samples: int = 1,
         seed: int = 0,
         callback: Callable[[dict[str, Any]], None] | None = None,

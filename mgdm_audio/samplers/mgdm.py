@@ -48,9 +48,12 @@ Quirks of the reference, and the flags that keep or fix them:
 * ``noising_eta=1.0`` (reference): the noising bridge ignores the user ``eta``. ``None`` uses ``eta``.
 * ``tau_rule="zero"`` draws ``randint(1, max(1, t_lo // 5))``, which fails in the reference when
   ``t_lo // 5 <= 1``; here the upper end is at least 2 (``tau = 1``).
-* The mixture index is drawn once per reverse step and shared by the R sweeps; the late steps are a
-  single component (``tau = t_lo``); the output is the last denoised ``x0`` (reference behaviour,
-  ``MGDM_REFERENCE.md`` §8 items 1, 2 and 5).
+* ``tau_per_sweep=False`` (reference): the mixture index is drawn once per reverse step and shared by the
+  R sweeps, so it is never a Gibbs variable (``MGDM_REFERENCE.md`` §8 item 1). ``True`` draws a fresh
+  ``tau`` (same rule) before every sweep after the first, closer to the paper's Gibbs sampler over the
+  mixture; ``info["tau"]`` then lists one entry per draw.
+* The late steps are a single component (``tau = t_lo``); the output is the last denoised ``x0``
+  (reference behaviour, ``MGDM_REFERENCE.md`` §8 items 2 and 5).
 * The one-step ``alphas_cumprod`` offset of pixel priors lives in the adapter
   (:class:`~mgdm_audio.core.denoiser.VPEpsDenoiser`, ``reference_index_offset``).
 """
@@ -95,6 +98,7 @@ class MGDMConfig:
     noising_eta: float | None = 1.0
     log_std_lr: float | None = None
     analytic_kl: bool = False
+    tau_per_sweep: bool = False
 
     def __post_init__(self) -> None:
         if self.n_reps < 1 or self.n_denoising_steps < 1:
@@ -148,41 +152,54 @@ def potential_step(
     config: MGDMConfig,
     generator: torch.Generator | None,
 ) -> Tensor:
-    """One draw of ``x_tau`` from the Gaussian VI fit of ``g(y|D_tau(x_tau)) q(x_tau | x0, x_t)``
-    (``n_grad`` Adam steps at rate ``lr``; ``config`` gives the rate's scale and the quirk flags)."""
+    r"""One draw of ``x_tau`` from the Gaussian VI fit of ``g(y|D_tau(x_tau)) q(x_tau | x0, x_t)``
+    (``n_grad`` Adam steps at rate ``lr``; ``config`` gives the rate's scale and the quirk flags).
+
+    The gradient of the one-sample loss ``L(v) = -log g(y | D_tau(v)) + ||(v - m)/s||^2 / 2 - sum(rho)`` at
+    ``v = mu + e^rho z`` is assembled in closed form around one VJP of the denoiser:
+
+    .. math:: \nabla_v L = -J_{D_\tau}(v)^\top \nabla_{x_0} \log g(y \mid D_\tau(v)) + (v - m)/s^2,
+              \quad \nabla_\mu L = \nabla_v L, \quad \nabla_\rho L = e^\rho z \odot \nabla_v L - 1
+
+    (with ``analytic_kl`` the bridge term's gradients are ``(mu - m)/s^2`` and ``e^{2 rho}/s^2`` instead), the
+    same numbers autograd gives for the loss, without recording the elementwise graph around the network.
+    """
     lr_scale = config.lr_scale
     m, s = bridge_mean_std(x0, x_t, 1.0, abar_tau, abar_t, 1.0)
     s = s.expand_as(m) if s.ndim == m.ndim else s
-    log_s = torch.log(s).expand_as(m)
-    if lr_scale != "absolute":  # Adam on the standardised offset u = (mu - m) / s
-        u = torch.zeros_like(m, requires_grad=True)
-        if lr_scale == "bridge_norm":
-            lr = lr / m[0].numel() ** 0.5
-    else:
-        u = m.clone().requires_grad_(True)
-    rho = log_s.clone().requires_grad_(True)
+    standardised = lr_scale != "absolute"  # Adam on the standardised offset u = (mu - m) / s
+    if standardised and lr_scale == "bridge_norm":
+        lr = lr / m[0].numel() ** 0.5
+    u = torch.zeros_like(m) if standardised else m.clone()
+    rho = torch.log(s).expand_as(m).clone()
     rho_lr = lr if config.log_std_lr is None else config.log_std_lr
     # the fused kernel does Adam's update in one pass (about 15 % of the sampler's own time on CPU); same math
     fused = m.device.type in ("cpu", "cuda")
     opt = torch.optim.Adam([{"params": [u]}, {"params": [rho], "lr": rho_lr}], lr=lr, fused=fused)
-
-    def mean_of(u_: Tensor) -> Tensor:
-        return u_ if lr_scale == "absolute" else m + s * u_
-
-    with torch.enable_grad():
-        for _ in range(n_grad):
-            opt.zero_grad(set_to_none=True)
-            v = mean_of(u) + rho.exp() * randn_like(m, generator)
+    inv_var = s.reciprocal().square()
+    for _ in range(n_grad):
+        with torch.no_grad():
+            offset = s * u if standardised else u - m  # mu - m
+            std = rho.exp()
+            noise = std * randn_like(m, generator)
+            v = (m + offset + noise).requires_grad_(True)
+        with torch.enable_grad():
             x0_hat = vp_denoise(prior, v, abar_tau)
-            if config.analytic_kl:  # E_q ||(v - m)/s||^2 / 2 in closed form: no Monte Carlo noise in the prior pull
-                kl = 0.5 * (((mean_of(u) - m) ** 2 + (2 * rho).exp()) / s**2).sum()
+            score = problem.grad_log_likelihood(x0_hat.detach())
+            (grad_v,) = torch.autograd.grad(x0_hat, v, grad_outputs=score.neg_())
+        with torch.no_grad():
+            if config.analytic_kl:
+                grad_mu = grad_v + offset * inv_var
+                grad_rho = noise * grad_v + std.square() * inv_var - 1.0
             else:
-                kl = 0.5 * ((v - m) / s).pow(2).sum()
-            loss = -problem.log_likelihood(x0_hat).sum() + kl - rho.sum()
-            loss.backward()
+                grad_v += (offset + noise) * inv_var
+                grad_mu, grad_rho = grad_v, noise * grad_v - 1.0
+            u.grad = s * grad_mu if standardised else grad_mu
+            rho.grad = grad_rho
             opt.step()
     with torch.no_grad():
-        return mean_of(u) + rho.exp() * randn_like(m, generator)
+        mu = m + s * u if standardised else u
+        return mu + rho.exp() * randn_like(m, generator)
 
 
 def denoising_chain(
@@ -214,7 +231,10 @@ def denoising_chain(
         k_safe = torch.where(active, k, torch.ones_like(k))
         x0 = vp_denoise(prior, x, abar[k_safe])
         x_new = ddim_step(x, x0, abar[k_safe], abar[torch.where(active, k_next, k_safe)], eta, generator)
-        x = torch.where(active.to(x.device).reshape(-1, *([1] * (x.ndim - 1))), x_new, x)
+        if bool(active.all()):  # the common case (every chain still stepping): no masked copy
+            x = x_new
+        else:
+            x = torch.where(active.to(x.device).reshape(-1, *([1] * (x.ndim - 1))), x_new, x)
     return x
 
 
@@ -246,7 +266,10 @@ def mgdm(
         x_hi = x
         with torch.no_grad():
             x = sample_bridge(x0, x_hi, 1.0, abar[t], abar[t_hi], config.eta, generator)
-        for _ in range(config.n_reps):
+        for rep in range(config.n_reps):
+            if config.tau_per_sweep and rep > 0:  # a fresh mixture index for every Gibbs sweep
+                tau = draw_tau(config, t_lo, i, batch, generator)
+                taus.append(tau.tolist() if config.tau_per_chain else [int(tau[0])])
             x_tau = potential_step(prior, problem, x0, x, abar[tau], abar[t], n_grad, lr, config, generator)
             with torch.no_grad():
                 x0 = denoising_chain(prior, x_tau, tau, config.n_denoising_steps, abar, config.eta, generator)
