@@ -26,6 +26,7 @@ from pathlib import Path
 from mgdm_audio import __version__
 from mgdm_audio.core.atomic import write_atomic
 from mgdm_audio.core.errors import UserInputError
+from mgdm_audio.core.runtime import keep_freed_memory
 
 KERNEL_WIZARD_HELP = (
     "bkse KernelWizard weights (GOPRO_wVAE.pth or .safetensors) for nonlinear_blur: the reference's blur network "
@@ -544,6 +545,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    keep_freed_memory()  # large temporaries are reused instead of re-faulted on every sampler step (core/runtime.py)
     try:
         return int(args.func(args))
     except UserInputError as err:

@@ -204,27 +204,3 @@ def test_potential_step_closed_form_gradient_equals_autograd(overrides):
     assert not torch.allclose(got, x0, atol=1e-2)  # the step moved
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
     assert prior.vjp == 8  # one VJP per gradient step of each of the two runs
-
-
-def test_chain_adam_equals_adam_for_one_coordinate_and_keeps_the_gradient_direction():
-    from mgdm_audio.samplers.mgdm import ChainAdam
-
-    g = torch.Generator().manual_seed(0)
-    # one coordinate per chain: the per-chain second moment is the per-coordinate one, so the two optimisers agree
-    a, b = torch.zeros(5, 1), torch.zeros(5, 1)
-    ref, ours = torch.optim.Adam([a], lr=0.1), ChainAdam([b], lr=0.1)
-    for _ in range(4):
-        grad = torch.randn(5, 1, generator=g)
-        a.grad, b.grad = grad.clone(), grad.clone()
-        ref.step()
-        ours.step()
-    torch.testing.assert_close(a, b)
-    # n coordinates: the first step is lr * sqrt(n) * grad / ||grad|| per chain (Adam's is lr * sign(grad))
-    n = 16
-    p = torch.zeros(3, n)
-    grad = torch.randn(3, n, generator=g)
-    opt = ChainAdam([p], lr=0.5)
-    p.grad = grad
-    opt.step()
-    want = -0.5 * n**0.5 * grad / grad.norm(dim=1, keepdim=True)
-    torch.testing.assert_close(p, want, rtol=1e-5, atol=1e-6)

@@ -25,6 +25,8 @@ CHILD = r"""
 import json, resource, sys, time
 import torch
 torch.set_num_threads(int(sys.argv[5]))
+from mgdm_audio.core.runtime import keep_freed_memory
+keep_freed_memory()  # as `mgdm-audio separate` does
 from mgdm_audio.audio.separator import Separator
 from mgdm_audio.audio.priors import load_prior
 
