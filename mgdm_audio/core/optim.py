@@ -22,6 +22,7 @@ from torch import Tensor
 from mgdm_audio.core.errors import UserInputError
 
 Moment = Literal["coordinate", "chain"]
+MOMENTS: tuple[Moment, ...] = ("coordinate", "chain")
 
 
 class GroupAdam:
@@ -34,8 +35,8 @@ class GroupAdam:
         eps: float = 1e-8,
         moment: Moment = "coordinate",
     ) -> None:
-        if moment not in ("coordinate", "chain"):
-            raise UserInputError(f"unknown Adam moment '{moment}'; use 'coordinate' or 'chain'.")
+        if moment not in MOMENTS:
+            raise UserInputError(f"unknown Adam moment '{moment}'; use one of {', '.join(MOMENTS)}.")
         self.params = [p for p, _ in params]
         self.lrs = [float(lr) for _, lr in params]
         self.beta1, self.beta2 = betas

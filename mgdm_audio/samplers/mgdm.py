@@ -76,7 +76,7 @@ from mgdm_audio.core.bridge import bridge_mean_std, ddim_step, sample_bridge
 from mgdm_audio.core.denoiser import CountingDenoiser, vp_denoise
 from mgdm_audio.core.errors import UserInputError
 from mgdm_audio.core.likelihood import InverseProblem
-from mgdm_audio.core.optim import GroupAdam
+from mgdm_audio.core.optim import MOMENTS, GroupAdam, Moment
 from mgdm_audio.core.rng import randn_like
 from mgdm_audio.samplers.base import Callback, SamplerSpec, StepRule, notify, sampler, schedule_value
 from mgdm_audio.samplers.ddim import vp_start
@@ -106,15 +106,15 @@ class MGDMConfig:
     log_std_lr: float | None = None
     analytic_kl: bool = False
     tau_per_sweep: bool = False
-    adam_moment: Literal["coordinate", "chain"] = "coordinate"
+    adam_moment: Moment = "coordinate"
 
     def __post_init__(self) -> None:
         if self.n_reps < 1 or self.n_denoising_steps < 1:
             raise UserInputError("MGDM needs n_reps >= 1 and n_denoising_steps >= 1.")
         if self.tau_rule not in ("mix", "uniform", "deterministic", "mix-det", "zero"):
             raise UserInputError(f"unknown MGDM tau rule '{self.tau_rule}'.")
-        if self.adam_moment not in ("coordinate", "chain"):
-            raise UserInputError(f"unknown MGDM adam_moment '{self.adam_moment}'; use 'coordinate' or 'chain'.")
+        if self.adam_moment not in MOMENTS:
+            raise UserInputError(f"unknown MGDM adam_moment '{self.adam_moment}'; use one of {', '.join(MOMENTS)}.")
         if self.lr_scale not in ("absolute", "bridge_std", "bridge_norm"):
             raise UserInputError(
                 f"unknown MGDM lr_scale '{self.lr_scale}'; use 'absolute', 'bridge_std' or 'bridge_norm'."
