@@ -222,6 +222,31 @@ class _SelectionSVD(SVDPieces):
         return c.reshape(c.shape[0], len(self.given), self.length)
 
 
+Runs = tuple[tuple[int, int], ...]
+"""``(start, length)`` of each run of consecutive samples of a mask, in order."""
+
+
+def _runs(mask: Tensor) -> Runs:
+    """``(start, length)`` of each run of ``True`` in a 1-D boolean mask, in order."""
+    padded = torch.cat([torch.zeros(1, dtype=torch.int8), mask.to(torch.int8), torch.zeros(1, dtype=torch.int8)])
+    edges = (padded[1:] - padded[:-1]).nonzero().flatten().tolist()
+    return tuple((a, b - a) for a, b in zip(edges[::2], edges[1::2], strict=True))
+
+
+def _gather(x: Tensor, runs: Runs) -> Tensor:
+    """The samples of ``x`` (last axis) inside ``runs``, concatenated in order."""
+    parts = [x.narrow(-1, a, n) for a, n in runs]
+    return parts[0] if len(parts) == 1 else torch.cat(parts, -1) if parts else x[..., :0]
+
+
+def _scatter(out: Tensor, runs: Runs, values: Tensor) -> None:
+    """Write ``values`` (last axis: the run samples in order) into ``out`` at ``runs``."""
+    offset = 0
+    for a, n in runs:
+        out.narrow(-1, a, n).copy_(values.narrow(-1, offset, n))
+        offset += n
+
+
 class MixtureInpainting(LinearOperator):
     r"""Time-domain inpainting of a gap in the mixture: ``y = (\sum_s x_s)[:, :, observed]``.
 
@@ -243,25 +268,26 @@ class MixtureInpainting(LinearOperator):
         self.n_stems, self.length = int(n_stems), int(observed.numel())
         self.x_shape = (self.n_stems, self.length)
         self.register_buffer("observed", observed, persistent=False)
+        self.observed_runs, self.gap_runs = _runs(observed), _runs(~observed)
         self.register_buffer("basis", ones_complement_basis(self.n_stems), persistent=False)
 
     def forward(self, x: Tensor) -> Tensor:
-        return x.sum(1, keepdim=True)[:, :, self.observed]
+        return _gather(x.sum(1, keepdim=True), self.observed_runs)
 
     def adjoint(self, y: Tensor) -> Tensor:
         x = y.new_zeros(y.shape[0], self.n_stems, self.length)
-        x[:, :, self.observed] = y.expand(-1, self.n_stems, -1)
+        _scatter(x, self.observed_runs, y.expand(-1, self.n_stems, -1))
         return x
 
     def svd(self) -> SVDPieces:
-        return _InpaintingSVD(self.n_stems, self.observed, self.basis)
+        return _InpaintingSVD(self.n_stems, self.length, self.observed_runs, self.gap_runs, self.basis)
 
 
 class _InpaintingSVD(SVDPieces):
-    def __init__(self, n_stems: int, observed: Tensor, basis: Tensor) -> None:
-        self.n_stems, self.observed, self._basis = n_stems, observed, basis
-        self.n_obs = int(observed.sum())
-        self.length = int(observed.numel())
+    def __init__(self, n_stems: int, length: int, observed_runs: Runs, gap_runs: Runs, basis: Tensor) -> None:
+        self.n_stems, self.length, self._basis = n_stems, length, basis
+        self.observed_runs, self.gap_runs = observed_runs, gap_runs
+        self.n_obs = sum(n for _, n in observed_runs)
         self.singulars = torch.full((self.n_obs,), math.sqrt(n_stems), dtype=torch.float64)
 
     @property
@@ -270,16 +296,16 @@ class _InpaintingSVD(SVDPieces):
 
     def Vt(self, x: Tensor) -> Tensor:
         b = x.shape[0]
-        coef = x[:, :, self.observed].transpose(1, 2) @ self._basis.to(x)  # (B, n_obs, S)
-        gap = x[:, :, ~self.observed].reshape(b, -1)
+        coef = _gather(x, self.observed_runs).transpose(1, 2) @ self._basis.to(x)  # (B, n_obs, S)
+        gap = _gather(x, self.gap_runs).reshape(b, -1)
         return torch.cat([coef[:, :, 0], coef[:, :, 1:].reshape(b, -1), gap], 1)
 
     def V(self, c: Tensor) -> Tensor:
         b, s, m = c.shape[0], self.n_stems, self.n_obs
         coef = torch.cat([c[:, :m, None], c[:, m : m * s].reshape(b, m, s - 1)], 2)
-        x = c.new_zeros(b, s, self.length)
-        x[:, :, self.observed] = (coef @ self._basis.T.to(c)).transpose(1, 2)
-        x[:, :, ~self.observed] = c[:, m * s :].reshape(b, s, self.length - m)
+        x = c.new_empty(b, s, self.length)  # the two run sets cover every sample
+        _scatter(x, self.observed_runs, (coef @ self._basis.T.to(c)).transpose(1, 2))
+        _scatter(x, self.gap_runs, c[:, m * s :].reshape(b, s, self.length - m))
         return x
 
     def Ut(self, y: Tensor) -> Tensor:
@@ -287,27 +313,6 @@ class _InpaintingSVD(SVDPieces):
 
     def U(self, c: Tensor) -> Tensor:
         return c.reshape(c.shape[0], 1, self.n_obs)
-
-
-def _runs(mask: Tensor) -> tuple[tuple[int, int], ...]:
-    """``(start, length)`` of each run of ``True`` in a 1-D boolean mask, in order."""
-    padded = torch.cat([torch.zeros(1, dtype=torch.int8), mask.to(torch.int8), torch.zeros(1, dtype=torch.int8)])
-    edges = (padded[1:] - padded[:-1]).nonzero().flatten().tolist()
-    return tuple((a, b - a) for a, b in zip(edges[::2], edges[1::2], strict=True))
-
-
-def _gather(x: Tensor, runs: tuple[tuple[int, int], ...]) -> Tensor:
-    """The samples of ``x`` (last axis) inside ``runs``, concatenated in order."""
-    parts = [x.narrow(-1, a, n) for a, n in runs]
-    return parts[0] if len(parts) == 1 else torch.cat(parts, -1) if parts else x[..., :0]
-
-
-def _scatter(out: Tensor, runs: tuple[tuple[int, int], ...], values: Tensor) -> None:
-    """Write ``values`` (last axis: the run samples in order) into ``out`` at ``runs``."""
-    offset = 0
-    for a, n in runs:
-        out.narrow(-1, a, n).copy_(values.narrow(-1, offset, n))
-        offset += n
 
 
 class MixtureWithKnownStems(LinearOperator):
@@ -363,14 +368,14 @@ class MixtureWithKnownStems(LinearOperator):
         )
 
     def svd(self) -> SVDPieces:
-        return _KnownStemsSVD(self.n_stems, self.known, self.basis)
+        return _KnownStemsSVD(self.n_stems, self.length, self.known_runs, self.unknown_runs, self.basis)
 
 
 class _KnownStemsSVD(SVDPieces):
-    def __init__(self, n_stems: int, known: Tensor, basis: Tensor) -> None:
-        self.n_stems, self.known, self._basis = n_stems, known, basis
-        self.n_k = int(known.sum())
-        self.length = int(known.numel())
+    def __init__(self, n_stems: int, length: int, known_runs: Runs, unknown_runs: Runs, basis: Tensor) -> None:
+        self.n_stems, self.length, self._basis = n_stems, length, basis
+        self.known_runs, self.unknown_runs = known_runs, unknown_runs
+        self.n_k = sum(n for _, n in known_runs)
         self.n_u = self.length - self.n_k
         ones = torch.ones(n_stems * self.n_k, dtype=torch.float64)
         self.singulars = torch.cat([ones, torch.full((self.n_u,), math.sqrt(n_stems), dtype=torch.float64)])
@@ -381,16 +386,16 @@ class _KnownStemsSVD(SVDPieces):
 
     def Vt(self, x: Tensor) -> Tensor:
         b = x.shape[0]
-        coef = x[:, :, ~self.known].transpose(1, 2) @ self._basis.to(x)  # (B, n_u, S)
-        return torch.cat([x[:, :, self.known].reshape(b, -1), coef[:, :, 0], coef[:, :, 1:].reshape(b, -1)], 1)
+        coef = _gather(x, self.unknown_runs).transpose(1, 2) @ self._basis.to(x)  # (B, n_u, S)
+        return torch.cat([_gather(x, self.known_runs).reshape(b, -1), coef[:, :, 0], coef[:, :, 1:].reshape(b, -1)], 1)
 
     def V(self, c: Tensor) -> Tensor:
         b, s, k, u = c.shape[0], self.n_stems, self.n_k, self.n_u
-        x = c.new_zeros(b, s, self.length)
-        x[:, :, self.known] = c[:, : s * k].reshape(b, s, k)
+        x = c.new_empty(b, s, self.length)  # the two run sets cover every sample
+        _scatter(x, self.known_runs, c[:, : s * k].reshape(b, s, k))
         rest = c[:, s * k :]
         coef = torch.cat([rest[:, :u, None], rest[:, u:].reshape(b, u, s - 1)], 2)
-        x[:, :, ~self.known] = (coef @ self._basis.T.to(c)).transpose(1, 2)
+        _scatter(x, self.unknown_runs, (coef @ self._basis.T.to(c)).transpose(1, 2))
         return x
 
     def Ut(self, y: Tensor) -> Tensor:
