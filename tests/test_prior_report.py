@@ -143,3 +143,20 @@ def test_high_band_fraction_of_sines_and_white_noise() -> None:
     balance = report.spectral_balance(torch.stack([low, high])[None], torch.stack([high, low])[None], ["a", "b"], SR)
     assert balance["cutoff_hz"] == SR / 8
     assert balance["per_stem"]["a"]["generated"] < 1e-3 and balance["per_stem"]["a"]["real"] > 0.999
+
+
+def test_envelope_variation_of_tones_noise_and_hits() -> None:
+    t = torch.arange(8192) / SR
+    tone = torch.sin(2 * torch.pi * 441.0 * t)  # 441 Hz at SR: whole periods in every 512-sample frame
+    g = torch.Generator().manual_seed(0)
+    noise = torch.randn(64, 8192, generator=g)
+    hits = noise.clone().reshape(64, 16, 512)
+    hits[:, 1::4] = 0  # silence in a quarter of the frames
+    hits[:, 2::4] *= 0.1
+    hits = hits.reshape(64, 8192)
+    assert float(report.envelope_variation(tone)) < 0.01
+    assert abs(float(report.envelope_variation(noise).median()) - 1 / math.sqrt(2 * 512)) < 0.01
+    assert float(report.envelope_variation(hits).median()) > 0.5
+    d = report.dynamics(torch.stack([tone, hits[0]])[None], torch.stack([hits[0], tone])[None], ["a", "b"])
+    assert d["frame"] == 512
+    assert d["per_stem"]["a"]["generated"] < 0.01 and d["per_stem"]["a"]["real"] > 0.5
