@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 from pathlib import Path
@@ -202,3 +203,47 @@ def test_spectral_skip_is_fitted_on_a_fresh_run_kept_on_resume_and_exported(tmp_
     resumed = train(recipe, tmp_path / "run", max_steps=3, resume=True, progress=False)
     prior = load_prior(resumed.export_dir)
     assert prior.module.spectral is not None and torch.equal(prior.module.spectral.psd, fitted)
+
+
+def test_warm_start_with_a_new_zero_initialised_block_reproduces_the_source(tmp_path: Path) -> None:
+    import json
+
+    source = train(_recipe(), tmp_path / "stage1", max_steps=2, progress=False).export_dir
+    recipe = _recipe(init_from=str(source), lr=0.0)  # lr 0: the exported EMA stays the warm start exactly
+    recipe.model = FactorySpec("mgdm_audio.audio.model:build_prior", {"config": "tiny", "top_skip": True})
+    result = train(recipe, tmp_path / "stage2", max_steps=1, progress=False)
+    old, new = load_prior(source).module, load_prior(result.export_dir).module
+    assert new.net.top_block is not None and old.net.top_block is None
+    x, sigma = torch.randn(3, 4, LENGTH, generator=torch.Generator().manual_seed(0)), torch.tensor([0.01, 0.1, 1.0])
+    assert torch.equal(new(x, sigma), old(x, sigma))  # the zero-initialised top block adds exactly 0
+    config = json.loads((result.export_dir / "config.json").read_text())
+    init = config["initialised_from"]
+    assert init["training_steps"] == 2 and init["new"] and all(k.startswith("net.top_block.") for k in init["new"])
+    assert "initialised from" in (result.export_dir / "MODEL_CARD.md").read_text()
+    # a source that does not fit (other widths) and a missing folder: one clear error each
+    wide = _recipe(init_from=str(source))
+    wide.model = FactorySpec("mgdm_audio.audio.model:build_prior", {"config": "tiny", "embedding_features": 48})
+    with pytest.raises(UserInputError, match="does not fit"):
+        train(wide, tmp_path / "wide", max_steps=1, progress=False)
+    with pytest.raises(UserInputError, match="no folder"):
+        train(_recipe(init_from=str(tmp_path / "nowhere")), tmp_path / "nowhere-run", max_steps=1, progress=False)
+
+
+def test_the_top_skip_lifts_the_rank_of_the_small_networks_output() -> None:
+    """Without the top skip every path to the output passes the first strided level, channels[1] = 128 values per
+    64 samples of 4 stems, so the Jacobian of F (4 T x 4 T) has rank <= T / 64 * 128 = 2 T: measured on a generic
+    `small`-shaped network (zero-initialised layers drawn at random) over T = 512 samples."""
+    from mgdm_audio.audio.model import MultiStemUNet, get_config
+
+    torch.manual_seed(0)
+    ranks = {}
+    for top in (False, True):
+        net = MultiStemUNet(get_config("small", top_skip=top)).eval()
+        for p in net.parameters():  # no zero layers: a generic network of this shape
+            if p.ndim > 1 and not p.abs().sum():
+                torch.nn.init.normal_(p, std=0.02)
+        x = 0.05 * torch.randn(1, 4, 512)
+        emb = torch.tensor([0.25 * math.log(0.01)])
+        jac = torch.autograd.functional.jacobian(lambda v: net(v, emb).reshape(-1), x, vectorize=True)
+        ranks[top] = int(torch.linalg.matrix_rank(jac.reshape(4 * 512, -1).double(), rtol=1e-5))  # float32 noise
+    assert ranks[False] <= 1024 and ranks[True] > 1500, ranks

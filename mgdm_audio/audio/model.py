@@ -12,8 +12,18 @@ Network ``F`` (``MultiStemUNet``): the stems are the channels, ``(B, S, T)`` in 
 * up level ``i`` (mirrored): one ResNet block per skip of level ``i`` on ``concat(h, 2^{-1/2} skip)``, the
   transformer where ``attention[i]``, then a transposed conv (kernel ``2 f``, stride ``f``) back to
   ``channels[i]``;
+* top skip (``top_skip``, optional): one more ResNet block at the patch resolution on
+  ``concat(h, 2^{-1/2} h_patch)``, where ``h_patch`` is the patch-in output, added to ``h`` (its last conv and its
+  residual conv are zero-initialised, so adding it to a trained network leaves ``F`` unchanged);
 * patch-out: GroupNorm, SiLU, conv k3 to ``S * patch`` channels (zero-initialised, so ``F = 0`` at
   initialisation), unfolded back to samples.
+
+Why the top skip: without it the finest skip sits after the first strided conv, ``channels[1]`` values per
+``patch * factors[0]`` samples of ``S`` stems. For ``small`` that is 128 values for 4 x 64 = 256 samples, so ``F``
+(and hence ``D(x, sigma) - c_skip x``) is confined to a ``2 T``-dimensional set inside the ``4 T``-dimensional
+space of the stems: at low noise the network cannot represent the white noise it has to remove, and its output
+keeps broadband noise. MSDM's widths (512 values per 256 samples) do not have this bottleneck. With the top skip the
+patch-resolution path carries ``channels[0] = S * patch`` values per patch, i.e. the full signal.
 
 The noise embedding is a learned Fourier-feature map of ``c_noise`` (``[sin 2 pi w c, cos 2 pi w c, c]``)
 followed by a two-layer GELU MLP; each ResNet block projects it to its own (scale, shift).
@@ -76,6 +86,7 @@ class UNetConfig:
     groups: int = 8
     fourier_features: int = 64
     embedding_features: int = 256
+    top_skip: bool = False
 
     def __post_init__(self) -> None:
         levels = len(self.factors)
@@ -210,6 +221,12 @@ class MultiStemUNet(nn.Module):
             self.up_blocks.append(nn.ModuleList(ResnetBlock(2 * cout, cout, emb, g) for _ in range(n_skips)))
             self.up_attention.append(self._transformer(cout) if c.attention[i] else nn.Identity())
             self.upsamples.append(nn.ConvTranspose1d(cout, cin, 2 * f, stride=f, padding=f // 2))
+        self.top_block: ResnetBlock | None = None
+        if c.top_skip:
+            self.top_block = ResnetBlock(2 * c.channels[0], c.channels[0], emb, g)
+            for layer in (self.top_block.conv2, self.top_block.residual):
+                nn.init.zeros_(layer.weight)
+                nn.init.zeros_(layer.bias)
         self.norm_out = nn.GroupNorm(g, c.channels[0])
         self.patch_out = nn.Conv1d(c.channels[0], c.stems * c.patch, 3, padding=1)
         nn.init.zeros_(self.patch_out.weight)
@@ -235,7 +252,7 @@ class MultiStemUNet(nn.Module):
         b, s, t = x.shape
         emb = self.embedding(c_noise.to(x.dtype))
         h = x.reshape(b, s, t // c.patch, c.patch).permute(0, 1, 3, 2).reshape(b, s * c.patch, t // c.patch)
-        h = self.patch_in(h)
+        h = top = self.patch_in(h)
         skips: list[list[Tensor]] = []
         for down, blocks, attention in zip(self.downsamples, self.down_blocks, self.down_attention, strict=True):
             h = down(h)
@@ -254,6 +271,8 @@ class MultiStemUNet(nn.Module):
             for block in self.up_blocks[i]:
                 h = block(torch.cat([h, skip_scale * level.pop()], dim=1), emb)
             h = self.upsamples[i](self.up_attention[i](h))
+        if self.top_block is not None:
+            h = h + self.top_block(torch.cat([h, skip_scale * top], dim=1), emb)
         h = self.patch_out(F.silu(self.norm_out(h)))
         return h.reshape(b, s, c.patch, t // c.patch).permute(0, 1, 3, 2).reshape(b, s, t)
 

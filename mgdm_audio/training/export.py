@@ -81,6 +81,12 @@ def model_card(config: dict[str, Any], recipe_text: str) -> str:
         "|---|---|",
         f"| parameters | {config.get('parameters')} |",
         f"| training steps | {config.get('training_steps')} |",
+        *(
+            [f"| initialised from | `{init['path']}` ({init.get('training_steps')} steps, sha256 "
+             f"`{init.get('weights_sha256')}`; new tensors: {', '.join(init.get('new') or []) or 'none'}) |"]
+            if (init := config.get("initialised_from"))
+            else []
+        ),
         f"| global batch | {config.get('batch_size')} |",
         *([f"| stems | {', '.join(meta['stems'])} |"] if meta.get("stems") else []),
         *([f"| sample rate | {meta['sample_rate']} Hz |"] if meta.get("sample_rate") else []),
@@ -167,6 +173,37 @@ def state_dict_mismatch(
         for what, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong))
         if keys
     )
+
+
+def load_initial_weights(model: nn.Module, folder: Path) -> dict[str, Any]:
+    """Initialise ``model`` from an export folder's weights (a warm start), allowing only *new* parameters.
+
+    Every tensor of ``folder/model.safetensors`` must exist in ``model`` with the same shape; parameters of
+    ``model`` that the file lacks keep their initialisation (e.g. a zero-initialised block added to a trained
+    architecture). Returns what a run records about its start: the folder, the weights' sha256, the source's
+    training steps (from its ``config.json``, ``None`` if absent) and the names of the new tensors.
+    """
+    weights_path = folder / WEIGHTS_NAME
+    if not weights_path.is_file():
+        raise UserInputError(f"init_from: {folder} has no {WEIGHTS_NAME}; point it at an export folder.")
+    try:
+        state = load_file(str(weights_path))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise UserInputError(f"init_from: {weights_path} is not a readable safetensors file ({err}).") from None
+    expected = model.state_dict()
+    new = sorted(set(expected) - set(state))
+    detail = state_dict_mismatch(expected, {**state, **{k: expected[k] for k in new}}, shown=3)
+    if detail is not None:
+        raise UserInputError(f"init_from: {weights_path} does not fit the recipe's model ({detail}).")
+    model.load_state_dict(state, strict=False)
+    steps = None
+    config_path = folder / CONFIG_NAME
+    if config_path.is_file():
+        try:
+            steps = json.loads(config_path.read_text()).get("training_steps")
+        except json.JSONDecodeError:
+            steps = None
+    return {"path": str(folder), "weights_sha256": file_sha256(weights_path), "training_steps": steps, "new": new}
 
 
 def shipped_exports(weights_dir: Path) -> list[str]:

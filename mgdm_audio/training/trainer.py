@@ -42,7 +42,7 @@ from torch.utils.data import DataLoader, Dataset
 from mgdm_audio.core.errors import UserInputError
 from mgdm_audio.training.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from mgdm_audio.training.ema import EMA
-from mgdm_audio.training.export import export_model
+from mgdm_audio.training.export import export_model, load_initial_weights
 
 LOG_NAME = "log.jsonl"
 
@@ -107,6 +107,7 @@ class TrainSettings:
     num_workers: int = 0
     seed: int = 0
     device: str = "auto"
+    init_from: str | None = None  # an export folder to warm-start from (relative: to the cwd, else to mgdm_audio/)
 
 
 @dataclass
@@ -377,6 +378,9 @@ def train(
     fit_to_data = getattr(model, "fit_to_data", None)
     if callable(fit_to_data) and not resume:  # data-dependent initialisation (same on every rank: seeded)
         fit_to_data(dataset, s.seed)
+    initialised_from: dict[str, Any] | None = None
+    if s.init_from is not None and not resume:  # a warm start (after fit_to_data: the export's buffers win)
+        initialised_from = load_initial_weights(model, resolve_init_from(s.init_from))
     optimizer = torch.optim.Adam(model.parameters(), lr=s.lr, betas=tuple(s.betas), weight_decay=s.weight_decay)
     ema = EMA(model, s.ema_decay, s.ema_warmup)
     step = 0
@@ -390,6 +394,7 @@ def train(
         step = int(state["step"])
         validation = dict(state.get("validation", {}))
         validation_step = state.get("validation_step")
+        initialised_from = state.get("initialised_from")
         torch.set_rng_state(state["torch_rng"])
     fingerprint = data_fingerprint(recipe.data, n_items) if is_main else ""
     ddp_model: nn.Module = model
@@ -417,6 +422,7 @@ def train(
                 "recipe_sha256": hashlib.sha256(recipe.text.encode()).hexdigest(),
                 "world_size": info.world_size,
                 "data_fingerprint": fingerprint,
+                "initialised_from": initialised_from,
             },
         )
 
@@ -427,6 +433,9 @@ def train(
         validation = validator(ema.module, s.bf16)
         validation_step = step
         _log(run_dir, {"kind": "validation", "step": step, **validation})
+
+    if is_main and initialised_from is not None and step == 0:
+        _log(run_dir, {"kind": "init", **initialised_from})
 
     losses: list[tuple[int, float]] = []
     start = time.monotonic()
@@ -504,12 +513,33 @@ def train(
         checkpoint()
         exported = Path(export_dir) if export_dir is not None else run_dir / "export"
         _export(
-            recipe, model, ema.state_dict(), exported, step, info.world_size, validation, validation_step, fingerprint
+            recipe,
+            model,
+            ema.state_dict(),
+            exported,
+            step,
+            info.world_size,
+            validation,
+            validation_step,
+            fingerprint,
+            initialised_from,
         )
         _log(run_dir, {"kind": "export", "step": step, "path": str(exported), "stopped_by": stopped_by})
     if info.world_size > 1:
         dist.barrier()
     return TrainResult(step, losses, validation, stopped_by, exported, run_dir)
+
+
+def resolve_init_from(path: str) -> Path:
+    """``training.init_from`` as a folder: the path itself, else relative to the installed ``mgdm_audio`` package
+    (so ``audio/weights/slakh-style-small`` names a shipped export from any working directory)."""
+    candidates = [Path(path)]
+    if not Path(path).is_absolute():
+        candidates.append(Path(__file__).resolve().parents[1] / path)
+    for candidate in candidates:
+        if candidate.is_dir():
+            return candidate
+    raise UserInputError(f"training.init_from: no folder {path} (tried {', '.join(map(str, candidates))}).")
 
 
 def _export_config(model: nn.Module) -> dict[str, Any]:
@@ -527,8 +557,10 @@ def _export(
     validation: dict[str, float],
     validation_step: int | None,
     fingerprint: str | None,
+    initialised_from: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Write the export folder (EMA weights, ``config.json``, ``MODEL_CARD.md``) of a run at ``step``."""
+    """Write the export folder (EMA weights, ``config.json``, ``MODEL_CARD.md``) of a run at ``step``
+    (``training_steps`` counts this run's steps; a warm start's source is in ``initialised_from``)."""
     config = {
         "name": recipe.name,
         "model": {**recipe.model.describe(), "architecture": _export_config(model)},
@@ -542,6 +574,8 @@ def _export(
         "validation_step": validation_step,
         "data_fingerprint": fingerprint,
     }
+    if initialised_from is not None:
+        config["initialised_from"] = initialised_from
     return export_model(export_dir, ema_state, config, recipe.text)
 
 
@@ -584,5 +618,6 @@ def export_checkpoint(recipe: Recipe, out_dir: str | Path, export_dir: str | Pat
         dict(state.get("validation", {})),
         state.get("validation_step"),
         state.get("data_fingerprint"),
+        state.get("initialised_from"),
     )
     return exported, step
