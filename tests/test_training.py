@@ -151,6 +151,8 @@ def test_recipes_parse_and_factories_are_restricted(tmp_path: Path) -> None:
     assert small.data.kwargs["root"] == str(tmp_path) and small.validation.data.kwargs["root"] == str(tmp_path)
     assert small.training.batch_size == 8 and small.training.betas == (0.9, 0.99)
     assert load_recipe(ROOT / "recipes/prior/msdm.yaml").training.bf16
+    stage2 = load_recipe(ROOT / "recipes/prior/slakh-style-small-topskip.yaml")
+    assert stage2.model.kwargs["top_skip"] and stage2.training.init_from == "runs/slakh-style-small/export"
     bad = tmp_path / "bad.yaml"
     bad.write_text("model: {factory: 'os:system', kwargs: {command: ls}}\ndata: {factory: 'mgdm_audio.x:y'}\n")
     with pytest.raises(UserInputError, match="only mgdm_audio modules"):
