@@ -21,8 +21,9 @@ Network ``F`` (``MultiStemUNet``): the stems are the channels, ``(B, S, T)`` in 
 Why the top skip: without it the finest skip sits after the first strided conv, ``channels[1]`` values per
 ``patch * factors[0]`` samples of ``S`` stems. For ``small`` that is 128 values for 4 x 64 = 256 samples, so ``F``
 (and hence ``D(x, sigma) - c_skip x``) is confined to a ``2 T``-dimensional set inside the ``4 T``-dimensional
-space of the stems: at low noise the network cannot represent the white noise it has to remove, and its output
-keeps broadband noise. MSDM's widths (512 values per 256 samples) do not have this bottleneck. With the top skip the
+space of the stems. In the other half ``D = c_skip x``, the posterior mean of white ``N(0, sigma_d^2)`` stems, so
+denoising leaves noise there and generation fills those dimensions with white noise of variance ``sigma_d^2``
+(measured: the broadband, equally loud generated stems of the prior trained without it). MSDM's widths (512 values per 256 samples) do not have this bottleneck. With the top skip the
 patch-resolution path carries ``channels[0] = S * patch`` values per patch, i.e. the full signal.
 
 The noise embedding is a learned Fourier-feature map of ``c_noise`` (``[sin 2 pi w c, cos 2 pi w c, c]``)
