@@ -246,6 +246,6 @@ def test_the_top_skip_lifts_the_rank_of_the_small_networks_output() -> None:
                 torch.nn.init.normal_(p, std=0.02)
         x = 0.05 * torch.randn(1, 4, 512)
         emb = torch.tensor([0.25 * math.log(0.01)])
-        jac = torch.autograd.functional.jacobian(lambda v: net(v, emb).reshape(-1), x, vectorize=True)
+        jac = torch.autograd.functional.jacobian(lambda v, f=net, e=emb: f(v, e).reshape(-1), x, vectorize=True)
         ranks[top] = int(torch.linalg.matrix_rank(jac.reshape(4 * 512, -1).double(), rtol=1e-5))  # float32 noise
     assert ranks[False] <= 1024 and ranks[True] > 1500, ranks

@@ -475,10 +475,7 @@ def render_markdown(r: dict[str, Any]) -> str:
         "",
         "| stem | generated | real test |",
         "|---|---|---|",
-        *(
-            f"| {name} | {v['generated']:.2f} | {v['real']:.2f} |"
-            for name, v in r["dynamics"]["per_stem"].items()
-        ),
+        *(f"| {name} | {v['generated']:.2f} | {v['real']:.2f} |" for name, v in r["dynamics"]["per_stem"].items()),
         "",
         "## Mel spectrograms",
         "",

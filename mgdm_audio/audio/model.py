@@ -23,7 +23,8 @@ Why the top skip: without it the finest skip sits after the first strided conv, 
 (and hence ``D(x, sigma) - c_skip x``) is confined to a ``2 T``-dimensional set inside the ``4 T``-dimensional
 space of the stems. In the other half ``D = c_skip x``, the posterior mean of white ``N(0, sigma_d^2)`` stems, so
 denoising leaves noise there and generation fills those dimensions with white noise of variance ``sigma_d^2``
-(measured: the broadband, equally loud generated stems of the prior trained without it). MSDM's widths (512 values per 256 samples) do not have this bottleneck. With the top skip the
+(measured: the broadband, equally loud generated stems of the prior trained without it). MSDM's widths
+(512 values per 256 samples) do not have this bottleneck. With the top skip the
 patch-resolution path carries ``channels[0] = S * patch`` values per patch, i.e. the full signal.
 
 The noise embedding is a learned Fourier-feature map of ``c_noise`` (``[sin 2 pi w c, cos 2 pi w c, c]``)

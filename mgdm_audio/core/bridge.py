@@ -54,7 +54,11 @@ def bridge_mean_std(
 ) -> tuple[Tensor, Tensor]:
     """Mean (x's dtype) and std (broadcastable, x's dtype) of ``q_eta(x_t | x_s, x_l)``."""
     c_s, c_l, std = bridge_coefficients(abar_s, abar_t, abar_l, eta)
-    mean = expand_as_batch(c_l.to(x_l.device), x_l) * x_l + expand_as_batch(c_s.to(x_s.device), x_s) * x_s
+    cl, cs = expand_as_batch(c_l.to(x_l.device), x_l), expand_as_batch(c_s.to(x_s.device), x_s)
+    if x_s.shape == x_l.shape:  # the common case: one new tensor, updated in place
+        mean = torch.mul(x_l, cl).addcmul_(x_s, cs)
+    else:
+        mean = cl * x_l + cs * x_s
     return mean, expand_as_batch(std.to(x_l.device), x_l)
 
 
@@ -71,7 +75,7 @@ def sample_bridge(
     mean, std = bridge_mean_std(x_s, x_l, abar_s, abar_t, abar_l, eta)
     if not torch.any(std > 0):
         return mean
-    return mean + std * randn_like(mean, generator)
+    return randn_like(mean, generator).mul_(std).add_(mean)
 
 
 def ddim_step(

@@ -186,26 +186,26 @@ def potential_step(
     opt = GroupAdam([(u, lr), (rho, rho_lr)], moment=config.adam_moment)
     inv_var = s.reciprocal().square()
     for _ in range(n_grad):
-        with torch.no_grad():
+        with torch.no_grad():  # v = m + d, d = (mu - m) + e^rho z: each full-size tensor made once, updated in place
             offset = s * u if standardised else u - m  # mu - m
             std = rho.exp()
-            noise = std * randn_like(m, generator)
-            v = (m + offset + noise).requires_grad_(True)
+            noise = randn_like(m, generator).mul_(std)
+            d = offset + noise if config.analytic_kl else offset.add_(noise)
+            v = (m + d).requires_grad_(True)
         with torch.enable_grad():
             x0_hat = vp_denoise(prior, v, abar_tau)
-            score = problem.grad_log_likelihood(x0_hat.detach())
-            (grad_v,) = torch.autograd.grad(x0_hat, v, grad_outputs=score.neg_())
+            grad_v = problem.pullback_grad_log_likelihood(x0_hat, v, scale=-1.0)
         with torch.no_grad():
             if config.analytic_kl:
-                grad_mu = grad_v + offset * inv_var
-                grad_rho = noise * grad_v + std.square() * inv_var - 1.0
+                grad_rho = torch.addcmul(noise * grad_v, std.square_(), inv_var).sub_(1.0)
+                grad_mu = grad_v.addcmul_(offset, inv_var)
             else:
-                grad_v += (offset + noise) * inv_var
-                grad_mu, grad_rho = grad_v, noise * grad_v - 1.0
-            opt.step([s * grad_mu if standardised else grad_mu, grad_rho])
+                grad_mu = grad_v.addcmul_(d, inv_var)
+                grad_rho = noise.mul_(grad_v).sub_(1.0)
+            opt.step([grad_mu.mul_(s) if standardised else grad_mu, grad_rho])
     with torch.no_grad():
         mu = m + s * u if standardised else u
-        return mu + rho.exp() * randn_like(m, generator)
+        return randn_like(m, generator).mul_(rho.exp()).add_(mu)
 
 
 def denoising_chain(

@@ -61,6 +61,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from mgdm_audio.core.autodiff import vjp
 from mgdm_audio.core.denoiser import CountingDenoiser, Denoiser
 from mgdm_audio.core.errors import UserInputError
 from mgdm_audio.core.likelihood import InverseProblem
@@ -105,7 +106,7 @@ def _pullback(
         d = prior(xg, sigma)
         dd = d.detach()
         v = w_prior * (dd - x.detach()) + w_data * problem.adjoint_residual(dd)
-        (jtv,) = torch.autograd.grad(d, xg, grad_outputs=v)
+        jtv = vjp(d, xg, v)
     return -jtv, dd
 
 

@@ -82,8 +82,10 @@ def model_card(config: dict[str, Any], recipe_text: str) -> str:
         f"| parameters | {config.get('parameters')} |",
         f"| training steps | {config.get('training_steps')} |",
         *(
-            [f"| initialised from | `{init['path']}` ({init.get('training_steps')} steps, sha256 "
-             f"`{init.get('weights_sha256')}`; new tensors: {', '.join(init.get('new') or []) or 'none'}) |"]
+            [
+                f"| initialised from | `{init['path']}` ({init.get('training_steps')} steps, sha256 "
+                f"`{init.get('weights_sha256')}`; new tensors: {', '.join(init.get('new') or []) or 'none'}) |"
+            ]
             if (init := config.get("initialised_from"))
             else []
         ),
