@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 CHILD = r"""
-import json, resource, sys, time
+import json, resource, sys, threading, time
 import torch
 torch.set_num_threads(int(sys.argv[5]))
 from mgdm_audio.core.runtime import keep_freed_memory
@@ -31,14 +31,16 @@ from mgdm_audio.audio.separator import Separator
 from mgdm_audio.audio.priors import load_prior
 
 prior = load_prior(sys.argv[1])
-net = {"forward": 0.0, "backward": 0.0, "calls": 0, "noise": 0.0}
+net = {"forward": 0.0, "backward": 0.0, "calls": 0, "noise": 0.0, "noise_background": 0.0}
 _randn = torch.randn
 
 def timed_randn(*args, **kwargs):
-    # torch.randn, timed: the sampler's Gaussian noise draws (its code looks torch.randn up at every call)
+    # torch.randn, timed: the sampler's Gaussian noise draws (its code looks torch.randn up at every call); draws made
+    # ahead of time on the prefetch thread (mgdm_audio.core.rng) are counted apart: they are off the sampler's path
     t0 = time.perf_counter()
     out = _randn(*args, **kwargs)
-    net["noise"] += time.perf_counter() - t0
+    key = "noise" if threading.current_thread() is threading.main_thread() else "noise_background"
+    net[key] += time.perf_counter() - t0
     return out
 
 torch.randn = timed_randn
@@ -75,7 +77,8 @@ info = result.info
 print(json.dumps({
     "wall": wall, "audio_seconds": info["audio_seconds"], "nfe": info["nfe"], "vjp": info["vjp"],
     "sampler_seconds": info["sampler_seconds"], "forward_seconds": net["forward"],
-    "backward_seconds": net["backward"], "noise_seconds": net["noise"], "chunks": info["chunks"],
+    "backward_seconds": net["backward"], "noise_seconds": net["noise"],
+    "noise_background_seconds": net["noise_background"], "chunks": info["chunks"],
     "chunk_samples": info["chunk_samples"],
     "sampler_preset": info["sampler_preset"],
     "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -83,12 +86,14 @@ print(json.dumps({
 """
 
 
-def measure(prior: str, audio: Path, sampler: str, preset: str, threads: int) -> dict:
+def measure(prior: str, audio: Path, sampler: str, preset: str, threads: int, prefetch: bool = True) -> dict:
+    env = {**os.environ, "MGDM_AUDIO_NOISE_PREFETCH": "1" if prefetch else "0"}
     out = subprocess.run(
         [sys.executable, "-c", CHILD, prior, str(audio), sampler, preset, str(threads)],
         capture_output=True,
         text=True,
         check=True,
+        env=env,
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -97,7 +102,11 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--prior", default="slakh-style-small")
     p.add_argument("--input", default="examples/bach_bwv269/mix.flac")
-    p.add_argument("--runs", default="mgdm:fast,mgdm:default,msdm:fast", help="sampler:preset list")
+    p.add_argument(
+        "--runs",
+        default="mgdm:fast,mgdm:fast:serial,msdm:fast",
+        help="sampler:preset list; sampler:preset:serial draws the noise serially (MGDM_AUDIO_NOISE_PREFETCH=0)",
+    )
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default="evaluation/results/separation_speed.md")
     p.add_argument("--repeats", type=int, default=3, help="runs per row, interleaved; the median-wall run is shown")
@@ -105,11 +114,12 @@ def main() -> None:
     items = [tuple(item.split(":")) for item in args.runs.split(",")]
     runs: dict[tuple[str, ...], list[dict]] = {item: [] for item in items}
     for rep in range(args.repeats):  # interleaved, so that a slow spell of the machine hits every row alike
-        for sampler, preset in items:
-            print(f"measuring {sampler}:{preset} ({rep + 1}/{args.repeats}) ...", file=sys.stderr, flush=True)
-            r = measure(args.prior, Path(args.input), sampler, preset, args.threads)
-            r.update(sampler=sampler, preset=preset)
-            runs[(sampler, preset)].append(r)
+        for item in items:
+            sampler, preset, serial = item[0], item[1], item[2:] == ("serial",)
+            print(f"measuring {':'.join(item)} ({rep + 1}/{args.repeats}) ...", file=sys.stderr, flush=True)
+            r = measure(args.prior, Path(args.input), sampler, preset, args.threads, prefetch=not serial)
+            r.update(sampler=sampler, preset=preset, noise_prefetch=not serial)
+            runs[item].append(r)
     rows = []
     for item in items:
         ordered = sorted(runs[item], key=lambda r: r["wall"])
@@ -130,26 +140,30 @@ def main() -> None:
         f"Command: `python {' '.join(sys.argv)}` ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})",
         "",
         "| sampler | preset (sampler preset) | wall s (min-max) | real-time factor | peak RSS MB | NFE / audio s "
-        "| VJP / audio s | network fwd % | network bwd % | sampler rest % | of which noise draws % | engine rest % |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| VJP / audio s | network fwd % | network bwd % | sampler rest % | of which noise draws % | engine rest % "
+        "| noise drawn ahead s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         wall, secs = r["wall"], r["audio_seconds"]
         net = r["forward_seconds"] + r["backward_seconds"]
+        serial = "" if r["noise_prefetch"] else ", serial noise"
         lines.append(
-            f"| {r['sampler']} | {r['preset']} ({r['sampler_preset']}) "
+            f"| {r['sampler']} | {r['preset']} ({r['sampler_preset']}{serial}) "
             f"| {wall:.1f} ({min(r['all_walls']):.1f}-{max(r['all_walls']):.1f}) | {wall / secs:.2f} "
             f"| {r['peak_rss_mb']:.0f} | {r['nfe'] / secs:.1f} | {r['vjp'] / secs:.1f} "
             f"| {100 * r['forward_seconds'] / wall:.1f} | {100 * r['backward_seconds'] / wall:.1f} "
             f"| {100 * (r['sampler_seconds'] - net) / wall:.1f} | {100 * r['noise_seconds'] / wall:.1f} "
-            f"| {100 * (wall - r['sampler_seconds']) / wall:.1f} |"
+            f"| {100 * (wall - r['sampler_seconds']) / wall:.1f} | {r['noise_background_seconds']:.2f} |"
         )
     lines += [
         "",
         "NFE and VJP count network evaluations per chunk summed over chunks (a batch of chunks counts once per chunk).",
         "`sampler rest` is the sampler's time outside the network (its own arithmetic: Adam steps, bridges, and "
-        "the Gaussian noise its steps draw, also shown alone as `noise draws`: torch's CPU generator is sequential, "
-        "about 0.6 ms per 2 x 4 x 32768 draw); "
+        "the Gaussian noise its steps draw on the sampler's thread, also shown alone as `noise draws`: torch's CPU "
+        "generator is sequential, 2-3 ms per 4 x 4 x 32768 draw); `noise drawn ahead` is the time of the draws made "
+        "on the prefetch thread beside the network calls (`mgdm_audio/core/rng.py`: the same numbers, bit for bit, "
+        "as serial draws); `serial noise` rows turn the prefetch off (`MGDM_AUDIO_NOISE_PREFETCH=0`). "
         "`engine rest` is everything outside the sampler (reading, resampling, stitching, writing). "
         "Targets (issue 5): `fast` real-time factor at most 2; sampler time beyond network calls at most 5 % of wall.",
         "",

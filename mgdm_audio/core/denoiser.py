@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 
 from mgdm_audio.core.errors import UserInputError
+from mgdm_audio.core.rng import start_prefetch
 from mgdm_audio.core.schedules import NoiseLevels
 
 
@@ -156,6 +157,7 @@ class CountingDenoiser:
 
     def __call__(self, x: Tensor, sigma: Tensor | float) -> Tensor:
         self.nfe += 1
+        start_prefetch()  # the next noise draw runs beside the network (mgdm_audio.core.rng)
         out = self.inner(x, sigma)
         if out.requires_grad:
             out.register_hook(self._count_vjp)
