@@ -41,3 +41,17 @@ def test_vjp_does_not_import_sympy():
     if rc == 3:
         pytest.skip("this torch imports sympy on import")
     assert rc == 0
+
+
+def test_pullback_of_the_likelihood_gradient_equals_the_chain_rule():
+    """``pullback_grad_log_likelihood(f(x), x, scale) = scale J_f(x)^T A^T (y - A f(x)) / sigma_y^2``."""
+    from mgdm_audio.core.likelihood import InverseProblem
+    from mgdm_audio.core.operators import MatrixOperator
+
+    g = make_generator(1)
+    a = torch.randn(2, 5, generator=g, dtype=torch.float64)
+    problem = InverseProblem(MatrixOperator(a), torch.randn(1, 2, generator=g, dtype=torch.float64), 0.3)
+    x = torch.randn(4, 5, generator=g, dtype=torch.float64).requires_grad_(True)
+    x0 = torch.tanh(x) * 2.0
+    want = -0.5 * (1 - torch.tanh(x.detach()) ** 2) * 2.0 * problem.grad_log_likelihood(x0.detach())
+    torch.testing.assert_close(problem.pullback_grad_log_likelihood(x0, x, scale=-0.5), want)
