@@ -90,6 +90,8 @@ def test_tau_rules():
     assert len(set(many.tolist())) > 50 and int(many.min()) >= 10 and int(many.max()) < 200
     assert draw_tau(MGDMConfig(tau_rule="mix-det", threshold=5), 200, 0, 1, g).item() == 150
     assert draw_tau(MGDMConfig(tau_rule="zero"), 9, 0, 1, g).item() == 1  # reference would fail here
+    early = MGDMConfig(tau_rule="mix-det", threshold=50, early_deterministic=3)
+    assert [draw_tau(early, 200, i, 1, g).item() for i in (0, 2, 3, 49, 50)] == [200, 200, 150, 150, 200]
     with pytest.raises(UserInputError):
         MGDMConfig(tau_rule="nope")
 

@@ -58,6 +58,11 @@ Quirks of the reference, and the flags that keep or fix them:
   R sweeps, so it is never a Gibbs variable (``MGDM_REFERENCE.md`` §8 item 1). ``True`` draws a fresh
   ``tau`` (same rule) before every sweep after the first, closer to the paper's Gibbs sampler over the
   mixture; ``info["tau"]`` then lists one entry per draw.
+* ``early_deterministic=0`` (reference): the first outer steps use the tau rule like the others.
+  ``k > 0`` sets ``tau = t_lo`` (a single, DPS-like component) for ``i < k``, the steps in which the
+  diffused posterior's modes still overlap and each chain chooses its mode: a potential step at a ``tau``
+  well below ``t``, where the modes are already apart, only moves a chain within the mode of its current
+  ``x0`` (evaluation/gmm/README.md, round 12). Not a reference setting.
 * The late steps are a single component (``tau = t_lo``); the output is the last denoised ``x0``
   (reference behaviour, ``MGDM_REFERENCE.md`` §8 items 2 and 5).
 * The one-step ``alphas_cumprod`` offset of pixel priors lives in the adapter
@@ -107,6 +112,7 @@ class MGDMConfig:
     analytic_kl: bool = False
     tau_per_sweep: bool = False
     adam_moment: Moment = "coordinate"
+    early_deterministic: int = 0  # tau = t_lo (one component, DPS-like) for the first outer steps i < this
 
     def __post_init__(self) -> None:
         if self.n_reps < 1 or self.n_denoising_steps < 1:
@@ -139,7 +145,7 @@ def draw_tau(config: MGDMConfig, t_lo: int, i: int, batch: int, generator: torch
         return torch.randint(lo, hi, (n,), generator=generator, device=generator.device if generator else "cpu").cpu()
 
     rule, random_phase = config.tau_rule, i < config.threshold
-    if rule == "deterministic" or (rule in ("mix", "mix-det") and not random_phase):
+    if rule == "deterministic" or (rule in ("mix", "mix-det") and not random_phase) or i < config.early_deterministic:
         tau = torch.full((n,), t_lo, dtype=torch.long)
     elif rule == "mix-det":
         tau = torch.full((n,), int(0.75 * t_lo), dtype=torch.long)
