@@ -249,3 +249,26 @@ def test_the_top_skip_lifts_the_rank_of_the_small_networks_output() -> None:
         jac = torch.autograd.functional.jacobian(lambda v, f=net, e=emb: f(v, e).reshape(-1), x, vectorize=True)
         ranks[top] = int(torch.linalg.matrix_rank(jac.reshape(4 * 512, -1).double(), rtol=1e-5))  # float32 noise
     assert ranks[False] <= 1024 and ranks[True] > 1500, ranks
+
+
+def test_sigma_uniform_fraction_mixes_a_log_uniform_draw_and_keeps_the_old_streams() -> None:
+    from mgdm_audio.training.trainer import step_randomness
+
+    base = TrainSettings(seed=5, sigma_log_mean=-3.0, sigma_log_std=1.0)
+    mixed = TrainSettings(seed=5, sigma_uniform_fraction=0.5, sigma_uniform_range=[5e-4, 20.0])
+    s0, n0, _ = step_randomness(base, 3, (4096, 1, 2))
+    s1, n1, _ = step_randomness(mixed, 3, (4096, 1, 2))
+    assert torch.equal(n0, n1)  # the noise stream is unchanged
+    same = s0 == s1
+    assert 0.4 < float(same.float().mean()) < 0.6  # about half keep their log-normal draw
+    uniform = s1[~same].log()
+    assert float(uniform.min()) >= math.log(5e-4) and float(uniform.max()) <= math.log(20.0)
+    # log-uniform: a quarter of the range holds about a quarter of the draws (N(-3, 1) would put ~0 % above ln 0.4)
+    assert 0.18 < float((uniform > math.log(20.0) - 0.25 * (math.log(20.0) - math.log(5e-4))).float().mean()) < 0.32
+    for bad in (
+        dict(sigma_uniform_fraction=1.5),
+        dict(sigma_uniform_fraction=0.5),
+        dict(sigma_uniform_fraction=0.5, sigma_uniform_range=[2.0, 1.0]),
+    ):
+        with pytest.raises(UserInputError):
+            TrainSettings(**bad)

@@ -98,6 +98,9 @@ class TrainSettings:
     bf16: bool = False
     sigma_log_mean: float = -3.0
     sigma_log_std: float = 1.0
+    # a fraction of each batch's sigmas drawn log-uniformly on [sigma_uniform_range] (e.g. the sampler's whole table)
+    sigma_uniform_fraction: float = 0.0
+    sigma_uniform_range: tuple[float, float] | None = None
     gain_augmentation_db: float = 0.0
     max_steps: int = 100_000
     max_minutes: float | None = None
@@ -108,6 +111,19 @@ class TrainSettings:
     seed: int = 0
     device: str = "auto"
     init_from: str | None = None  # an export folder to warm-start from (relative: to the cwd, else to mgdm_audio/)
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.sigma_uniform_fraction <= 1.0:
+            raise UserInputError(
+                f"training.sigma_uniform_fraction must be in [0, 1], got {self.sigma_uniform_fraction}."
+            )
+        if self.sigma_uniform_fraction > 0:
+            r = self.sigma_uniform_range
+            if r is None or len(r) != 2 or not 0 < float(r[0]) < float(r[1]):
+                raise UserInputError(
+                    f"training.sigma_uniform_range must be [sigma_lo, sigma_hi] with 0 < lo < hi, got {r}."
+                )
+            self.sigma_uniform_range = (float(r[0]), float(r[1]))
 
 
 @dataclass
@@ -232,7 +248,11 @@ def epoch_order(n_items: int, seed: int, epoch: int) -> Tensor:
 
 
 def step_randomness(settings: TrainSettings, step: int, shape: Sequence[int]) -> tuple[Tensor, Tensor, Tensor | None]:
-    """Global-batch ``(sigma (B,), noise (B, ...), gains (B, C, 1) or None)`` of step ``step``."""
+    """Global-batch ``(sigma (B,), noise (B, ...), gains (B, C, 1) or None)`` of step ``step``.
+
+    ``ln sigma ~ N(sigma_log_mean, sigma_log_std^2)``; with ``sigma_uniform_fraction = f > 0`` each sigma is instead,
+    with probability ``f``, log-uniform on ``sigma_uniform_range`` (drawn last, so ``f = 0`` keeps the old streams).
+    """
     g = _seeded(settings.seed, 2, step)
     b = shape[0]
     sigma = torch.exp(settings.sigma_log_mean + settings.sigma_log_std * torch.randn(b, generator=g))
@@ -241,6 +261,11 @@ def step_randomness(settings: TrainSettings, step: int, shape: Sequence[int]) ->
     if settings.gain_augmentation_db > 0:
         db = (2 * torch.rand(b, shape[1], generator=g) - 1) * settings.gain_augmentation_db
         gains = (10 ** (db / 20)).reshape(b, shape[1], *([1] * (len(shape) - 2)))
+    if settings.sigma_uniform_fraction > 0:
+        assert settings.sigma_uniform_range is not None
+        lo, hi = (math.log(v) for v in settings.sigma_uniform_range)
+        pick = torch.rand(b, generator=g) < settings.sigma_uniform_fraction
+        sigma = torch.where(pick, torch.exp(lo + (hi - lo) * torch.rand(b, generator=g)), sigma)
     return sigma, noise, gains
 
 
