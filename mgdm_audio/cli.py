@@ -477,7 +477,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--seconds", type=float, default=4.0, help="length of each sample")
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--steps", type=int, default=50, help="DDIM steps on the prior's noise-level table")
-    gen.add_argument("--eta", type=float, default=1.0, help="DDIM eta (1: ancestral, 0: deterministic)")
+    gen.add_argument(
+        "--eta", type=float, default=0.0, help="DDIM eta (0: deterministic, the default; 1: ancestral, noisier here)"
+    )
     gen.add_argument("--num-samples", type=int, default=1, help="how many samples (OUT/sample_K/)")
     gen.add_argument("--device", default="cpu")
     gen.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
