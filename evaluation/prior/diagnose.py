@@ -127,19 +127,22 @@ def render_markdown(r: dict[str, Any]) -> str:
         "",
         "## Re-noise to sigma_start, denoise back (probability-flow ODE), classify",
         "",
-        f"Validation chunks with every stem active, {r['steps']} Euler steps; the report's classifier "
-        "(trained on `train`). Recognised stems of all scored stems:",
+        f"Validation chunks with every stem active, {r['steps']} Euler steps; the report's classifier, fitted to "
+        f"`train` chunks drawn with seed {r['seed']} (the report's headline uses seed 0; its spread over other draws "
+        "is in the report). Recognised stems of all scored stems:",
         "",
     ]
     sigmas = r["sigmas"]
-    lines.append("| prior | steps | " + " | ".join(f"sigma_start {s:g}" for s in sigmas) + " |")
+    lines.append("| prior (weights sha256) | steps | " + " | ".join(f"sigma_start {s:g}" for s in sigmas) + " |")
     lines.append("|---|---|" + "---|" * len(sigmas))
     for p in r["priors"]:
         cells = []
         for row in p["renoise"]:
             per = ", ".join(f"{k[0]} {v['correct']}" for k, v in row["per_stem"].items())
             cells.append(f"{row['correct']}/{row['scored']} ({per})")
-        lines.append(f"| `{p['prior']}` | {p['training_steps']} | " + " | ".join(cells) + " |")
+        lines.append(
+            f"| `{p['prior']}` (`{p['weights_sha256'][:8]}`) | {p['training_steps']} | " + " | ".join(cells) + " |"
+        )
     lines += [
         "",
         "(per stem: b = bass, d = drums, g = guitar, p = piano.)",
@@ -157,7 +160,7 @@ def render_markdown(r: dict[str, Any]) -> str:
         for row in p["post_filter"]:
             per = ", ".join(f"{k[0]} {v['correct']}" for k, v in row["per_stem"].items())
             cells.append(f"{row['correct']}/{row['scored']} ({per})")
-        lines.append(f"| `{p['prior']}` | " + " | ".join(cells) + " |")
+        lines.append(f"| `{p['prior']}` (`{p['weights_sha256'][:8]}`) | " + " | ".join(cells) + " |")
     lines += [
         "",
         "## Denoising loss in 1-unit ln-sigma bins (validation chunks)",

@@ -109,10 +109,11 @@ def generate(prior: AudioPrior, n_samples: int, seconds: float, seed: int, steps
 
     ``eta = 0`` (default) is the deterministic DDIM, a discretised probability-flow ODE; ``eta = 1`` the ancestral
     sampler, which re-injects fresh noise at every step and so relies on the denoiser to remove it again at the
-    small levels. The shipped CPU prior does that poorly (its loss below ``sigma = e^-6`` is 0.77-0.90 of the
-    untrained skip path's, ``evaluation/results/prior_diagnosis.md``): with ``eta = 1`` its samples keep a noise
-    floor and lose their guitar and piano (59-61 % of 16 samples recognised, seeds 100 and 200, against 84-86 % with
-    ``eta = 0``), as EDM (Karras et al. 2022, section 4) observed for stochastic steps with imperfect denoisers.
+    small levels. The shipped CPU prior does that poorly (below ``sigma = e^-6`` its loss is 0.8-0.9 of the untrained
+    skip path's, ``evaluation/results/prior_diagnosis.md``), so with ``eta = 1`` its samples keep a noise floor and
+    lose guitar and piano: the prior report recognises 85 % of its generated stems with ``eta = 0`` and 66 % with
+    ``eta = 1`` on the same seeds (the previous release, on validation seeds 100 and 200: 84-86 % against 58-61 %),
+    as EDM (Karras et al. 2022, section 4) observed for stochastic steps with imperfect denoisers.
     """
     from mgdm_audio.core.rng import make_generator
     from mgdm_audio.samplers.registry import get_sampler
