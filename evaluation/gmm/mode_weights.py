@@ -17,9 +17,7 @@ import json
 import torch
 from torch import Tensor
 
-from mgdm_audio.benchmarks.gmm import VALIDATION_SEED_BASE, SamplerEntry, make_problem
-from mgdm_audio.core.rng import make_generator
-from mgdm_audio.samplers.registry import get_sampler
+from mgdm_audio.benchmarks.gmm import VALIDATION_SEED_BASE, SamplerEntry, make_problem, sample_entry
 
 
 def main() -> None:
@@ -57,14 +55,7 @@ def main() -> None:
     entries = [SamplerEntry("mgdm", "gmm"), SamplerEntry("dps")]
     entries += [SamplerEntry("mgdm", "gmm", json.loads(o), label=f"mgdm:gmm {o}") for o in args.overrides]
     for entry in entries:
-        spec = get_sampler(entry.sampler)
-        g = make_generator(p.seed * 31 + 7)
-        x_init = torch.randn(1000, p.dim, generator=g)
-        inverse = p.inverse_problem() if spec.needs_problem else None
-        result = spec.run(
-            p.mixture.denoiser(), inverse, x_init, generator=g, config=spec.config(entry.preset, **entry.overrides)
-        )
-        report(entry.name, result.samples)
+        report(entry.name, sample_entry(entry, p, 1000).samples)
 
 
 if __name__ == "__main__":

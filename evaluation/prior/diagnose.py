@@ -42,12 +42,10 @@ from report import (  # noqa: E402
     SILENCE_DB,
     SkipPathDenoiser,
     WienerDenoiser,
-    fit_logistic_regression,
-    labelled_stems,
+    fit_stem_classifier,
     rms_db,
     slakh_chunks,
     stem_accuracy,
-    stem_features,
 )
 
 from mgdm_audio.core.atomic import write_atomic  # noqa: E402
@@ -80,10 +78,7 @@ def diagnose(prior_ref: str, args: argparse.Namespace) -> dict[str, Any]:
     prior = load_prior(prior_ref)
     stems = list(prior.stems)
     train = slakh_chunks(args.data_root, "train", prior, args.train_chunks, args.seed)
-    train_stems, labels, active = labelled_stems(train, SILENCE_DB)
-    classifier = fit_logistic_regression(
-        stem_features(train_stems[active], prior.sample_rate), labels[active], len(stems)
-    )
+    classifier, _ = fit_stem_classifier(train, prior.sample_rate, SILENCE_DB)
     pool = slakh_chunks(args.data_root, "validation", prior, args.pool, args.seed)
     full = pool[(rms_db(pool) > SILENCE_DB).all(dim=1)][: args.chunks]
     if full.shape[0] == 0:
@@ -119,6 +114,12 @@ def diagnose(prior_ref: str, args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _recognised(acc: dict[str, Any]) -> str:
+    """``correct/scored (b n, d n, ...)`` of one :func:`stem_accuracy` result (stems by their initial)."""
+    per = ", ".join(f"{name[0]} {v['correct']}" for name, v in acc["per_stem"].items())
+    return f"{acc['correct']}/{acc['scored']} ({per})"
+
+
 def render_markdown(r: dict[str, Any]) -> str:
     lines = [
         "# Where does generation fail? (prior diagnosis, `validation` split)",
@@ -136,13 +137,8 @@ def render_markdown(r: dict[str, Any]) -> str:
     lines.append("| prior (weights sha256) | steps | " + " | ".join(f"sigma_start {s:g}" for s in sigmas) + " |")
     lines.append("|---|---|" + "---|" * len(sigmas))
     for p in r["priors"]:
-        cells = []
-        for row in p["renoise"]:
-            per = ", ".join(f"{k[0]} {v['correct']}" for k, v in row["per_stem"].items())
-            cells.append(f"{row['correct']}/{row['scored']} ({per})")
-        lines.append(
-            f"| `{p['prior']}` (`{p['weights_sha256'][:8]}`) | {p['training_steps']} | " + " | ".join(cells) + " |"
-        )
+        cells = " | ".join(_recognised(row) for row in p["renoise"])
+        lines.append(f"| `{p['prior']}` (`{p['weights_sha256'][:8]}`) | {p['training_steps']} | {cells} |")
     lines += [
         "",
         "(per stem: b = bass, d = drums, g = guitar, p = piano.)",
@@ -156,11 +152,8 @@ def render_markdown(r: dict[str, Any]) -> str:
     lines.append("| prior | " + " | ".join("as generated" if s == 0 else f"W at sigma {s:g}" for s in levels) + " |")
     lines.append("|---|" + "---|" * len(levels))
     for p in r["priors"]:
-        cells = []
-        for row in p["post_filter"]:
-            per = ", ".join(f"{k[0]} {v['correct']}" for k, v in row["per_stem"].items())
-            cells.append(f"{row['correct']}/{row['scored']} ({per})")
-        lines.append(f"| `{p['prior']}` (`{p['weights_sha256'][:8]}`) | " + " | ".join(cells) + " |")
+        cells = " | ".join(_recognised(row) for row in p["post_filter"])
+        lines.append(f"| `{p['prior']}` (`{p['weights_sha256'][:8]}`) | {cells} |")
     lines += [
         "",
         "## Denoising loss in 1-unit ln-sigma bins (validation chunks)",
@@ -181,7 +174,7 @@ def render_markdown(r: dict[str, Any]) -> str:
     for k, name in enumerate(names):
         skip = r["priors"][0]["bins"]["skip path"][name]
         cells = [f"{p['bins']['prior'][name]:.3f} ({p['bins']['prior'][name] / skip:.2f})" for p in r["priors"]]
-        mass = "".join(f" {m * 100:.1f} % |" for m in [r["train_sigma"]["mass"][k]]) if r["train_sigma"] else ""
+        mass = f" {r['train_sigma']['mass'][k] * 100:.1f} % |" if r["train_sigma"] else ""
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {skip:.3f} |" + mass)
     if r["train_sigma"]:
         lines += ["", f"Training draws: ln sigma ~ N({r['train_sigma']['mean']}, {r['train_sigma']['std']})."]
@@ -205,6 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
+    train_sigma = None
     try:
         args.sigmas = [float(s) for s in args.sigmas.split(",")]
         args.post_sigmas = [float(s) for s in args.post_sigmas.split(",")]
@@ -212,17 +206,19 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError
         if not args.sigmas or min(args.sigmas) <= 0 or args.steps < 2 or args.chunks < 1:
             raise ValueError
+        if args.train_sigma:
+            mean, std = (float(v) for v in args.train_sigma.split(","))
+            if not std > 0:
+                raise ValueError
+            train_sigma = {"mean": mean, "std": std, "mass": lognormal_bin_mass(mean, std, BIN_EDGES)}
     except ValueError:
         print(
-            "error: --sigmas and --post-sigmas must be positive numbers, --steps >= 2, --chunks and --samples >= 1.",
+            "error: --sigmas and --post-sigmas must be positive numbers, --train-sigma MEAN,STD with STD > 0, "
+            "--steps >= 2, --chunks and --samples >= 1.",
             file=sys.stderr,
         )
         return 2
     torch.set_num_threads(args.threads)
-    train_sigma = None
-    if args.train_sigma:
-        mean, std = (float(v) for v in args.train_sigma.split(","))
-        train_sigma = {"mean": mean, "std": std, "mass": lognormal_bin_mass(mean, std, BIN_EDGES)}
     out = Path(args.out)
     try:
         priors = [diagnose(p, args) for p in args.prior]

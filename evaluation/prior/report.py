@@ -183,6 +183,16 @@ def labelled_stems(chunks: Tensor, silence_db: float) -> tuple[Tensor, Tensor, T
     return stems, labels, rms_db(stems) > silence_db
 
 
+def fit_stem_classifier(train_chunks: Tensor, sample_rate: int, silence_db: float) -> tuple[StemClassifier, int]:
+    """The stem classifier fitted to the active stems of ``train_chunks`` ``(N, S, T)`` (label = channel), and how
+    many stems it was fitted to."""
+    stems, labels, active = labelled_stems(train_chunks, silence_db)
+    classifier = fit_logistic_regression(
+        stem_features(stems[active], sample_rate), labels[active], train_chunks.shape[1]
+    )
+    return classifier, int(active.sum())
+
+
 def stem_accuracy(
     classifier: StemClassifier,
     chunks: Tensor,
@@ -399,12 +409,9 @@ def other_classifiers(
 ) -> list[dict[str, Any]]:
     """The generated samples classified by classifiers fitted to other seeded draws of train chunks."""
     out = []
-    for seed in [int(v) for v in args.classifier_seeds.split(",") if v.strip()]:
+    for seed in args.classifier_seeds:
         chunks = slakh_chunks(args.data_root, "train", prior, args.train_chunks, seed)
-        train_stems, labels, active = labelled_stems(chunks, args.silence_db)
-        fitted = fit_logistic_regression(
-            stem_features(train_stems[active], prior.sample_rate), labels[active], len(stems)
-        )
+        fitted, _ = fit_stem_classifier(chunks, prior.sample_rate, args.silence_db)
         acc = stem_accuracy(fitted, generated, stems, prior.sample_rate, args.silence_db, True)
         out.append({"train_seed": seed, **acc})
     return out
@@ -582,6 +589,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=7, help="timed calls per median")
     args = parser.parse_args(argv)
     try:
+        args.classifier_seeds = [int(v) for v in args.classifier_seeds.split(",") if v.strip()]
+    except ValueError:
+        print("error: --classifier-seeds must be comma-separated integers (or '').", file=sys.stderr)
+        return 2
+    try:
         return _run(args, argv)
     except UserInputError as err:
         print(f"error: {err}", file=sys.stderr)
@@ -635,17 +647,14 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
     train_chunks = slakh_chunks(args.data_root, "train", prior, args.train_chunks, args.seed)
     results["denoising"] = denoising_bands(prior.module, test, train_chunks=train_chunks)
     print("training the stem classifier ...", flush=True)
-    train_stems, labels, active = labelled_stems(train_chunks, args.silence_db)
-    classifier = fit_logistic_regression(
-        stem_features(train_stems[active], prior.sample_rate), labels[active], len(stems)
-    )
+    classifier, n_train_stems = fit_stem_classifier(train_chunks, prior.sample_rate, args.silence_db)
     print(f"generating {args.samples} samples ...", flush=True)
     seconds = prior.chunk_samples / prior.sample_rate
     generated = generate(prior, args.samples, seconds, args.seed, steps=args.steps, eta=args.eta)
     compared = generate(prior, args.samples, seconds, args.seed, steps=args.steps, eta=args.compare_eta)
     results["classification"] = {
         "train_chunks": args.train_chunks,
-        "train_stems": int(active.sum()),
+        "train_stems": n_train_stems,
         "real_test": stem_accuracy(classifier, test, stems, prior.sample_rate, args.silence_db, False),
         "generated": stem_accuracy(classifier, generated, stems, prior.sample_rate, args.silence_db, True),
         "generated_compare": stem_accuracy(classifier, compared, stems, prior.sample_rate, args.silence_db, True),

@@ -30,6 +30,7 @@ from mgdm_audio.core.likelihood import InverseProblem
 from mgdm_audio.core.operators import MatrixOperator
 from mgdm_audio.core.rng import make_generator
 from mgdm_audio.metrics.sliced_wasserstein import sliced_wasserstein
+from mgdm_audio.samplers.base import SamplerResult
 from mgdm_audio.samplers.registry import get_sampler
 
 TEST_SEED_BASE = 0
@@ -100,14 +101,19 @@ def make_problem(dim: int, dim_y: int, index: int, n_samples: int, n_directions:
     return Problem(dim, dim_y, index, seed, mixture, matrix, sigma_y, y, reference, floor, seed + 1)
 
 
-def run_entry(entry: SamplerEntry, problem: Problem, n_samples: int, n_directions: int) -> dict[str, Any]:
-    """One sampler on one problem: its row of the results table."""
+def sample_entry(entry: SamplerEntry, problem: Problem, n_samples: int) -> SamplerResult:
+    """One sampler's ``n_samples`` posterior samples on one problem, with the benchmark's seeding."""
     spec = get_sampler(entry.sampler)
     config = spec.config(entry.preset, **entry.overrides)
     inverse = None if not spec.needs_problem else problem.inverse_problem()
     g = make_generator(problem.seed * 31 + 7)
     x_init = torch.randn(n_samples, problem.dim, generator=g)
-    result = spec.run(problem.mixture.denoiser(), inverse, x_init, generator=g, config=config)
+    return spec.run(problem.mixture.denoiser(), inverse, x_init, generator=g, config=config)
+
+
+def run_entry(entry: SamplerEntry, problem: Problem, n_samples: int, n_directions: int) -> dict[str, Any]:
+    """One sampler on one problem: its row of the results table."""
+    result = sample_entry(entry, problem, n_samples)
     finite = bool(torch.all(torch.isfinite(result.samples)))
     sw = (
         sliced_wasserstein(result.samples, problem.reference, n_directions, make_generator(problem.directions_seed))
