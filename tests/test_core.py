@@ -233,6 +233,11 @@ def test_counting_denoiser_counts_forwards_and_vjps():
     counter(x.detach(), 2.0)
     (out**2).sum().backward()
     assert (counter.nfe, counter.vjp) == (2, 1)
+    stacked = CountingDenoiser(mix.denoiser(), unit_batch=3)  # a call on k * B chains costs k units
+    out = stacked(torch.randn(9, 4, dtype=torch.float64, requires_grad=True), 1.0)
+    stacked(torch.randn(3, 4, dtype=torch.float64), 1.0)
+    (out**2).sum().backward()
+    assert (stacked.nfe, stacked.vjp) == (4, 3)
 
 
 def test_matrix_operator_adjoint_svd_and_pinv():

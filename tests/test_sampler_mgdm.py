@@ -1,7 +1,10 @@
 """MGDM: cost formulas of MGDM_REFERENCE.md §2.9, tau rules, step rules, determinism, posterior sanity."""
 
+import math
+
 import pytest
 import torch
+from torch import Tensor
 
 from mgdm_audio.core.errors import UserInputError
 from mgdm_audio.core.gmm import GaussianMixture, random_measurement
@@ -206,3 +209,82 @@ def test_potential_step_closed_form_gradient_equals_autograd(overrides):
     assert not torch.allclose(got, x0, atol=1e-2)  # the step moved
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
     assert prior.vjp == 8  # one VJP per gradient step of each of the two runs
+
+
+def test_potential_step_elbo_matches_closed_form_evidence():
+    # One Gaussian prior component in 1-D: D_tau(x) = c x is linear, so
+    # Z(x0, x_t) = ∫ N(y; a c x, sy^2) N(x; m, s^2) dx = N(y; a c m, sy^2 + a^2 c^2 s^2), and the Gaussian VI family
+    # holds the exact conditional: once fitted, the mean ELBO estimate reaches log Z (and never exceeds it).
+    from mgdm_audio.core.bridge import bridge_mean_std
+    from mgdm_audio.core.denoiser import CountingDenoiser
+    from mgdm_audio.samplers.mgdm import potential_step
+
+    var, a, sy, y = 4.0, 1.5, 0.5, 2.0
+    mix = GaussianMixture(torch.zeros(1, 1, dtype=torch.float64), torch.zeros(1, dtype=torch.float64), var=var)
+    prior = CountingDenoiser(mix.denoiser())
+    problem = InverseProblem(MatrixOperator(torch.tensor([[a]], dtype=torch.float64)), torch.tensor([[y]]).double(), sy)
+    n, abar = 4000, prior.levels.abar
+    tau, t = torch.full((n,), 150), 400
+    x0 = torch.full((n, 1), 0.3, dtype=torch.float64)
+    x_t = torch.full((n, 1), -0.8, dtype=torch.float64)
+    m, s = bridge_mean_std(x0, x_t, 1.0, abar[tau], abar[t], 1.0)
+    sigma2 = (1 - abar[150]) / abar[150]
+    c = var / (abar[150].sqrt() * (var + sigma2))
+    total = sy**2 + (a * c * s[0, 0]) ** 2
+    log_z = float(-0.5 * (y - a * c * m[0, 0]) ** 2 / total - 0.5 * torch.log(2 * torch.pi * total))
+    log_z -= -0.5 * math.log(2 * math.pi * sy**2)  # log_likelihood drops the Gaussian's constant
+    config = MGDMConfig(lr_scale="bridge_std")
+
+    def elbo(n_grad: int) -> Tensor:
+        args = (prior, problem, x0, x_t, abar[tau], abar[t], n_grad, 0.05, config, torch.Generator().manual_seed(2))
+        return potential_step(*args, with_elbo=True)[1]
+
+    fitted, unfitted = elbo(300), elbo(0)
+    standard_error = float(fitted.std()) / n**0.5
+    assert abs(float(fitted.mean()) - log_z) < 4 * standard_error + 0.01
+    assert float(unfitted.mean()) < log_z - 0.2  # the bridge alone is a loose bound here
+
+
+def test_x0_candidates_cost_and_bad_value():
+    mix, a, sy, y, problem = gmm_problem()
+    config = SPEC.config("fast", n_denoising_steps=6, n_reps=2, x0_candidates=3, candidate_steps=5)
+    res = SPEC.run(
+        mix.denoiser(), problem, torch.randn(4, 8), generator=torch.Generator().manual_seed(1), config=config
+    )
+    # every call counts once per B chains it evaluates: the M stacked VI fits cost M units per gradient step, their
+    # ELBOs M units, and the M - 1 fresh candidates (an ancestral chain from t) M - 1 units per chain step
+    timesteps = mix.denoiser().levels.timesteps(config.n_steps).flip(0)
+    k, m = config.n_denoising_steps, config.x0_candidates
+    nfe, vjp = 1, 0
+    for i, tau in enumerate(max(t) for t in res.info["tau"]):
+        g = config.grad_steps(i)
+        t = int(timesteps[i + 1])
+        extra = (m - 1) * g + m + (m - 1) * (min(k, t + 1) - 1) if i < config.candidate_steps else 0
+        nfe += config.n_reps * (g + min(k, tau + 1) - 1 + extra)
+        vjp += config.n_reps * g * (m if i < config.candidate_steps else 1)
+    assert (res.nfe, res.vjp) == (nfe, vjp)
+    assert len(res.info["x0_switched"]) == config.n_reps * config.candidate_steps
+    assert all(0.0 <= f <= 1.0 for f in res.info["x0_switched"])
+    with pytest.raises(UserInputError, match="x0_candidates"):
+        SPEC.config("fast", x0_candidates=0)
+
+
+def test_x0_candidates_move_chains_to_the_posterior_mode():
+    # Two prior modes +-4 (1, ..., 1) with weights 0.1 / 0.9; y = x_1 + noise = 4 puts the posterior on the light mode
+    # (weight 1 - 1e-6). The reference's single-site sweeps leave about a quarter of the chains in the heavy mode,
+    # pulled towards y within it; the i-SIR candidates move them while the diffused modes still overlap.
+    d = 8
+    means = torch.stack([torch.full((d,), 4.0), torch.full((d,), -4.0)]).double()
+    mix = GaussianMixture(means, torch.tensor([0.1, 0.9]).double().log())
+    a, y = torch.eye(1, d, dtype=torch.float64), torch.tensor([[4.0]], dtype=torch.float64)
+    assert float(mix.posterior(a, y[0], 1.0).log_weights.exp()[0]) > 0.999
+    problem = InverseProblem(MatrixOperator(a.float()), y.float(), 1.0)
+
+    def on_light_mode(candidates: int) -> float:
+        g = torch.Generator().manual_seed(0)
+        config = SPEC.config("gmm", n_steps=25, threshold=17, n_reps=2, x0_candidates=candidates)
+        res = SPEC.run(mix.denoiser(), problem, torch.randn(300, d, generator=g), generator=g, config=config)
+        return float((res.samples.double().mean(1) > 0).double().mean())
+
+    assert on_light_mode(1) < 0.85
+    assert on_light_mode(4) > 0.93

@@ -346,7 +346,8 @@ def run_benchmark(
         f"## GMM exact-posterior benchmark ({label or 'custom'} suite)\n",
         f"Suite: {json.dumps(suite_to_dict(suite))}. Sliced Wasserstein (100 directions) to exact posterior "
         "samples, mean ± 1.96 SE over problems; lower is better; the floor is the SW between two exact sample "
-        "sets of the same size. NFE and VJP are per run (all chains in one batch); seconds are per run on one "
+        "sets of the same size. NFE and VJP are per run (all chains in one batch; a call on k batches of chains "
+        "at once, as MGDM's x0 candidates make, counts k); seconds are per run on one "
         "CPU thread.\n",
         markdown_table(main_rows, "Samplers", ""),
     ]

@@ -143,25 +143,34 @@ def vp_denoise(denoiser: Denoiser, x_vp: Tensor, abar: Tensor) -> Tensor:
 
 
 class CountingDenoiser:
-    """Counts NFE (batched forward calls) and VJP (backward passes reaching the output)."""
+    """Counts NFE (forward calls) and VJP (backward passes reaching the output).
 
-    def __init__(self, inner: Denoiser) -> None:
+    A call counts once, or, with ``unit_batch`` (the sampler's number of chains), ``ceil(n / unit_batch)`` times for
+    a batch of ``n``: a sampler that evaluates several candidates per chain in one stacked batch pays for each.
+    """
+
+    def __init__(self, inner: Denoiser, unit_batch: int | None = None) -> None:
         self.inner = inner
         self.levels = inner.levels
+        self.unit_batch = unit_batch
         self.nfe = 0
         self.vjp = 0
 
-    def _count_vjp(self, grad: Tensor) -> Tensor:
-        self.vjp += 1
-        return grad
+    def _units(self, x: Tensor) -> int:
+        return 1 if self.unit_batch is None else max(1, -(-x.shape[0] // self.unit_batch))
 
     def __call__(self, x: Tensor, sigma: Tensor | float) -> Tensor:
-        self.nfe += 1
+        units = self._units(x)
+        self.nfe += units
         start_prefetch()  # the next noise draw runs beside the network (mgdm_audio.core.rng)
         out = self.inner(x, sigma)
         if out.requires_grad:
-            out.register_hook(self._count_vjp)
+            out.register_hook(lambda grad: self._count_vjp(grad, units))
         return out
+
+    def _count_vjp(self, grad: Tensor, units: int) -> Tensor:
+        self.vjp += units
+        return grad
 
     def reset(self) -> None:
         self.nfe = 0

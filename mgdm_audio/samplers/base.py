@@ -138,7 +138,7 @@ def sampler(config_cls: type, needs_problem: bool = True) -> Callable[[Algorithm
                 problem.check_shape(x_init)
             elif needs_problem:
                 raise UserInputError(f"sampler '{fn.__name__}' needs an inverse problem (operator and observation).")
-            counter = CountingDenoiser(prior)
+            counter = CountingDenoiser(prior, unit_batch=x_init.shape[0])
             info: dict[str, Any] = {}
             start = time.perf_counter()
             samples = fn(counter, problem, x_init, generator, config, callback, info)

@@ -159,14 +159,18 @@ def _langevin(
     Returns ``(x, number of chains zeroed for NaN)``."""
     x = x0hat.clone()
     dead = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+    any_dead = False
     noise_scale = math.sqrt(2 * lr)
     for _ in range(n_steps):
         grad = -problem.adjoint_residual(x) / tau**2 + (x - x0hat) / sigma**2
         x = x - lr * grad + noise_scale * randn_like(x, generator)
+        if not any_dead and not bool(torch.isnan(x).any()):
+            continue  # the common case: no chain has a NaN and none was zeroed, so there is nothing to reset
         nan = torch.isnan(x).reshape(x.shape[0], -1).any(1)
         if whole_batch and bool(nan.any()):
             return torch.zeros_like(x), x.shape[0]
         dead = dead | nan
+        any_dead = bool(dead.any())
         x = torch.where(dead.reshape(-1, *([1] * (x.ndim - 1))), torch.zeros_like(x), x)
     return x, int(dead.sum())
 
