@@ -5,6 +5,7 @@
     mgdm-audio train RECIPE.yaml [--out DIR] [--resume] | RECIPE.yaml --out DIR --export-only [--export DIR]
     mgdm-audio generate -n PRIOR --seconds S --seed S -o OUT
     mgdm-audio benchmark gmm [--quick] [--json PATH] [--markdown PATH] [--plot PNG] [--samplers a,b] [--no-scaling]
+                             [--seed-base N]
     mgdm-audio benchmark separation --root DIR --layout slakh|musdb [--prior P] [--samplers a,b] [--max-chunks N]
     mgdm-audio benchmark image [--prior P] [--tasks all|t1,t2] [--samplers a,b:paper] [--preset fast] [--n-images N]
     mgdm-audio restore IMAGE --task TASK --prior P [--sampler mgdm] [--preset fast] [--n-samples K] [--degrade] -o OUT
@@ -17,6 +18,7 @@ temporary name and renamed, so an interrupted run never leaves a half-written fi
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -45,8 +47,10 @@ def _benchmark_gmm(args: argparse.Namespace) -> int:
             get_sampler(name)  # one clear error for an unknown name, before any work
     if args.workers < 1:
         raise UserInputError(f"--workers must be at least 1, got {args.workers}.")
+    if not 0 <= args.seed_base < 2**62:
+        raise UserInputError(f"--seed-base must be an integer in [0, 2**62), got {args.seed_base}.")
     payload, text = gmm.run_benchmark(
-        gmm.QUICK if args.quick else gmm.FULL,
+        dataclasses.replace(gmm.QUICK if args.quick else gmm.FULL, seed_base=args.seed_base),
         samplers=samplers,
         scaling=not args.no_scaling,
         cache=Path(args.cache) if args.cache else None,
@@ -386,6 +390,14 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--plot", metavar="PNG", help="plot SW against NFE (MGDM's sweeps and the other samplers)")
     g.add_argument("--samplers", metavar="A,B", help="only these samplers (registry names)")
     g.add_argument("--no-scaling", action="store_true", help="skip the MGDM Gibbs-sweep scaling run")
+    g.add_argument(
+        "--seed-base",
+        type=int,
+        default=0,
+        help="seed base of the problems: 0 (default) the committed test problems, 500000 the validation problems the "
+        "presets were tuned on; problem i of setting (d, d_y) uses seed base + 10007 d + 101 d_y + i, so a base far "
+        "from both (e.g. 900000) gives new problems",
+    )
     g.add_argument("--cache", metavar="PATH", help="JSON-lines cache of finished runs; a killed run resumes")
     g.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes (default: all cores)")
     g.add_argument("--no-progress", action="store_true")

@@ -1,5 +1,6 @@
 """The GMM benchmark engine and the command line: rows, cache/resume, tables, clear errors."""
 
+import dataclasses
 import json
 
 import pytest
@@ -42,6 +43,9 @@ def test_suite_rows_cache_and_resume(tmp_path):
     cache.write_text("\n".join(lines[:1]) + "\n")  # a killed run: one row left
     resumed = run_suite(ENTRIES, TINY, cache=cache, progress=False)
     assert [r["sw"] for r in resumed] == [r["sw"] for r in rows]  # same seeds, same numbers
+    other = run_suite(ENTRIES, dataclasses.replace(TINY, seed_base=TINY.seed_base + 1), cache=cache, progress=False)
+    assert all(set(r) == keys for r in other)  # the cache's seed base is not part of the rows
+    assert [r["sw_floor"] for r in other] != [r["sw_floor"] for r in rows]  # other problems: not taken from the cache
     # the informed sampler beats prior samples on this 2-d problem, the prior is far above the floor
     s = summarise(rows)["per_setting"]
     assert s["dps:fast|2|1"]["sw_mean"] < s["prior|2|1"]["sw_mean"]
@@ -55,6 +59,14 @@ def test_cli_rejects_unknown_sampler_before_work(capsys, tmp_path):
     assert main(["benchmark", "gmm", "--quick", "--samplers", "nope", "--json", str(out)]) == 2
     err = capsys.readouterr().err
     assert "unknown sampler 'nope'" in err and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_cli_rejects_negative_seed_base(capsys, tmp_path):
+    out = tmp_path / "x.json"
+    assert main(["benchmark", "gmm", "--quick", "--seed-base", "-1", "--json", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "--seed-base" in err and "Traceback" not in err
     assert not out.exists()
 
 
@@ -89,6 +101,14 @@ def test_json_written_atomically(tmp_path, monkeypatch):
     assert len(payload["rows"]) == 4 and "summary" in payload
     assert "GMM exact-posterior benchmark" in md.read_text()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+    other = tmp_path / "other.json"  # --seed-base draws other problems
+    assert (
+        main(["benchmark", "gmm", "--quick", "--no-scaling", "--no-progress", "--seed-base", "7", "--json", str(other)])
+        == 0
+    )
+    moved = json.loads(other.read_text())
+    assert (payload["suite"]["seed_base"], moved["suite"]["seed_base"]) == (0, 7)
+    assert [r["sw_floor"] for r in moved["rows"]] != [r["sw_floor"] for r in payload["rows"]]
 
 
 def test_workers_give_the_same_rows(tmp_path):

@@ -235,14 +235,21 @@ def test_potential_step_elbo_matches_closed_form_evidence():
     log_z -= -0.5 * math.log(2 * math.pi * sy**2)  # log_likelihood drops the Gaussian's constant
     config = MGDMConfig(lr_scale="bridge_std")
 
-    def elbo(n_grad: int) -> Tensor:
+    def estimate(n_grad: int, evidence: str) -> Tensor:
         args = (prior, problem, x0, x_t, abar[tau], abar[t], n_grad, 0.05, config, torch.Generator().manual_seed(2))
-        return potential_step(*args, with_elbo=True)[1]
+        return potential_step(*args, evidence=evidence)[1]
 
-    fitted, unfitted = elbo(300), elbo(0)
+    fitted, unfitted = estimate(300, "elbo"), estimate(0, "elbo")
     standard_error = float(fitted.std()) / n**0.5
     assert abs(float(fitted.mean()) - log_z) < 4 * standard_error + 0.01
     assert float(unfitted.mean()) < log_z - 0.2  # the bridge alone is a loose bound here
+    # the importance weight: unbiased for Z whatever the fit (here the bridge itself), and close to Z at every draw
+    # once the fit is close to the exact conditional
+    weight = (estimate(0, "importance") - log_z).exp()
+    assert abs(float(weight.mean()) - 1.0) < 4 * float(weight.std()) / n**0.5
+    fitted_weight = (estimate(300, "importance") - log_z).exp()
+    assert abs(float(fitted_weight.mean()) - 1.0) < 4 * float(fitted_weight.std()) / n**0.5
+    assert float(fitted_weight.log().std()) < 0.1 * float(weight.log().std())  # near Z at every draw once fitted
 
 
 def test_x0_candidates_cost_and_bad_value():
@@ -267,6 +274,8 @@ def test_x0_candidates_cost_and_bad_value():
     assert all(0.0 <= f <= 1.0 for f in res.info["x0_switched"])
     with pytest.raises(UserInputError, match="x0_candidates"):
         SPEC.config("fast", x0_candidates=0)
+    with pytest.raises(UserInputError, match="candidate_weight"):
+        SPEC.config("fast", candidate_weight="mean")
 
 
 def test_x0_candidates_move_chains_to_the_posterior_mode():
@@ -288,3 +297,19 @@ def test_x0_candidates_move_chains_to_the_posterior_mode():
 
     assert on_light_mode(1) < 0.85
     assert on_light_mode(4) > 0.93
+
+
+def test_x0_candidates_keep_each_chain_with_its_own_observation():
+    # One observation per chain (as in separation): y = +4 for the first half, -4 for the second, equal prior weights;
+    # the candidates are stacked M times over the batch, so each copy must meet its own chain's y.
+    d, n = 8, 200
+    means = torch.stack([torch.full((d,), 4.0), torch.full((d,), -4.0)]).double()
+    mix = GaussianMixture(means, torch.tensor([0.5, 0.5]).double().log())
+    y = torch.cat([torch.full((n // 2, 1), 4.0), torch.full((n // 2, 1), -4.0)])
+    problem = InverseProblem(MatrixOperator(torch.eye(1, d)), y, 1.0)
+    g = torch.Generator().manual_seed(0)
+    config = SPEC.config("gmm", n_steps=25, threshold=17, n_reps=2, x0_candidates=4)
+    res = SPEC.run(mix.denoiser(), problem, torch.randn(n, d, generator=g), generator=g, config=config)
+    positive = res.samples.double().mean(1) > 0
+    assert float(positive[: n // 2].double().mean()) > 0.95
+    assert float((~positive[n // 2 :]).double().mean()) > 0.95

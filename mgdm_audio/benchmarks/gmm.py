@@ -158,7 +158,9 @@ def run_suite(
         for line in cache.read_text().splitlines():
             if line.strip():
                 row = json.loads(line)
-                done[(row["sampler"], row["d"], row["d_y"], row["problem"])] = row
+                # cache lines carry the suite's seed base (lines written before it was recorded are taken as they are)
+                if row.pop("seed_base", suite.seed_base) == suite.seed_base:
+                    done[(row["sampler"], row["d"], row["d_y"], row["problem"])] = row
     settings = [(d, dy, i) for d in suite.dims for dy in suite.dims_y for i in range(suite.n_problems)]
     tasks = []
     for d, dy, i in settings:
@@ -174,7 +176,7 @@ def run_suite(
         if cache is not None:
             cache.parent.mkdir(parents=True, exist_ok=True)
             with cache.open("a") as f:
-                f.writelines(json.dumps(row) + "\n" for row in new_rows)
+                f.writelines(json.dumps({**row, "seed_base": suite.seed_base}) + "\n" for row in new_rows)
         bar.set_postfix_str(f"d={new_rows[0]['d']} d_y={new_rows[0]['d_y']} #{new_rows[0]['problem']}")
         bar.update(len(new_rows))
 

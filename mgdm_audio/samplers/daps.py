@@ -164,13 +164,13 @@ def _langevin(
     for _ in range(n_steps):
         grad = -problem.adjoint_residual(x) / tau**2 + (x - x0hat) / sigma**2
         x = x - lr * grad + noise_scale * randn_like(x, generator)
-        if not any_dead and not bool(torch.isnan(x).any()):
-            continue  # the common case: no chain has a NaN and none was zeroed, so there is nothing to reset
+        if x.device.type == "cpu" and not any_dead and not bool(torch.isnan(x).any()):
+            continue  # the common case on CPU: no NaN and no chain zeroed, nothing to reset (on GPU: no host sync)
         nan = torch.isnan(x).reshape(x.shape[0], -1).any(1)
         if whole_batch and bool(nan.any()):
             return torch.zeros_like(x), x.shape[0]
         dead = dead | nan
-        any_dead = bool(dead.any())
+        any_dead = x.device.type == "cpu" and bool(dead.any())
         x = torch.where(dead.reshape(-1, *([1] * (x.ndim - 1))), torch.zeros_like(x), x)
     return x, int(dead.sum())
 
