@@ -56,9 +56,12 @@ class InverseProblem:
         """``y - A(x)`` (broadcast over the batch)."""
         return self.y.to(x) - self.operator(x)
 
-    def log_likelihood(self, x: Tensor) -> Tensor:
-        """``-||y - A(x)||^2 / (2 sigma_y^2)`` per chain, shape ``(B,)``."""
+    def log_likelihood(self, x: Tensor, dtype: torch.dtype | None = None) -> Tensor:
+        """``-||y - A(x)||^2 / (2 sigma_y^2)`` per chain, shape ``(B,)``; the sum in ``dtype`` if given (float64 keeps
+        differences of order 1 between chains when a small ``sigma_y`` makes the values large)."""
         r = self.residual(x)
+        if dtype is not None:
+            r = r.to(dtype)
         return -r.reshape(r.shape[0], -1).pow(2).sum(1) / (2 * self.sigma_y**2)
 
     def adjoint_residual(self, x: Tensor) -> Tensor:

@@ -159,18 +159,18 @@ def _langevin(
     Returns ``(x, number of chains zeroed for NaN)``."""
     x = x0hat.clone()
     dead = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
-    any_dead = False
+    on_cpu, any_dead = x.device.type == "cpu", False
     noise_scale = math.sqrt(2 * lr)
     for _ in range(n_steps):
         grad = -problem.adjoint_residual(x) / tau**2 + (x - x0hat) / sigma**2
         x = x - lr * grad + noise_scale * randn_like(x, generator)
-        if x.device.type == "cpu" and not any_dead and not bool(torch.isnan(x).any()):
+        if on_cpu and not any_dead and not bool(torch.isnan(x).any()):
             continue  # the common case on CPU: no NaN and no chain zeroed, nothing to reset (on GPU: no host sync)
         nan = torch.isnan(x).reshape(x.shape[0], -1).any(1)
         if whole_batch and bool(nan.any()):
             return torch.zeros_like(x), x.shape[0]
         dead = dead | nan
-        any_dead = x.device.type == "cpu" and bool(dead.any())
+        any_dead = on_cpu and bool(dead.any())
         x = torch.where(dead.reshape(-1, *([1] * (x.ndim - 1))), torch.zeros_like(x), x)
     return x, int(dead.sum())
 

@@ -244,8 +244,7 @@ def potential_step(
         if evidence is None:
             return x_tau
         # log g(y | D_tau(x_tau)) at the one draw (1 NFE), in float64: with a small sigma_y it is large
-        residual = problem.residual(vp_denoise(prior, x_tau, abar_tau)).double()
-        log_g = residual.reshape(residual.shape[0], -1).square().sum(1) / (-2 * problem.sigma_y**2)
+        log_g = problem.log_likelihood(vp_denoise(prior, x_tau, abar_tau), dtype=torch.float64)
 
         def per_chain(v: Tensor) -> Tensor:
             return v.reshape(v.shape[0], -1).double().sum(1)
@@ -373,7 +372,7 @@ def mgdm(
     batch = x_init.shape[0]
     noising_eta = config.eta if config.noising_eta is None else config.noising_eta
     taus: list[list[int]] = []
-    switched: list[float] = []
+    switched: list[Tensor] = []
     with torch.no_grad():
         x = vp_start(x_init, abar[r[0]], config.start_scale)
         x0 = vp_denoise(prior, x, abar[r[0]])
@@ -392,7 +391,7 @@ def mgdm(
                 taus.append(tau.tolist() if config.tau_per_chain else [int(tau[0])])
             if config.x0_candidates > 1 and i < config.candidate_steps:
                 x_tau, kept = candidate_potential_step(prior, problem, x0, x, tau, t, n_grad, lr, config, generator)
-                switched.append(float((kept > 0).double().mean()))
+                switched.append((kept > 0).double().mean())  # a tensor: no host sync inside the loop
             else:
                 x_tau = potential_step(prior, problem, x0, x, abar[tau], abar[t], n_grad, lr, config, generator)
             with torch.no_grad():
@@ -401,7 +400,8 @@ def mgdm(
         notify(callback, i=i + 1, total=total, x=x, x0=x0, t=t)
     info["tau"] = taus
     if switched:
-        info["x0_switched"] = switched  # per sweep with candidates: the fraction of chains that took a fresh x0
+        # per sweep with candidates: the fraction of chains that took a fresh x0
+        info["x0_switched"] = torch.stack(switched).tolist()
     return x0
 
 
