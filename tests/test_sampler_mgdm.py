@@ -68,21 +68,6 @@ def test_cost_matches_formula_with_random_tau(per_chain):
     assert len(res.info["tau"][0]) == (4 if per_chain else 1)
 
 
-def test_tau_per_sweep_redraws_tau_and_costs_match():
-    mix, a, sy, y, problem = gmm_problem()
-    config = SPEC.config("fast", n_reps=3, n_denoising_steps=20, tau_per_chain=True, min_tau=3, tau_per_sweep=True)
-    res = SPEC.run(
-        mix.denoiser(), problem, torch.randn(4, 8), generator=torch.Generator().manual_seed(1), config=config
-    )
-    draws = res.info["tau"]
-    assert len(draws) == 3 * (config.n_steps - 3)  # one draw per sweep
-    random_phase = draws[: 3 * config.threshold]
-    assert any(random_phase[k] != random_phase[k + 1] for k in range(0, len(random_phase), 3))  # sweeps differ
-    g_sum = sum(config.grad_steps(i) for i in range(config.n_steps - 3))
-    den = sum(min(config.n_denoising_steps, max(t) + 1) - 1 for t in draws)
-    assert (res.nfe, res.vjp) == (1 + config.n_reps * g_sum + den, config.n_reps * g_sum)
-
-
 def test_tau_rules():
     g = torch.Generator().manual_seed(2)
     c = MGDMConfig(threshold=5, min_tau=10)
@@ -93,8 +78,8 @@ def test_tau_rules():
     assert len(set(many.tolist())) > 50 and int(many.min()) >= 10 and int(many.max()) < 200
     assert draw_tau(MGDMConfig(tau_rule="mix-det", threshold=5), 200, 0, 1, g).item() == 150
     assert draw_tau(MGDMConfig(tau_rule="zero"), 9, 0, 1, g).item() == 1  # reference would fail here
-    early = MGDMConfig(tau_rule="mix-det", threshold=50, early_deterministic=3)
-    assert [draw_tau(early, 200, i, 1, g).item() for i in (0, 2, 3, 49, 50)] == [200, 200, 150, 150, 200]
+    mix_det = MGDMConfig(tau_rule="mix-det", threshold=50)
+    assert [draw_tau(mix_det, 200, i, 1, g).item() for i in (0, 49, 50)] == [150, 150, 200]
     with pytest.raises(UserInputError):
         MGDMConfig(tau_rule="nope")
 
@@ -170,10 +155,7 @@ def _potential_step_by_autograd(prior, problem, x0, x_t, abar_tau, abar_t, n_gra
     for _ in range(n_grad):
         opt.zero_grad()
         v = mean_of(u) + rho.exp() * torch.randn(m.shape, generator=generator, dtype=m.dtype)
-        if config.analytic_kl:
-            kl = 0.5 * (((mean_of(u) - m) ** 2 + (2 * rho).exp()) / s**2).sum()
-        else:
-            kl = 0.5 * ((v - m) / s).pow(2).sum()
+        kl = 0.5 * ((v - m) / s).pow(2).sum()
         loss = -problem.log_likelihood(vp_denoise(prior, v, abar_tau)).sum() + kl - rho.sum()
         loss.backward()
         opt.step()
@@ -186,8 +168,8 @@ def _potential_step_by_autograd(prior, problem, x0, x_t, abar_tau, abar_t, n_gra
     [
         {},  # reference: absolute rate, one-sample bridge term, shared rate
         {"lr_scale": "bridge_std", "log_std_lr": 0.03},
-        {"lr_scale": "bridge_norm", "analytic_kl": True},
-        {"lr_scale": "bridge_std", "analytic_kl": True, "log_std_lr": 0.1},
+        {"lr_scale": "bridge_norm"},
+        {"lr_scale": "bridge_std", "log_std_lr": 0.1},
     ],
 )
 def test_potential_step_closed_form_gradient_equals_autograd(overrides):
@@ -204,7 +186,8 @@ def test_potential_step_closed_form_gradient_equals_autograd(overrides):
     tau, t = torch.tensor([40, 120, 300]), 500
     lr = 0.5 if config.lr_scale != "absolute" else 0.05
     args = (prior, problem, x0, x_t, abar[tau], abar[t], 4, lr, config)
-    got = potential_step(*args, torch.Generator().manual_seed(7))
+    g = torch.Generator().manual_seed(7)
+    got = potential_step(*args, g).draw(g)
     want = _potential_step_by_autograd(*args, torch.Generator().manual_seed(7))
     assert not torch.allclose(got, x0, atol=1e-2)  # the step moved
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
@@ -235,21 +218,15 @@ def test_potential_step_elbo_matches_closed_form_evidence():
     log_z -= -0.5 * math.log(2 * math.pi * sy**2)  # log_likelihood drops the Gaussian's constant
     config = MGDMConfig(lr_scale="bridge_std")
 
-    def estimate(n_grad: int, evidence: str) -> Tensor:
-        args = (prior, problem, x0, x_t, abar[tau], abar[t], n_grad, 0.05, config, torch.Generator().manual_seed(2))
-        return potential_step(*args, evidence=evidence)[1]
+    def estimate(n_grad: int) -> Tensor:
+        g = torch.Generator().manual_seed(2)
+        fit = potential_step(prior, problem, x0, x_t, abar[tau], abar[t], n_grad, 0.05, config, g)
+        return fit.elbo(prior, problem, fit.draw(g), abar[tau])
 
-    fitted, unfitted = estimate(300, "elbo"), estimate(0, "elbo")
+    fitted, unfitted = estimate(300), estimate(0)
     standard_error = float(fitted.std()) / n**0.5
     assert abs(float(fitted.mean()) - log_z) < 4 * standard_error + 0.01
     assert float(unfitted.mean()) < log_z - 0.2  # the bridge alone is a loose bound here
-    # the importance weight: unbiased for Z whatever the fit (here the bridge itself), and close to Z at every draw
-    # once the fit is close to the exact conditional
-    weight = (estimate(0, "importance") - log_z).exp()
-    assert abs(float(weight.mean()) - 1.0) < 4 * float(weight.std()) / n**0.5
-    fitted_weight = (estimate(300, "importance") - log_z).exp()
-    assert abs(float(fitted_weight.mean()) - 1.0) < 4 * float(fitted_weight.std()) / n**0.5
-    assert float(fitted_weight.log().std()) < 0.1 * float(weight.log().std())  # near Z at every draw once fitted
 
 
 def test_x0_candidates_cost_and_bad_value():
@@ -274,8 +251,8 @@ def test_x0_candidates_cost_and_bad_value():
     assert all(0.0 <= f <= 1.0 for f in res.info["x0_switched"])
     with pytest.raises(UserInputError, match="x0_candidates"):
         SPEC.config("fast", x0_candidates=0)
-    with pytest.raises(UserInputError, match="candidate_weight"):
-        SPEC.config("fast", candidate_weight="mean")
+    with pytest.raises(UserInputError, match="setting"):
+        SPEC.config("fast", candidate_weight="importance")  # a rejected ablation, removed
 
 
 def test_x0_candidates_move_chains_to_the_posterior_mode():

@@ -1,6 +1,6 @@
 """Which posterior mode does each chain land in? One validation problem of the GMM benchmark, one line per sampler.
 
-    python evaluation/gmm/mode_weights.py 80 2 4 [--overrides '{"early_deterministic": 30}' ...]
+    python evaluation/gmm/mode_weights.py 80 2 4 [--overrides '{"x0_candidates": 4}' ...]
 
 Each sample is assigned to the component of the exact posterior mixture with the largest responsibility; the line
 gives the total-variation distance between the chains' component fractions and the exact posterior weights, the

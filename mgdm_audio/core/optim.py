@@ -7,22 +7,13 @@ on this CPU, a third of a 20 s separation's non-network time), and the samplers 
 .. math:: m \leftarrow \beta_1 m + (1 - \beta_1) g, \quad v \leftarrow \beta_2 v + (1 - \beta_2) g^2, \quad
           p \leftarrow p - \frac{\mathrm{lr}}{1 - \beta_1^k} \frac{m}{\sqrt{v} / \sqrt{1 - \beta_2^k} + \epsilon}.
 
-``moment="coordinate"`` is Adam (on CPU and CUDA the same fused kernel as ``torch.optim.Adam(fused=True)``, so
-the same numbers); ``moment="chain"`` keeps one second moment per chain (the first axis), the mean of ``g^2``
-over the chain's coordinates, so that the step follows the gradient's direction instead of its sign vector.
+On CPU and CUDA it runs the same fused kernel as ``torch.optim.Adam(fused=True)``, so the same numbers.
 """
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 from torch import Tensor
-
-from mgdm_audio.core.errors import UserInputError
-
-Moment = Literal["coordinate", "chain"]
-MOMENTS: tuple[Moment, ...] = ("coordinate", "chain")
 
 
 class GroupAdam:
@@ -33,22 +24,16 @@ class GroupAdam:
         params: list[tuple[Tensor, float]],
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
-        moment: Moment = "coordinate",
     ) -> None:
-        if moment not in MOMENTS:
-            raise UserInputError(f"unknown Adam moment '{moment}'; use one of {', '.join(MOMENTS)}.")
         self.params = [p for p, _ in params]
         self.lrs = [float(lr) for _, lr in params]
         self.beta1, self.beta2 = betas
-        self.eps, self.moment = eps, moment
+        self.eps = eps
         self.exp_avg = [torch.zeros_like(p) for p in self.params]
-        if moment == "chain":
-            self.exp_avg_sq = [p.new_zeros(p.shape[0], *([1] * (p.ndim - 1))) for p in self.params]
-        else:
-            self.exp_avg_sq = [torch.zeros_like(p) for p in self.params]
+        self.exp_avg_sq = [torch.zeros_like(p) for p in self.params]
         # float32 step counters on the parameters' device, as torch.optim keeps them for its fused kernel
         self.steps = [torch.zeros((), dtype=torch.float32, device=p.device) for p in self.params]
-        self.fused = moment == "coordinate" and all(p.device.type in ("cpu", "cuda") for p in self.params)
+        self.fused = all(p.device.type in ("cpu", "cuda") for p in self.params)
 
     @torch.no_grad()
     def step(self, grads: list[Tensor]) -> None:
@@ -64,10 +49,6 @@ class GroupAdam:
                 continue
             k = float(self.steps[i])
             self.exp_avg[i].lerp_(g, 1 - self.beta1)
-            if self.moment == "chain":
-                mean_sq = g.square().reshape(g.shape[0], -1).mean(1).reshape(self.exp_avg_sq[i].shape)
-                self.exp_avg_sq[i].mul_(self.beta2).add_(mean_sq, alpha=1 - self.beta2)
-            else:
-                self.exp_avg_sq[i].mul_(self.beta2).addcmul_(g, g, value=1 - self.beta2)
+            self.exp_avg_sq[i].mul_(self.beta2).addcmul_(g, g, value=1 - self.beta2)
             denom = (self.exp_avg_sq[i].sqrt() / (1 - self.beta2**k) ** 0.5).add_(self.eps)
             p.addcdiv_(self.exp_avg[i], denom, value=-self.lrs[i] / (1 - self.beta1**k))

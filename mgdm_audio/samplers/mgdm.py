@@ -1,5 +1,4 @@
-r"""MGDM: mixture-guided diffusion with Gibbs sampling and data augmentation (Janati, Moufad et al.
-2025), faithful to the reference code (``MGDM_REFERENCE.md`` §2–3).
+r"""MGDM: mixture-guided diffusion with Gibbs sampling and data augmentation (Janati, Moufad et al. 2025).
 
 Each intermediate posterior ``pi_t(x_t) ∝ g_t(x_t) p_t(x_t)`` is approximated through the mixture
 ``g_t(x_t) ≈ sum_s w_t^s ∫ g(y | D_s(x_s)) p_{s|t}(x_s | x_t) dx_s``; augmenting with ``x_0`` and
@@ -12,7 +11,7 @@ Each intermediate posterior ``pi_t(x_t) ∝ g_t(x_t) p_t(x_t)`` is approximated 
         repeat R times (Gibbs sweeps):
             x_tau ~ VI fit of  g(y | D_tau(x_tau)) q(x_tau | x0, x_t)      # G(i) Adam steps: G NFE + G VJP
             x0    = DDIM_eta chain tau -> 0 in min(K, tau + 1) points     # min(K, tau+1) - 1 NFE
-            x     = q_1(x_t | x_tau, x_hi)                                # exact noising bridge
+            x     = q_1(x_t | x_tau, x_hi)                                # exact noising bridge (eta = 1)
     return x0
 
 The potential (VI) step fits ``N(mu, diag(exp(2 rho)))`` to ``g(y|D_tau(.)) q(x_tau | x0, x_t)`` by
@@ -23,61 +22,13 @@ minimising, with a fresh Adam(lr) for ``G(i)`` iterations and one reparameterise
 
 from ``mu = m``, ``rho = log s`` (``m, s`` the mean and std of the exact bridge). Then it draws once.
 
-Cost (``MGDM_REFERENCE.md`` §2.9): ``NFE = 1 + R sum_i [G(i) + min(K, tau_i + 1) - 1]`` and
-``VJP = R sum_i G(i)``; the drawn ``tau_i`` are returned in ``info["tau"]``. With ``x0_candidates = M > 1`` the
-steps ``i < candidate_steps`` add ``(M - 1) G(i) + M + (M - 1)(min(K, t_i + 1) - 1)`` NFE and ``(M - 1) G(i)`` VJP
-per sweep (:func:`candidate_potential_step`).
+Cost: ``NFE = 1 + R sum_i [G(i) + min(K, tau_i + 1) - 1]`` and ``VJP = R sum_i G(i)``; the drawn ``tau_i`` are
+returned in ``info["tau"]``. With ``x0_candidates = M > 1`` the steps ``i < candidate_steps`` add
+``(M - 1) G(i) + M + (M - 1)(min(K, t_i + 1) - 1)`` NFE and ``(M - 1) G(i)`` VJP per sweep
+(:func:`candidate_potential_step`).
 
-Quirks of the reference, and the flags that keep or fix them:
-
-* ``tau_per_chain=False`` (reference): one ``tau`` for the whole batch, which correlates the chains.
-  ``True`` draws one ``tau`` per chain (independent posterior samples).
-* ``lr_scale="absolute"`` (reference): Adam's learning rate is absolute, sized for data in
-  ``[-1, 1]``. ``"bridge_std"`` makes it relative to the bridge std ``s``: Adam runs on the
-  standardised offset ``u = (mu - m) / s`` (equivalent to a per-chain rate ``lr * s`` on ``mu``),
-  so the step is invariant to the scale of the data. ``"bridge_norm"`` also divides by ``sqrt(n)``
-  (``n`` the number of coordinates per chain): Adam's first steps move every coordinate by about
-  the rate, i.e. by ``lr sqrt(n)`` in norm, so this makes one step about ``lr`` bridge stds long
-  whatever the dimension.
-* ``log_std_lr=None`` (reference): ``mu`` and ``rho`` share one Adam learning rate. A number gives
-  ``rho`` (a log-scale, already scale-free) its own absolute rate, so that a large relative rate for
-  ``mu`` does not multiply the std by ``e^lr`` per step.
-* ``analytic_kl=False`` (reference): the bridge term ``||(v - m)/s||^2 / 2`` is evaluated at the one
-  reparameterised sample ``v``, so its gradient carries the sample's noise ``e^rho z / s^2`` in every
-  coordinate, which swamps the likelihood's few informative directions when ``x`` is high-dimensional.
-  ``True`` uses its exact expectation ``sum((mu - m)^2 + e^{2 rho}) / (2 s^2)`` (the same objective,
-  a lower-variance gradient); only the likelihood term stays a one-sample estimate.
-* ``noising_eta=1.0`` (reference): the noising bridge ignores the user ``eta``. ``None`` uses ``eta``.
-* ``tau_rule="zero"`` draws ``randint(1, max(1, t_lo // 5))``, which fails in the reference when
-  ``t_lo // 5 <= 1``; here the upper end is at least 2 (``tau = 1``).
-* ``adam_moment="coordinate"`` (reference): Adam's second moment is per coordinate, so its first steps move
-  every coordinate by about the rate whatever its gradient: along the gradient's *sign* vector, which in
-  ``n`` dimensions puts a large part of the step (and of the one-sample gradient noise) into directions the
-  observation does not see. ``"chain"`` keeps one second moment per chain and parameter (the mean of the
-  squared gradient over the chain's coordinates): the step follows the gradient's direction, with the same
-  norm (``lr sqrt(n)`` at the first step).
-* ``tau_per_sweep=False`` (reference): the mixture index is drawn once per reverse step and shared by the
-  R sweeps, so it is never a Gibbs variable (``MGDM_REFERENCE.md`` §8 item 1). ``True`` draws a fresh
-  ``tau`` (same rule) before every sweep after the first, closer to the paper's Gibbs sampler over the
-  mixture; ``info["tau"]`` then lists one entry per draw.
-* ``early_deterministic=0`` (reference): the first outer steps use the tau rule like the others.
-  ``k > 0`` sets ``tau = t_lo`` (a single, DPS-like component) for ``i < k``, the steps in which the
-  diffused posterior's modes still overlap and each chain chooses its mode: a potential step at a ``tau``
-  well below ``t``, where the modes are already apart, only moves a chain within the mode of its current
-  ``x0`` (evaluation/gmm/README.md, round 12). Not a reference setting.
-* ``x0_candidates=1`` (reference): each sweep updates ``x_tau | x0, x_t`` and then ``x0 | x_tau``, single-site
-  Gibbs moves that cannot take a chain from one mode of the prior to another once ``tau`` is below the noise level
-  where the diffused modes overlap (``x_tau`` stays within a bridge std of ``x0``, ``x0`` within the mode of
-  ``x_tau``). ``M > 1`` draws ``(x0, x_tau) | x_t`` as a block by i-SIR (:func:`candidate_potential_step`): the
-  current ``x0`` and ``M - 1`` fresh draws from ``p_{0|t}(. | x_t)`` each get the potential step, and one is kept
-  with probability proportional to ``exp(ELBO)``, the VI fit's estimate of its evidence
-  ``Z(x0, x_t) = ∫ g(y | D_tau(x)) q(x | x0, x_t) dx``. ``candidate_steps`` limits it to the outer steps
-  ``i < candidate_steps``. Not a reference setting; the NFE and VJP counts include the candidates (a call on
-  ``M B`` chains counts ``M``).
-* The late steps are a single component (``tau = t_lo``); the output is the last denoised ``x0``
-  (reference behaviour, ``MGDM_REFERENCE.md`` §8 items 2 and 5).
-* The one-step ``alphas_cumprod`` offset of pixel priors lives in the adapter
-  (:class:`~mgdm_audio.core.denoiser.VPEpsDenoiser`, ``reference_index_offset``).
+The reference code's quirks and the flags that keep or fix them are listed in :class:`MGDMConfig`; how the
+presets were chosen is in ``evaluation/gmm/README.md`` and the separation and image validation tables.
 """
 
 from __future__ import annotations
@@ -93,7 +44,7 @@ from mgdm_audio.core.bridge import bridge_mean_std, ddim_step, sample_bridge
 from mgdm_audio.core.denoiser import CountingDenoiser, vp_denoise
 from mgdm_audio.core.errors import UserInputError
 from mgdm_audio.core.likelihood import InverseProblem
-from mgdm_audio.core.optim import MOMENTS, GroupAdam, Moment
+from mgdm_audio.core.optim import GroupAdam
 from mgdm_audio.core.rng import randn_like
 from mgdm_audio.samplers.base import Callback, SamplerSpec, StepRule, notify, sampler, schedule_value
 from mgdm_audio.samplers.ddim import vp_start
@@ -103,7 +54,28 @@ TauRule = Literal["mix", "uniform", "deterministic", "mix-det", "zero"]
 
 @dataclass
 class MGDMConfig:
-    """MGDM hyperparameters; defaults are the reference's image settings (``mgdm.yaml``)."""
+    """MGDM hyperparameters; defaults are the reference's image settings (``mgdm.yaml``).
+
+    The reference code's quirks, and the flags that keep (the default) or fix them:
+
+    * ``tau_per_chain=False``: one ``tau`` for the whole batch, which correlates the chains; ``True`` draws one
+      ``tau`` per chain.
+    * ``lr_scale="absolute"``: Adam's rate is absolute, sized for data in ``[-1, 1]``. ``"bridge_std"`` runs Adam
+      on the standardised offset ``u = (mu - m) / s`` (a per-chain rate ``lr * s`` on ``mu``), invariant to the
+      data's scale; ``"bridge_norm"`` also divides the rate by ``sqrt(n)`` (``n`` coordinates per chain), so that
+      Adam's first step, about ``lr sqrt(n)`` in norm, is about ``lr`` bridge stds long.
+    * ``log_std_lr=None``: ``mu`` and ``rho`` share one rate; a number gives ``rho`` its own absolute rate.
+    * ``tau_rule="zero"`` draws ``randint(1, max(1, t_lo // 5))``, which fails in the reference when
+      ``t_lo // 5 <= 1``; here the upper end is at least 2 (``tau = 1``). Not a flag.
+    * The noising bridge ``q_1(x_t | x_tau, x_hi)`` uses ``eta = 1`` whatever ``eta`` is; the late steps are a
+      single component (``tau = t_lo``); the output is the last denoised ``x0``. Reference behaviour, not flags.
+    * ``x0_candidates=1``: single-site moves ``x_tau | x0, x_t`` then ``x0 | x_tau``, which cannot take a chain to
+      another prior mode once ``tau`` is below the noise level where the diffused modes overlap. ``M > 1`` draws
+      ``(x0, x_tau) | x_t`` as a block by i-SIR (:func:`candidate_potential_step`) in the outer steps
+      ``i < candidate_steps``. Not a reference setting.
+    * The one-step ``alphas_cumprod`` offset of pixel priors lives in the adapter
+      (:class:`~mgdm_audio.core.denoiser.VPEpsDenoiser`, ``reference_index_offset``).
+    """
 
     n_steps: int = 100  # N, the grid length
     n_reps: int = 1  # R, Gibbs sweeps per reverse step
@@ -119,29 +91,17 @@ class MGDMConfig:
     start_scale: Literal["unit", "vp"] = "unit"
     tau_per_chain: bool = False
     lr_scale: Literal["absolute", "bridge_std", "bridge_norm"] = "absolute"
-    noising_eta: float | None = 1.0
     log_std_lr: float | None = None
-    analytic_kl: bool = False
-    tau_per_sweep: bool = False
-    adam_moment: Moment = "coordinate"
-    early_deterministic: int = 0  # tau = t_lo (one component, DPS-like) for the first outer steps i < this
     x0_candidates: int = 1  # M: 1 = reference; M > 1 = i-SIR over the current x0 and M - 1 fresh draws
     candidate_steps: int = 10**9  # the candidates are used in the outer steps i < this
-    candidate_weight: Literal["elbo", "importance"] = "elbo"  # the estimate of each candidate's evidence
 
     def __post_init__(self) -> None:
         if self.n_reps < 1 or self.n_denoising_steps < 1:
             raise UserInputError("MGDM needs n_reps >= 1 and n_denoising_steps >= 1.")
         if self.x0_candidates < 1:
             raise UserInputError(f"MGDM needs x0_candidates >= 1, got {self.x0_candidates}.")
-        if self.candidate_weight not in ("elbo", "importance"):
-            raise UserInputError(
-                f"unknown MGDM candidate_weight '{self.candidate_weight}'; use 'elbo' or 'importance'."
-            )
         if self.tau_rule not in ("mix", "uniform", "deterministic", "mix-det", "zero"):
             raise UserInputError(f"unknown MGDM tau rule '{self.tau_rule}'.")
-        if self.adam_moment not in MOMENTS:
-            raise UserInputError(f"unknown MGDM adam_moment '{self.adam_moment}'; use one of {', '.join(MOMENTS)}.")
         if self.lr_scale not in ("absolute", "bridge_std", "bridge_norm"):
             raise UserInputError(
                 f"unknown MGDM lr_scale '{self.lr_scale}'; use 'absolute', 'bridge_std' or 'bridge_norm'."
@@ -166,7 +126,7 @@ def draw_tau(config: MGDMConfig, t_lo: int, i: int, batch: int, generator: torch
         return torch.randint(lo, hi, (n,), generator=generator, device=generator.device if generator else "cpu").cpu()
 
     rule, random_phase = config.tau_rule, i < config.threshold
-    if rule == "deterministic" or (rule in ("mix", "mix-det") and not random_phase) or i < config.early_deterministic:
+    if rule == "deterministic" or (rule in ("mix", "mix-det") and not random_phase):
         tau = torch.full((n,), t_lo, dtype=torch.long)
     elif rule == "mix-det":
         tau = torch.full((n,), int(0.75 * t_lo), dtype=torch.long)
@@ -175,6 +135,33 @@ def draw_tau(config: MGDMConfig, t_lo: int, i: int, batch: int, generator: torch
     else:  # "uniform", or "mix" in its random phase
         tau = randint(config.min_tau, t_lo)
     return tau.expand(batch)
+
+
+@dataclass
+class PotentialFit:
+    """The potential step's Gaussian fit ``N(mu, e^{2 rho})`` of ``x_tau`` and its bridge ``N(m, s^2)``."""
+
+    mu: Tensor
+    rho: Tensor
+    m: Tensor
+    s: Tensor
+
+    def draw(self, generator: torch.Generator | None) -> Tensor:
+        """One draw ``x_tau = mu + e^rho z``."""
+        with torch.no_grad():
+            return randn_like(self.m, generator) * self.rho.exp() + self.mu
+
+    def elbo(self, prior: CountingDenoiser, problem: InverseProblem, x_tau: Tensor, abar_tau: Tensor) -> Tensor:
+        r"""Per chain, the evidence lower bound of ``log Z(x0, x_t) = log ∫ g(y | D_tau(x)) q(x | x0, x_t) dx`` with
+        its first term at the draw ``x_tau`` (1 NFE; float64, as ``log g`` is large when ``sigma_y`` is small):
+
+        .. math:: \log g(y \mid D_\tau(x_\tau)) - \mathrm{KL}(N(\mu, e^{2\rho}) \,\|\, N(m, s^2)).
+        """
+        with torch.no_grad():
+            log_g = problem.log_likelihood(vp_denoise(prior, x_tau, abar_tau), dtype=torch.float64)
+            var_ratio = (2 * self.rho).exp() * self.s.reciprocal().square()
+            kl = 0.5 * (var_ratio + (self.mu - self.m).square() * self.s.reciprocal().square() - 1.0 - var_ratio.log())
+            return log_g - kl.reshape(kl.shape[0], -1).double().sum(1)
 
 
 def potential_step(
@@ -188,25 +175,17 @@ def potential_step(
     lr: float,
     config: MGDMConfig,
     generator: torch.Generator | None,
-    evidence: Literal["elbo", "importance"] | None = None,
-) -> Tensor | tuple[Tensor, Tensor]:
-    r"""One draw of ``x_tau`` from the Gaussian VI fit of ``g(y|D_tau(x_tau)) q(x_tau | x0, x_t)``
-    (``n_grad`` Adam steps at rate ``lr``; ``config`` gives the rate's scale and the quirk flags).
-
-    With ``evidence`` it also returns, per chain, a one-sample estimate built on the draw ``x_tau`` of
-    ``log Z(x0, x_t) = log ∫ g(y | D_tau(x)) q(x | x0, x_t) dx`` (one more NFE): ``"elbo"``, the fit's evidence lower
-    bound ``log g(y | D_tau(x_tau)) - KL(N(mu, e^{2 rho}) || N(m, s^2))``; ``"importance"``, the log importance weight
-    ``log g(y | D_tau(x_tau)) + log N(x_tau; m, s^2) - log N(x_tau; mu, e^{2 rho})``, whose exponential is unbiased for
-    ``Z`` (and equals it at every draw when the fit is the exact conditional).
+) -> PotentialFit:
+    r"""The potential step: the Gaussian VI fit of ``g(y|D_tau(x_tau)) q(x_tau | x0, x_t)``, ``n_grad`` Adam steps at
+    rate ``lr`` from the bridge (``config`` gives the rate's scale and the log-std rate); ``.draw`` gives ``x_tau``.
 
     The gradient of the one-sample loss ``L(v) = -log g(y | D_tau(v)) + ||(v - m)/s||^2 / 2 - sum(rho)`` at
     ``v = mu + e^rho z`` is assembled in closed form around one VJP of the denoiser:
 
     .. math:: \nabla_v L = -J_{D_\tau}(v)^\top \nabla_{x_0} \log g(y \mid D_\tau(v)) + (v - m)/s^2,
-              \quad \nabla_\mu L = \nabla_v L, \quad \nabla_\rho L = e^\rho z \odot \nabla_v L - 1
+              \quad \nabla_\mu L = \nabla_v L, \quad \nabla_\rho L = e^\rho z \odot \nabla_v L - 1,
 
-    (with ``analytic_kl`` the bridge term's gradients are ``(mu - m)/s^2`` and ``e^{2 rho}/s^2`` instead), the
-    same numbers autograd gives for the loss, without recording the elementwise graph around the network.
+    the same numbers autograd gives for the loss, without recording the elementwise graph around the network.
     """
     lr_scale = config.lr_scale
     m, s = bridge_mean_std(x0, x_t, 1.0, abar_tau, abar_t, 1.0)  # s: per chain, (B, 1, ...), broadcast below
@@ -217,44 +196,23 @@ def potential_step(
     rho = torch.log(s).expand_as(m).clone()
     rho_lr = lr if config.log_std_lr is None else config.log_std_lr
     # the fused kernel on CPU/CUDA (the numbers of torch.optim.Adam(fused=True)), without torch.optim's import cost
-    opt = GroupAdam([(u, lr), (rho, rho_lr)], moment=config.adam_moment)
+    opt = GroupAdam([(u, lr), (rho, rho_lr)])
     inv_var = s.reciprocal().square()
     for _ in range(n_grad):
         with torch.no_grad():  # v = m + d, d = (mu - m) + e^rho z: each full-size tensor made once, updated in place
             offset = s * u if standardised else u - m  # mu - m
-            std = rho.exp()
-            noise = randn_like(m, generator).mul_(std)
-            d = offset + noise if config.analytic_kl else offset.add_(noise)
+            noise = randn_like(m, generator).mul_(rho.exp())
+            d = offset.add_(noise)
             v = (m + d).requires_grad_(True)
         with torch.enable_grad():
             x0_hat = vp_denoise(prior, v, abar_tau)
             grad_v = problem.pullback_grad_log_likelihood(x0_hat, v, scale=-1.0)
         with torch.no_grad():
-            if config.analytic_kl:
-                grad_rho = torch.addcmul(noise * grad_v, std.square_(), inv_var).sub_(1.0)
-                grad_mu = grad_v.addcmul_(offset, inv_var)
-            else:
-                grad_mu = grad_v.addcmul_(d, inv_var)
-                grad_rho = noise.mul_(grad_v).sub_(1.0)
+            grad_mu = grad_v.addcmul_(d, inv_var)
+            grad_rho = noise.mul_(grad_v).sub_(1.0)
             opt.step([grad_mu.mul_(s) if standardised else grad_mu, grad_rho])
     with torch.no_grad():
-        mu = m + s * u if standardised else u
-        z = randn_like(m, generator)
-        x_tau = z * rho.exp() + mu
-        if evidence is None:
-            return x_tau
-        # log g(y | D_tau(x_tau)) at the one draw (1 NFE), in float64: with a small sigma_y it is large
-        log_g = problem.log_likelihood(vp_denoise(prior, x_tau, abar_tau), dtype=torch.float64)
-
-        def per_chain(v: Tensor) -> Tensor:
-            return v.reshape(v.shape[0], -1).double().sum(1)
-
-        if evidence == "elbo":  # E_q[log g] - KL(q || q_bridge), the first term at the draw
-            var_ratio = (2 * rho).exp() * inv_var
-            return x_tau, log_g - per_chain(0.5 * (var_ratio + (mu - m).square() * inv_var - 1.0 - var_ratio.log()))
-        # importance weight log g + log q_bridge(x_tau) - log q(x_tau): unbiased for Z, exact when q is the conditional
-        log_ratio = per_chain(rho - torch.log(s)) - 0.5 * per_chain(((x_tau - m) / s).square()) + 0.5 * per_chain(z * z)
-        return x_tau, log_g + log_ratio
+        return PotentialFit(m + s * u if standardised else u, rho, m, s)
 
 
 def candidate_potential_step(
@@ -275,13 +233,12 @@ def candidate_potential_step(
     given ``x_t`` is ``p_{0|t}(x0 | x_t) Z(x0, x_t)`` with ``Z(x0, x_t) = ∫ g(y|D_tau(x)) q(x | x0, x_t) dx``. The
     candidates are the chain's current ``x0`` and ``M - 1`` fresh draws from ``p_{0|t}(. | x_t)`` (an ancestral
     DDIM chain from ``t``, ``K`` points); each gets the potential step's VI fit, and one is kept with probability
-    proportional to the exponential of an estimate of ``log Z`` (``config.candidate_weight``). With exact draws from
+    proportional to ``exp(ELBO)``, the fit's estimate of ``log Z`` (:meth:`PotentialFit.elbo`). With exact draws from
     ``p_{0|t}`` and exact ``Z`` this would be the i-SIR Markov kernel for ``x0 | x_t`` (the current state among the
     candidates); here the proposal is a K-point chain, ``Z`` is a one-sample estimate (the current state's is drawn
-    afresh each time), and with the ELBO the kept ``x_tau`` is the draw that scored, so the likelihood tilts it twice.
-    The ELBO still did better on validation than the unbiased importance weight, whose ratio of the bridge and fitted
-    densities over all coordinates is far noisier (evaluation/gmm/README.md, round 15). Unlike the reference's
-    single-site updates, it can move a chain to another mode of ``p_{0|t}`` while the diffused modes overlap.
+    afresh each time), and the kept ``x_tau`` is the draw that scored, so the likelihood tilts it twice. Unlike the
+    reference's single-site updates, it can move a chain to another mode of ``p_{0|t}`` while the diffused modes
+    overlap.
 
     Returns the kept ``x_tau`` and, per chain, the index of the kept candidate (0: the current ``x0``).
     Cost, in units of one call on ``B`` chains: ``M G`` NFE and VJP for the ``M`` potential steps (one stacked batch of
@@ -295,19 +252,11 @@ def candidate_potential_step(
     if problem.y.shape[0] == batch and batch > 1:  # one observation per chain: repeat it for the candidates
         y = problem.y.repeat(copies, *([1] * (problem.y.ndim - 1)))
         problem = InverseProblem(problem.operator, y, problem.sigma_y)
-    x_tau, log_z = potential_step(
-        prior,
-        problem,
-        torch.cat([x0, fresh]),
-        torch.cat([x_t, x_t.repeat(tile)]),
-        abar[tau.repeat(copies)],
-        abar[t],
-        n_grad,
-        lr,
-        config,
-        generator,
-        evidence=config.candidate_weight,
-    )
+    abar_tau = abar[tau.repeat(copies)]
+    x0s, x_ts = torch.cat([x0, fresh]), torch.cat([x_t, x_t.repeat(tile)])
+    fit = potential_step(prior, problem, x0s, x_ts, abar_tau, abar[t], n_grad, lr, config, generator)
+    x_tau = fit.draw(generator)
+    log_z = fit.elbo(prior, problem, x_tau, abar_tau)
     with torch.no_grad():
         log_w = log_z.reshape(copies, batch).nan_to_num(nan=-math.inf, posinf=-math.inf)
         # a chain whose every estimate failed (NaN, or -inf for all) keeps its current x0
@@ -370,7 +319,6 @@ def mgdm(
     abar = prior.levels.abar
     r = prior.levels.timesteps(config.n_steps).flip(0)
     batch = x_init.shape[0]
-    noising_eta = config.eta if config.noising_eta is None else config.noising_eta
     taus: list[list[int]] = []
     switched: list[Tensor] = []
     with torch.no_grad():
@@ -385,18 +333,16 @@ def mgdm(
         x_hi = x
         with torch.no_grad():
             x = sample_bridge(x0, x_hi, 1.0, abar[t], abar[t_hi], config.eta, generator)
-        for rep in range(config.n_reps):
-            if config.tau_per_sweep and rep > 0:  # a fresh mixture index for every Gibbs sweep
-                tau = draw_tau(config, t_lo, i, batch, generator)
-                taus.append(tau.tolist() if config.tau_per_chain else [int(tau[0])])
+        for _ in range(config.n_reps):
             if config.x0_candidates > 1 and i < config.candidate_steps:
                 x_tau, kept = candidate_potential_step(prior, problem, x0, x, tau, t, n_grad, lr, config, generator)
                 switched.append((kept > 0).double().mean())  # a tensor: no host sync inside the loop
             else:
-                x_tau = potential_step(prior, problem, x0, x, abar[tau], abar[t], n_grad, lr, config, generator)
+                fit = potential_step(prior, problem, x0, x, abar[tau], abar[t], n_grad, lr, config, generator)
+                x_tau = fit.draw(generator)
             with torch.no_grad():
                 x0 = denoising_chain(prior, x_tau, tau, config.n_denoising_steps, abar, config.eta, generator)
-                x = sample_bridge(x_tau, x_hi, abar[tau], abar[t], abar[t_hi], noising_eta, generator)
+                x = sample_bridge(x_tau, x_hi, abar[tau], abar[t], abar[t_hi], 1.0, generator)
         notify(callback, i=i + 1, total=total, x=x, x0=x0, t=t)
     info["tau"] = taus
     if switched:
@@ -446,16 +392,10 @@ PRESETS: dict[str, dict[str, Any]] = {
         "lr_default": 0.005,
         "start_scale": "vp",
     },
-    # Chosen on validation problems of the exact-posterior benchmark (evaluation/gmm/validation_*.md,
-    # seeds disjoint from the test suite): the paper-image grid with the fixes on (per-chain tau, mean
-    # rate relative to the bridge std, absolute log-std rate), R = 4 sweeps with a K = 10 chain, and the
-    # reference's `mix-det` tau rule (tau = 0.75 t_lo in the mixture phase; round 7: 2.23 against 2.57
-    # with uniform tau on 10 problems per setting, as small tau pins each chain to its mixture component), and a
-    # gentler mean rate (0.5) in the first 31 steps (rounds 9-11: bolder early steps were worse; on 20 problems per
-    # setting 1.73 against 1.88, paired difference -0.15 +- 0.09 SE). Rounds 13-14: the i-SIR candidates for x0
-    # (x0_candidates, M = 2) in the first 45 steps, while the diffused modes overlap: 1.44 against 2.07 for the
-    # above on 10 problems per setting (paired difference -0.62 +- 0.12 SE; DPS 2.64); M = 4 gave 1.32 at about
-    # twice the cost per sweep, which the quick suite's 10-minute budget (with its R = 1..8 scaling run) cannot hold.
+    # Chosen on validation problems of the exact-posterior benchmark, rounds 1-14 of evaluation/gmm/rounds/README.md:
+    # the fixes on (per-chain tau, bridge-std mean rate, absolute log-std rate), R = 4 sweeps with a K = 10 chain, the
+    # reference's `mix-det` tau rule, a gentler mean rate in the first 31 steps, and the i-SIR candidates (M = 2) in
+    # the first 45 steps.
     "gmm": {
         "tau_rule": "mix-det",
         "n_denoising_steps": 10,
@@ -470,20 +410,15 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
     # A cheap setting with the same fixes (see _FAST).
     "fast": _FAST,
-    # Images: `fast` with R = 2 Gibbs sweeps, the best average PSNR rank over the ten tasks among MGDM R = 1, R = 2,
-    # paper-image and the competitors' fast presets on Fashion-MNIST *validation* images
-    # (evaluation/image/validation.md); the reported test images were not used.
+    # Images: `fast` with R = 2 Gibbs sweeps, chosen on Fashion-MNIST validation images
+    # (evaluation/image/validation.md).
     "image": {**_FAST, "n_reps": 2},
-    # Separation (the separator's `default`): `fast` with the mean rate 0.2 x the bridge std (not 1.0). On the
-    # Gaussian stem prior, whose posterior is exact (evaluation/separation/gaussian_testbed.md), rate 1.0 leaves
-    # samples 1.8x (20-point grid) / 2.3x (14-point grid) as far from the posterior mean as an exact sample, rate
-    # 0.2 about 1.0x / 1.1x; on the validation split with the step-7000 prior rate 0.2 is not worse
+    # Separation (the separator's `default`): `fast` with the mean rate 0.2 x the bridge std, chosen on the Gaussian
+    # stem prior's exact posterior (evaluation/separation/gaussian_testbed.md) and the validation split
     # (evaluation/separation/validation_rate.md).
     "audio": {**_FAST, "lr_default": 0.2},
-    # Separation (the separator's `fast`): `audio` on a 12-point grid, for the real-time target. With the step-7000
-    # prior 14 points kept the 20-point grid's validation SI-SDRi at 66 % of the NFE (validation_rtf.md); the
-    # shipped prior's network is 20 % slower (top skip), and on its validation chunks 12 points scored 2.19 dB,
-    # 13 points 2.64, 14 points 1.78 (one sample each; validation_rtf.md, second table), at 83 % of 14's NFE.
+    # Separation (the separator's `fast`): `audio` on a 12-point grid, for the real-time target, chosen on the
+    # validation split (evaluation/separation/validation_rtf.md).
     "audio-fast": {**_FAST, "n_steps": 12, "lr_default": 0.2},
 }
 
