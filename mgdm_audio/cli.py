@@ -11,8 +11,10 @@
     mgdm-audio restore IMAGE --task TASK --prior P [--sampler mgdm] [--preset fast] [--n-samples K] [--degrade] -o OUT
     mgdm-audio info
 
-A user mistake prints one sentence on stderr and exits with status 2; outputs are written to a
-temporary name and renamed, so an interrupted run never leaves a half-written file.
+A user mistake prints one sentence on stderr and exits with status 2; a bug of the package (a broken internal
+invariant) prints one "this is a bug" line and exits with status 1, with the traceback under ``--debug`` or
+``MGDM_AUDIO_DEBUG=1``. Outputs are written to a temporary name and renamed, so an interrupted run never leaves a
+half-written file.
 """
 
 from __future__ import annotations
@@ -27,9 +29,11 @@ from pathlib import Path
 
 from mgdm_audio import __version__
 from mgdm_audio.core.atomic import write_atomic
-from mgdm_audio.core.errors import UserInputError
+from mgdm_audio.core.errors import InternalError, UserInputError
 from mgdm_audio.core.runtime import keep_freed_memory
 
+DEBUG_ENV = "MGDM_AUDIO_DEBUG"
+"""Set to 1 to see the traceback of an internal error (as ``--debug`` does)."""
 KERNEL_WIZARD_HELP = (
     "bkse KernelWizard weights (GOPRO_wVAE.pth or .safetensors) for nonlinear_blur: the reference's blur network "
     "instead of the shipped stand-in (not downloadable here; bring your own)"
@@ -380,6 +384,7 @@ def _restore(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mgdm-audio", description="Posterior sampling with diffusion priors.")
     parser.add_argument("--version", action="version", version=__version__)
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an internal error (a bug)")
     sub = parser.add_subparsers(dest="command", required=True)
     bench = sub.add_parser("benchmark", help="run a benchmark suite")
     bench_sub = bench.add_subparsers(dest="suite", required=True)
@@ -565,6 +570,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserInputError as err:
         print(f"mgdm-audio: error: {err}", file=sys.stderr)
         return 2
+    except (InternalError, AssertionError) as err:
+        if args.debug or os.environ.get(DEBUG_ENV, "") not in ("", "0"):
+            raise
+        what = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
+        print(f"mgdm-audio: this is a bug, please report it: {what} (--debug shows the traceback)", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("mgdm-audio: interrupted", file=sys.stderr)
         return 130

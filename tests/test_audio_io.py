@@ -23,7 +23,7 @@ from mgdm_audio.audio.io import (
     to_mono,
     write_audio,
 )
-from mgdm_audio.core.errors import UserInputError
+from mgdm_audio.core.errors import InternalError, UserInputError
 
 
 def _signal(channels: int = 2, n: int = 6000, seed: int = 0) -> torch.Tensor:
@@ -143,7 +143,7 @@ def test_streaming_writer_commit_abort_and_exception(tmp_path: Path) -> None:
     with pytest.warns(UserWarning, match="clipped"), StreamingWriter(tmp_path / "loud.wav", 8000, channels=1) as w3:
         w3.write(torch.tensor([[0.2, 3.0]]))
     assert w3.clipped
-    with pytest.raises(UserInputError, match="channels"), StreamingWriter(tmp_path / "m.wav", 8000, channels=1) as w4:
+    with pytest.raises(InternalError, match="channels"), StreamingWriter(tmp_path / "m.wav", 8000, channels=1) as w4:
         w4.write(wav[:, :10])
     assert not (tmp_path / "m.wav").exists()
 

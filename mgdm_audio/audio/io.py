@@ -30,7 +30,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from mgdm_audio.core.errors import UserInputError
+from mgdm_audio.core.errors import InternalError, UserInputError
 
 __all__ = [
     "AudioInfo",
@@ -315,10 +315,10 @@ class StreamingWriter:
     def write(self, block: torch.Tensor | np.ndarray) -> None:
         """Append a ``(C, T)`` block."""
         if self._handle is None:
-            raise RuntimeError(f"StreamingWriter for {self.path} is already closed.")
+            raise InternalError(f"StreamingWriter for {self.path} is already closed.")
         frames = _as_frames(block)
         if frames.shape[1] != self.channels:
-            raise UserInputError(f"Block has {frames.shape[1]} channels, the file {self.path} has {self.channels}.")
+            raise InternalError(f"Block has {frames.shape[1]} channels, the file {self.path} has {self.channels}.")
         frames, clipped = _clip(frames, self._integer)
         if clipped and not self.clipped:
             warnings.warn(f"Audio written to {self.path} exceeded [-1, 1] and was clipped.", stacklevel=2)
@@ -329,7 +329,7 @@ class StreamingWriter:
     def commit(self) -> Path:
         """Close the file and rename it to its final name; returns that path."""
         if self._handle is None or self._tmp is None:
-            raise RuntimeError(f"StreamingWriter for {self.path} is already closed.")
+            raise InternalError(f"StreamingWriter for {self.path} is already closed.")
         try:
             self._handle.close()
             self._handle = None

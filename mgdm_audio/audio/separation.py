@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from mgdm_audio.core.errors import UserInputError
+from mgdm_audio.core.errors import InternalError, UserInputError
 from mgdm_audio.core.operators import LinearOperator, SVDPieces, ones_complement_basis
 
 __all__ = [
@@ -85,8 +85,8 @@ class SumOfStemsSVD(SVDPieces):
 
     def _check_x(self, x: Tensor) -> None:
         if x.ndim != 3 or tuple(x.shape[1:]) != (self.n_stems, self.length):
-            raise UserInputError(
-                f"SumOfStems expects stems of shape (B, {self.n_stems}, {self.length}), got {tuple(x.shape)}."
+            raise InternalError(
+                f"SumOfStems' SVD expects stems of shape (B, {self.n_stems}, {self.length}), got {tuple(x.shape)}."
             )
 
     def Vt(self, x: Tensor) -> Tensor:
@@ -97,7 +97,7 @@ class SumOfStemsSVD(SVDPieces):
     def V(self, c: Tensor) -> Tensor:
         b, t, s = c.shape[0], self.length, self.n_stems
         if c.ndim != 2 or c.shape[1] != s * t:
-            raise UserInputError(f"SumOfStems' V expects coefficients of shape (B, {s * t}), got {tuple(c.shape)}.")
+            raise InternalError(f"SumOfStems' V expects coefficients of shape (B, {s * t}), got {tuple(c.shape)}.")
         coef = torch.cat([c[:, :t, None], c[:, t:].reshape(b, t, s - 1)], dim=2)
         return (coef @ self._basis.T.to(c)).transpose(1, 2)
 

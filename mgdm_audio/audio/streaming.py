@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from mgdm_audio.core.errors import UserInputError
+from mgdm_audio.core.errors import InternalError, UserInputError
 
 ChunkFn = Callable[[Tensor, Tensor | None, Tensor | None], Tensor]
 """``fn(mixture (n, 1, T), known_stems (n, K, S, T) or None, known_mask (T,) or None) -> stems (n, K, S, T)``."""
@@ -112,7 +112,7 @@ class _MixtureBuffer:
         self.fill_to(stop)
         a, b = start - self.offset, stop - self.offset
         if a < 0:
-            raise RuntimeError("the engine asked for mixture samples it has already released")
+            raise InternalError("the engine asked for mixture samples it has already released")
         out = self.data[a : min(b, self.data.numel())]
         return torch.cat([out, out.new_zeros(stop - start - out.numel())]) if out.numel() < stop - start else out
 

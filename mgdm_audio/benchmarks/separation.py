@@ -66,7 +66,7 @@ from tqdm import tqdm
 
 from mgdm_audio.audio.spectra import welch_psd, wiener_posterior_sample, wiener_separation
 from mgdm_audio.core.atomic import save_figure_atomic
-from mgdm_audio.core.errors import UserInputError
+from mgdm_audio.core.errors import InternalError, UserInputError
 from mgdm_audio.metrics.sisdr import (
     SILENCE_THRESHOLD,
     ideal_binary_mask,
@@ -345,7 +345,7 @@ def oracle_estimates(
     from their sum only (with the train-split stem spectra ``wiener_psd``; the sample is drawn with ``seed``)."""
     if name in BASELINES:
         if wiener_psd is None:
-            raise UserInputError(f"the {name} baseline needs the train split's stem spectra (prepare() fits them).")
+            raise InternalError(f"the {name} baseline needs the train split's stem spectra (prepare() fits them).")
         if name == "wiener-sample":
             generator = torch.Generator().manual_seed(seed)
             return wiener_posterior_sample(references.sum(0), wiener_psd, generator)

@@ -10,7 +10,7 @@ from mgdm_audio.core.denoiser import (
     VPVDenoiser,
     vp_denoise,
 )
-from mgdm_audio.core.errors import UserInputError
+from mgdm_audio.core.errors import InternalError, UserInputError
 from mgdm_audio.core.likelihood import InverseProblem
 from mgdm_audio.core.operators import LinearOperator, MatrixOperator, Operator, SVDPieces
 from mgdm_audio.core.schedules import NoiseLevels, karras_sigmas
@@ -24,6 +24,7 @@ __all__ = [
     "NoiseLevels",
     "Operator",
     "SVDPieces",
+    "InternalError",
     "UserInputError",
     "VEDenoiser",
     "VPEpsDenoiser",

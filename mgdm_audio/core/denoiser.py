@@ -28,7 +28,7 @@ from typing import Protocol, runtime_checkable
 import torch
 from torch import Tensor
 
-from mgdm_audio.core.errors import UserInputError
+from mgdm_audio.core.errors import InternalError
 from mgdm_audio.core.rng import start_prefetch
 from mgdm_audio.core.schedules import NoiseLevels
 
@@ -48,7 +48,7 @@ def batch_sigma(sigma: Tensor | float, x: Tensor) -> Tensor:
     if s.ndim == 0:
         s = s.expand(x.shape[0])
     if s.shape != (x.shape[0],):
-        raise UserInputError(f"sigma must be a scalar or have shape ({x.shape[0]},), got {tuple(s.shape)}.")
+        raise InternalError(f"sigma must be a scalar or have shape ({x.shape[0]},), got {tuple(s.shape)}.")
     return s
 
 
