@@ -16,9 +16,8 @@ What happens to a mixture:
 4. with ``n_samples = K > 1`` each chunk runs ``K`` chains (in one batch; ``info["nfe"]`` counts every chain): the
    result holds all samples, their mean (the stems returned and written) and the per-sample standard deviation
    across samples (the spread). The mean approaches the posterior mean (the MMSE estimate), which scores higher
-   than any single sample: with the shipped prior on the `test` split, MGDM ``fast`` goes from 0.6 dB SI-SDRi (one
-   sample) to 4.2 dB with K = 4 and 5.1 dB with K = 8, at about 2.5x and 4.5x the time (the K chains share each
-   network call; ``evaluation/results/separation.md``).
+   than any single sample; the K chains share each network call (scores and times against K:
+   ``evaluation/results/separation.md``).
 
 The separation problem per chunk is :math:`y = \sum_s x_s` (noiseless; the likelihood uses ``sigma_y = 1e-4`` as
 the MGDM reference does). Stems are produced at the prior's sample rate. A chunk whose mixture is silent gives

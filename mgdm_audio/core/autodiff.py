@@ -3,8 +3,8 @@ r"""Vector-Jacobian products for the samplers' likelihood steps.
 ``vjp(f(x), x, v) = J_f(x)^T v`` is computed as the gradient of the scalar ``<f(x), v>`` (a ``dot`` of the
 flattened tensors), not as ``torch.autograd.grad(f(x), x, grad_outputs=v)``. The numbers are the same (the
 backward of the dot hands ``1 * v = v`` to ``f``'s graph), but torch checks a tensor ``grad_outputs`` with its
-symbolic-shape helpers, and their first use in a process imports ``sympy``: 0.5 s measured on this CPU, a fifth of
-a 20 s separation's sampler time outside the network. The dot costs two elementwise passes per product.
+symbolic-shape helpers, and their first use in a process imports ``sympy`` (a large part of a short separation's
+sampler time outside the network). The dot costs two elementwise passes per product.
 """
 
 from __future__ import annotations

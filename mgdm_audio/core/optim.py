@@ -1,7 +1,7 @@
 r"""Adam for the samplers' inner loops (MGDM's potential step), without ``torch.optim``.
 
-``torch.optim.Optimizer`` imports ``torch._dynamo`` when the first optimiser of a process is built (1.1 s measured
-on this CPU, a third of a 20 s separation's non-network time), and the samplers only need the update itself.
+``torch.optim.Optimizer`` imports ``torch._dynamo`` when the first optimiser of a process is built (about a second
+of a short separation's non-network time), and the samplers only need the update itself.
 :class:`GroupAdam` keeps Adam's state for a few tensors, each with its own rate:
 
 .. math:: m \leftarrow \beta_1 m + (1 - \beta_1) g, \quad v \leftarrow \beta_2 v + (1 - \beta_2) g^2, \quad

@@ -1,10 +1,10 @@
 r"""Seeded randomness: every public entry point takes a seed or a ``torch.Generator``.
 
-Noise prefetch (CPU). torch's CPU generator is sequential: one ``4 x 4 x 32768`` standard normal draw takes 2-3 ms on
-this project's CPU, about 3 % of a separation's wall time spent on one core between network calls.
-:func:`randn_like` therefore prepares the *next* draw of the same shape and :func:`start_prefetch` (called by
-:class:`~mgdm_audio.core.denoiser.CountingDenoiser` just before each network call) makes it on a background thread
-while the network runs. A prefetched tensor is handed out only if it is exactly what a direct draw would give:
+Noise prefetch (CPU). torch's CPU generator is sequential, so a sampler's large standard normal draws run on one core
+between network calls. :func:`randn_like` therefore prepares the *next* draw of the same shape and
+:func:`start_prefetch` (called by :class:`~mgdm_audio.core.denoiser.CountingDenoiser` just before each network call)
+makes it on a background thread while the network runs. A prefetched tensor is handed out only if it is exactly what
+a direct draw would give:
 
 * the background thread never touches the caller's generator: it draws from a private generator set to a snapshot
   of the caller's state (taken right after the previous draw) and returns the tensor with the state after it;
@@ -14,9 +14,8 @@ while the network runs. A prefetched tensor is handed out only if it is exactly 
 
 So the stream of numbers, and every seeded result, is bit-identical to drawing serially (tested); only *when* the
 numbers are drawn changes. It applies to CPU tensors of at least :data:`PREFETCH_MIN_NUMEL` elements drawn from an
-explicit CPU generator; ``MGDM_AUDIO_NOISE_PREFETCH=0`` turns it off. Measured on the bundled example (MGDM ``fast``,
-2 threads, ``evaluation/results/separation_speed.md``): sampler time outside the network 3.2-3.7 % of wall with it,
-5.5-5.7 % without, at the same wall time within the machine's drift (``evaluation/separation/README.md``).
+explicit CPU generator; ``MGDM_AUDIO_NOISE_PREFETCH=0`` turns it off. Its effect on the sampler time outside the
+network is measured in ``evaluation/results/separation_speed.md`` (the serial-noise rows).
 """
 
 from __future__ import annotations
