@@ -10,22 +10,11 @@ are loaded (timings do not depend on the values).
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
 
 from mgdm_audio.audio.model import build_prior, count_parameters
-
-
-def median_seconds(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+from mgdm_audio.metrics.timing import denoiser_call_seconds
 
 
 def main() -> None:
@@ -46,16 +35,8 @@ def main() -> None:
         module = build_prior(args.config).eval().requires_grad_(False)
     x = 0.05 * torch.randn(1, 4, args.length, generator=torch.Generator().manual_seed(0))
 
-    def forward() -> None:
-        with torch.no_grad():
-            module(x, 0.5)
-
-    def vjp() -> None:
-        xr = x.clone().requires_grad_(True)
-        out = module(xr, 0.5)
-        (grad,) = torch.autograd.grad(out, xr, grad_outputs=torch.ones_like(out))
-
-    fwd, back = median_seconds(forward, args.repeats), median_seconds(vjp, args.repeats)
+    seconds = denoiser_call_seconds(module, x, 0.5, args.repeats)
+    fwd, back = seconds["forward_s"], seconds["vjp_s"]
     print(
         f"config {args.prior or args.config}: {count_parameters(module):,} parameters, 1 x 4 x {args.length}, "
         f"{args.threads} threads, median of {args.repeats}"

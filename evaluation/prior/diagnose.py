@@ -9,18 +9,19 @@ on the ``validation`` split (not the report's ``test`` split) locate it:
 
 1. **Re-noise and denoise back.** ``--chunks`` validation chunks in which every stem is active are noised to
    ``x = x_0 + \sigma_{start} n`` and integrated back to 0 with the probability-flow ODE (Euler,
-   ``dx/d\sigma = (x - D(x, \sigma)) / \sigma`` on a Karras grid of ``--steps`` points from ``\sigma_{start}`` to
-   the prior's smallest level, then one step to 0); the result is classified as in ``report.py``. A prior that
-   recognisably restores the stems from ``\sigma_{start}`` is sound *below* that level; the level where the
-   recognition collapses is where the prior stops knowing what the stems are.
+   ``dx/d\sigma = (x - D(x, \sigma)) / \sigma`` on a Karras grid of ``--steps`` points from ``\sigma_{start}`` to the
+   prior's smallest level, then one step to 0); the result is classified by the report's stem classifier
+   (``mgdm_audio.metrics.stem_classifier``). A prior that recognisably restores the stems from ``\sigma_{start}`` is
+   sound *below* that level; the level where the recognition collapses is where the prior stops knowing what the
+   stems are.
 2. **Denoising loss in 1-unit ln-sigma bins** (the trainer's validator with finer band edges; EDM weight
    ``\lambda(\sigma) = (\sigma^2 + \sigma_d^2)/(\sigma\sigma_d)^2``) beside the untrained skip path ``D = c_skip x``
-   (``report.py``'s baseline; the ratio is what the network adds) and, with ``--train-sigma MEAN,STD``, the
+   (``mgdm_audio.audio.baselines``; the ratio is what the network adds) and, with ``--train-sigma MEAN,STD``, the
    fraction of training draws ``ln \sigma \sim N(MEAN, STD)`` that falls in each bin.
 3. **Noise floor or structure?** ``--samples`` unconditional samples (``generate``, seed ``--seed``) classified as
-   they are and after a per-stem Wiener post-filter ``W_\sigma`` (``report.py``'s ``WienerDenoiser``, PSD of the
-   classifier's train chunks) at each ``--post-sigmas`` level. A stem that is recognised once the filter has removed
-   a residual noise floor failed on its noise; one that is not failed on its content.
+   they are and after a per-stem Wiener post-filter ``W_\sigma`` (``mgdm_audio.audio.baselines.WienerDenoiser``, PSD
+   of the classifier's train chunks) at each ``--post-sigmas`` level. A stem that is recognised once the filter has
+   removed a residual noise floor failed on its noise; one that is not failed on its content.
 """
 
 from __future__ import annotations
@@ -37,20 +38,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import (  # noqa: E402
-    SILENCE_DB,
-    SkipPathDenoiser,
-    WienerDenoiser,
-    fit_stem_classifier,
-    rms_db,
-    slakh_chunks,
-    stem_accuracy,
-)
-
-from mgdm_audio.core.atomic import write_atomic  # noqa: E402
-from mgdm_audio.core.errors import UserInputError  # noqa: E402
-from mgdm_audio.core.schedules import karras_sigmas  # noqa: E402
+from mgdm_audio.audio.baselines import SkipPathDenoiser, WienerDenoiser
+from mgdm_audio.audio.data.readers import seeded_slakh_chunks
+from mgdm_audio.core.atomic import write_atomic
+from mgdm_audio.core.errors import UserInputError
+from mgdm_audio.core.schedules import karras_sigmas
+from mgdm_audio.metrics.stem_classifier import SILENCE_DB, fit_stem_classifier, rms_db, stem_accuracy
 
 BIN_EDGES = (-8.0, -7.0, -6.0, -5.0, -4.0, -3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0)
 
@@ -77,9 +70,13 @@ def diagnose(prior_ref: str, args: argparse.Namespace) -> dict[str, Any]:
 
     prior = load_prior(prior_ref)
     stems = list(prior.stems)
-    train = slakh_chunks(args.data_root, "train", prior, args.train_chunks, args.seed)
+    train = seeded_slakh_chunks(
+        args.data_root, "train", prior.stems, prior.sample_rate, prior.chunk_samples, args.train_chunks, args.seed
+    )
     classifier, _ = fit_stem_classifier(train, prior.sample_rate, SILENCE_DB)
-    pool = slakh_chunks(args.data_root, "validation", prior, args.pool, args.seed)
+    pool = seeded_slakh_chunks(
+        args.data_root, "validation", prior.stems, prior.sample_rate, prior.chunk_samples, args.pool, args.seed
+    )
     full = pool[(rms_db(pool) > SILENCE_DB).all(dim=1)][: args.chunks]
     if full.shape[0] == 0:
         raise UserInputError("no validation chunk has every stem active; raise --pool.")

@@ -3,7 +3,8 @@ r"""The prior's report ``evaluation/results/prior.md`` (+ ``prior.json`` with th
     python evaluation/prior/report.py --prior slakh-style-small --data-root /work/data/slakh-style \
         --out evaluation/results/prior.md [--samples 32] [--seed 0] [--threads 2]
 
-What it measures (issue 4, "Must show"):
+What it measures (issue 4, "Must show"); the classifier, the baselines and the statistics are the package's
+(``mgdm_audio.metrics.stem_classifier``, ``mgdm_audio.audio.baselines``, ``mgdm_audio.metrics.signal_stats``):
 
 1. **Denoising loss per ln-sigma band** on the ``test`` split: ``--chunks`` chunks of the prior's chunk length,
    picked by a permutation seeded with ``--seed`` from the sequential (non-overlapping) chunks; the trainer's
@@ -28,7 +29,7 @@ What it measures (issue 4, "Must show"):
 3. A mel-spectrogram figure (4 generated samples beside 4 real test chunks, one row per stem).
 4. Parameter count and the median wall time of one denoiser call on ``1 x 4 x 65536`` (forward under
    ``no_grad`` and forward+backward to the input), with ``--threads`` CPU threads, through
-   ``bench_denoiser.median_seconds``.
+   :func:`mgdm_audio.metrics.timing.denoiser_call_seconds`.
 """
 
 from __future__ import annotations
@@ -42,288 +43,24 @@ import shlex
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from mgdm_audio.audio.baselines import WIENER, denoising_bands
+from mgdm_audio.audio.data.readers import seeded_slakh_chunks
 from mgdm_audio.core.atomic import write_atomic
 from mgdm_audio.core.errors import UserInputError
-
-SILENCE_DB = -60.0
-N_FFT, HOP, N_MELS = 1024, 256, 64
-
-
-# ------------------------------------------------------------------------------------------- features
-
-
-def mel_filterbank(sample_rate: int, n_fft: int = N_FFT, n_mels: int = N_MELS) -> Tensor:
-    r"""Triangular filters ``(n_mels, n_fft // 2 + 1)`` equally spaced on the HTK mel scale
-    ``m(f) = 2595 log10(1 + f / 700)`` from 0 Hz to Nyquist (each filter peaks at 1)."""
-    freqs = torch.linspace(0.0, sample_rate / 2, n_fft // 2 + 1, dtype=torch.float64)
-    top = 2595.0 * math.log10(1.0 + (sample_rate / 2) / 700.0)
-    edges_hz = 700.0 * (10 ** (torch.linspace(0.0, top, n_mels + 2, dtype=torch.float64) / 2595.0) - 1.0)
-    lower, centre, upper = edges_hz[:-2, None], edges_hz[1:-1, None], edges_hz[2:, None]
-    rising = (freqs - lower) / (centre - lower)
-    falling = (upper - freqs) / (upper - centre)
-    return torch.clamp(torch.minimum(rising, falling), min=0.0).float()
-
-
-def log_mel(x: Tensor, sample_rate: int, n_mels: int = N_MELS) -> Tensor:
-    """``log10`` mel power spectrogram ``(N, n_mels, frames)`` of ``x`` ``(N, T)`` (Hann, 1024 / 256)."""
-    window = torch.hann_window(N_FFT, dtype=x.dtype)
-    spec = torch.stft(x, N_FFT, HOP, window=window, center=True, return_complex=True).abs().pow(2)
-    return torch.log10(torch.einsum("mf,nft->nmt", mel_filterbank(sample_rate, N_FFT, n_mels), spec) + 1e-10)
-
-
-def rms_db(x: Tensor) -> Tensor:
-    """``20 log10(RMS)`` over the last axis (dBFS; -inf-safe at -200)."""
-    return 20 * torch.log10(x.float().pow(2).mean(dim=-1).sqrt().clamp(min=1e-10))
-
-
-def stem_features(x: Tensor, sample_rate: int) -> Tensor:
-    """Gain-invariant features ``(N, 2 n_mels)``: each stem scaled to unit RMS, log-mel mean and std over frames."""
-    x = x.float()
-    x = x / x.pow(2).mean(dim=-1, keepdim=True).sqrt().clamp(min=1e-8)
-    mel = log_mel(x, sample_rate)
-    return torch.cat([mel.mean(dim=-1), mel.std(dim=-1)], dim=-1)
-
-
-def high_band_fraction(x: Tensor, cutoff_fraction: float = 0.25) -> Tensor:
-    """Fraction of each signal's energy above ``cutoff_fraction`` of the Nyquist frequency, ``(..., T) -> (...)``.
-
-    A spectral-balance check of generated audio: these stems keep a few per cent of their energy above a quarter of
-    Nyquist, white noise 75 %.
-    """
-    power = torch.fft.rfft(x.double(), dim=-1).abs().pow(2)
-    cut = int(round(cutoff_fraction * (power.shape[-1] - 1)))
-    return (power[..., cut:].sum(-1) / power.sum(-1).clamp(min=1e-30)).float()
-
-
-def spectral_balance(generated: Tensor, real: Tensor, stems: list[str], sample_rate: int) -> dict[str, Any]:
-    """Median (over chunks) fraction of energy above ``sample_rate / 8`` per stem, generated and real."""
-    gen, ref = high_band_fraction(generated), high_band_fraction(real)
-    return {
-        "cutoff_hz": sample_rate / 8,
-        "per_stem": {
-            name: {"generated": float(gen[:, k].median()), "real": float(ref[:, k].median())}
-            for k, name in enumerate(stems)
-        },
-    }
-
-
-def envelope_variation(x: Tensor, frame: int = 512) -> Tensor:
-    """Coefficient of variation (std / mean over frames) of the RMS of ``frame``-sample frames, ``(..., T) -> (...)``.
-
-    A dynamics check of generated audio: a steady tone gives 0, stationary white noise about
-    ``1 / sqrt(2 frame)`` (0.03 at 512), a drum pattern well above 1. A prior that only learned each stem's spectrum
-    generates stationary textures and shows it here.
-    """
-    frames = x.double().unfold(-1, frame, frame)
-    rms = frames.pow(2).mean(-1).sqrt()
-    return (rms.std(-1) / rms.mean(-1).clamp(min=1e-30)).float()
-
-
-def dynamics(generated: Tensor, real: Tensor, stems: list[str], frame: int = 512) -> dict[str, Any]:
-    """Median (over chunks) :func:`envelope_variation` per stem, generated and real."""
-    gen, ref = envelope_variation(generated, frame), envelope_variation(real, frame)
-    return {
-        "frame": frame,
-        "per_stem": {
-            name: {"generated": float(gen[:, k].median()), "real": float(ref[:, k].median())}
-            for k, name in enumerate(stems)
-        },
-    }
-
-
-# ----------------------------------------------------------------------------------------- classifier
-
-
-@dataclass
-class StemClassifier:
-    """Multinomial logistic regression ``p(k | f) = softmax(W (f - mu) / s + b)_k`` on standardised features."""
-
-    mean: Tensor
-    scale: Tensor
-    weight: Tensor
-    bias: Tensor
-
-    def logits(self, features: Tensor) -> Tensor:
-        return ((features - self.mean) / self.scale) @ self.weight.T + self.bias
-
-    def predict(self, features: Tensor) -> Tensor:
-        return self.logits(features).argmax(dim=-1)
-
-
-def fit_logistic_regression(
-    features: Tensor, labels: Tensor, n_classes: int, steps: int = 400, l2: float = 1e-3, lr: float = 0.05
-) -> StemClassifier:
-    """Minimise ``mean cross-entropy + l2 ||W||^2`` with full-batch Adam from zero weights (deterministic)."""
-    features = features.double()
-    mean, scale = features.mean(dim=0), features.std(dim=0).clamp(min=1e-6)
-    z = (features - mean) / scale
-    weight = torch.zeros(n_classes, z.shape[1], dtype=torch.float64, requires_grad=True)
-    bias = torch.zeros(n_classes, dtype=torch.float64, requires_grad=True)
-    optimiser = torch.optim.Adam([weight, bias], lr=lr)
-    for _ in range(steps):
-        optimiser.zero_grad()
-        loss = nn.functional.cross_entropy(z @ weight.T + bias, labels) + l2 * weight.pow(2).sum()
-        loss.backward()
-        optimiser.step()
-    return StemClassifier(mean.float(), scale.float(), weight.detach().float(), bias.detach().float())
-
-
-def labelled_stems(chunks: Tensor, silence_db: float) -> tuple[Tensor, Tensor, Tensor]:
-    """Flatten ``(N, S, T)`` to stems ``(N S, T)``, their labels (the channel) and an ``active`` mask."""
-    n, s, t = chunks.shape
-    stems = chunks.reshape(n * s, t)
-    labels = torch.arange(s).repeat(n)
-    return stems, labels, rms_db(stems) > silence_db
-
-
-def fit_stem_classifier(train_chunks: Tensor, sample_rate: int, silence_db: float) -> tuple[StemClassifier, int]:
-    """The stem classifier fitted to the active stems of ``train_chunks`` ``(N, S, T)`` (label = channel), and how
-    many stems it was fitted to."""
-    stems, labels, active = labelled_stems(train_chunks, silence_db)
-    classifier = fit_logistic_regression(
-        stem_features(stems[active], sample_rate), labels[active], train_chunks.shape[1]
-    )
-    return classifier, int(active.sum())
-
-
-def stem_accuracy(
-    classifier: StemClassifier,
-    chunks: Tensor,
-    stem_names: list[str],
-    sample_rate: int,
-    silence_db: float,
-    count_silent_as_errors: bool,
-) -> dict[str, Any]:
-    """Per-stem and overall accuracy of ``classifier`` on ``chunks`` ``(N, S, T)``, labels = channel index.
-
-    With ``count_silent_as_errors`` every stem is scored and a silent one is wrong; otherwise silent stems are
-    left out (the sanity check on real data, where a stem is often silent in a chunk).
-    """
-    stems, labels, active = labelled_stems(chunks, silence_db)
-    predicted = classifier.predict(stem_features(stems, sample_rate))
-    correct = (predicted == labels) & active
-    scored = torch.ones_like(active) if count_silent_as_errors else active
-    per_stem = {}
-    for k, name in enumerate(stem_names):
-        mine = labels == k
-        total = int((scored & mine).sum())
-        per_stem[name] = {
-            "correct": int((correct & mine).sum()),
-            "scored": total,
-            "silent": int((~active & mine).sum()),
-            "median_rms_db": float(rms_db(stems[mine]).median()),
-            "accuracy": float((correct & mine).sum()) / total if total else float("nan"),
-        }
-    total = int(scored.sum())
-    confusion = torch.zeros(len(stem_names), len(stem_names), dtype=torch.long)
-    for true, guess in zip(labels[active].tolist(), predicted[active].tolist(), strict=True):
-        confusion[true, guess] += 1
-    return {
-        "accuracy": float(correct.sum()) / total if total else float("nan"),
-        "correct": int(correct.sum()),
-        "scored": total,
-        "silent_fraction": float((~active).float().mean()),
-        "per_stem": per_stem,
-        "confusion_active": confusion.tolist(),
-    }
-
-
-# ------------------------------------------------------------------------------------ denoising bands
-
-
-WIENER = "Wiener D=W x (train PSD)"
-
-
-class SilenceDenoiser(nn.Module):
-    """``D(x, sigma) = 0`` (predict silence), with the prior's EDM loss weight."""
-
-    def __init__(self, prior: nn.Module) -> None:
-        super().__init__()
-        self.loss_weight = prior.loss_weight
-
-    def forward(self, x: Tensor, sigma: Tensor) -> Tensor:
-        return torch.zeros_like(x)
-
-
-class SkipPathDenoiser(nn.Module):
-    """``D(x, sigma) = clamp(c_skip x)``: the prior's EDM preconditioning with the network output set to 0."""
-
-    def __init__(self, prior: nn.Module) -> None:
-        super().__init__()
-        self.loss_weight = prior.loss_weight
-        self.sigma_data, self.clamp = prior.edm.sigma_data, prior.edm.clamp_output
-
-    def forward(self, x: Tensor, sigma: Tensor) -> Tensor:
-        c_skip = self.sigma_data**2 / (sigma.reshape(-1, *([1] * (x.ndim - 1))) ** 2 + self.sigma_data**2)
-        out = c_skip * x
-        return out.clamp(-1.0, 1.0) if self.clamp else out
-
-
-class WienerDenoiser(nn.Module):
-    """``D(x, sigma) = clamp(W_sigma x)``: a per-stem Wiener filter whose PSD is fitted to training chunks
-    (:class:`~mgdm_audio.audio.model.SpectralSkip`), the MMSE denoiser of a stationary Gaussian prior."""
-
-    def __init__(self, prior: nn.Module, train_chunks: Tensor) -> None:
-        from mgdm_audio.audio.model import SpectralSkip, SpectralSkipConfig
-
-        super().__init__()
-        self.loss_weight = prior.loss_weight
-        self.clamp = prior.edm.clamp_output
-        t = train_chunks.shape[-1]  # the shipped resolution (1025 bins, 2048 padding), reduced for short chunks
-        config = SpectralSkipConfig(bins=min(1025, t // 2 + 1), pad=min(2048, t // 2))
-        self.filter = SpectralSkip(train_chunks.shape[1], prior.edm.sigma_data, config)
-        self.filter.fit(train_chunks)
-
-    def forward(self, x: Tensor, sigma: Tensor) -> Tensor:
-        out = self.filter(x, sigma.reshape(-1))
-        return out.clamp(-1.0, 1.0) if self.clamp else out
-
-
-def denoising_bands(
-    prior: nn.Module, chunks: Tensor, batch_size: int = 8, train_chunks: Tensor | None = None
-) -> dict[str, dict[str, float]]:
-    """EDM-weighted loss per ln-sigma band (the trainer's Validator, default bands) of the prior and baselines
-    (with ``train_chunks``, also the Wiener filter fitted to them)."""
-    from mgdm_audio.training.trainer import ValidationSettings, Validator
-
-    settings = ValidationSettings(items=chunks.shape[0], batch_size=batch_size)
-    validator = Validator(chunks, settings, torch.device("cpu"))  # type: ignore[arg-type]
-    denoisers = {"prior": prior, "silence D=0": SilenceDenoiser(prior), "skip path D=c_skip x": SkipPathDenoiser(prior)}
-    if train_chunks is not None:
-        denoisers[WIENER] = WienerDenoiser(prior, train_chunks)
-    return {name: validator(module) for name, module in denoisers.items()}
-
-
-# ---------------------------------------------------------------------------------------------- data
-
-
-def seeded_chunks(dataset: Any, n: int, seed: int) -> Tensor:
-    """``n`` items of ``dataset`` chosen by a permutation seeded with ``seed`` (sorted), stacked ``(n, S, T)``."""
-    if len(dataset) < 1:
-        raise UserInputError("the dataset split has no chunks; check --data-root.")
-    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:n].sort().values
-    return torch.stack([torch.as_tensor(dataset[int(i)], dtype=torch.float32) for i in order])
+from mgdm_audio.metrics.signal_stats import dynamics, spectral_balance
+from mgdm_audio.metrics.stem_classifier import SILENCE_DB, fit_stem_classifier, log_mel, stem_accuracy
+from mgdm_audio.metrics.timing import denoiser_call_seconds
 
 
 def slakh_chunks(root: str, split: str, prior: Any, n: int, seed: int) -> Tensor:
-    from mgdm_audio.audio.data.readers import SlakhDataset
-
-    dataset = SlakhDataset(
-        root,
-        split,
-        stems=prior.stems,
-        sample_rate=prior.sample_rate,
-        chunk_samples=prior.chunk_samples,
-        mode="sequential",
-    )
-    return seeded_chunks(dataset, n, seed)
+    """``n`` seeded sequential chunks of a split, at the prior's stems, rate and chunk length."""
+    return seeded_slakh_chunks(root, split, prior.stems, prior.sample_rate, prior.chunk_samples, n, seed)
 
 
 # -------------------------------------------------------------------------------------------- figure
@@ -369,30 +106,11 @@ def plot_mels(generated: Tensor, real: Tensor, stem_names: list[str], sample_rat
 
 def denoiser_timings(module: nn.Module, threads: int, repeats: int, length: int = 65536) -> dict[str, float]:
     """Median seconds of one call on ``1 x S x length`` (forward; forward+backward to the input)."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from bench_denoiser import median_seconds
-
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
-    stems = module.unet_config.stems
-    x = 0.05 * torch.randn(1, stems, length, generator=torch.Generator().manual_seed(0))
-
-    def forward() -> None:
-        with torch.no_grad():
-            module(x, 0.5)
-
-    def vjp() -> None:
-        xr = x.clone().requires_grad_(True)
-        out = module(xr, 0.5)
-        torch.autograd.grad(out, xr, grad_outputs=torch.ones_like(out))
-
+    x = 0.05 * torch.randn(1, module.unet_config.stems, length, generator=torch.Generator().manual_seed(0))
     try:
-        return {
-            "forward_s": median_seconds(forward, repeats),
-            "vjp_s": median_seconds(vjp, repeats),
-            "threads": threads,
-            "repeats": repeats,
-        }
+        return {**denoiser_call_seconds(module, x, 0.5, repeats), "threads": threads, "repeats": repeats}
     finally:
         torch.set_num_threads(previous)
 

@@ -437,6 +437,25 @@ class SlakhDataset(_StemChunkDataset):
         )
 
 
+def seeded_chunks(dataset: Any, n: int, seed: int) -> torch.Tensor:
+    """``n`` items of ``dataset`` chosen by a permutation seeded with ``seed`` (in index order), stacked
+    ``(n, S, T)``."""
+    if len(dataset) < 1:
+        raise UserInputError("the dataset split has no chunks; check the dataset root.")
+    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:n].sort().values
+    return torch.stack([torch.as_tensor(dataset[int(i)], dtype=torch.float32) for i in order])
+
+
+def seeded_slakh_chunks(
+    root: str | os.PathLike, split: str, stems: Sequence[str], sample_rate: int, chunk_samples: int, n: int, seed: int
+) -> torch.Tensor:
+    """:func:`seeded_chunks` of the sequential (non-overlapping) chunks of a Slakh-layout split."""
+    dataset = SlakhDataset(
+        root, split, stems=stems, sample_rate=sample_rate, chunk_samples=chunk_samples, mode="sequential"
+    )
+    return seeded_chunks(dataset, n, seed)
+
+
 # ======================================================================================== MUSDB
 
 

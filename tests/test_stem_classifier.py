@@ -1,33 +1,21 @@
-"""Helpers of evaluation/prior/report.py: features, classifier, accuracy bookkeeping, baselines (no trained prior)."""
+"""The prior report's pieces in the package: stem classifier, signal statistics, baseline denoisers, seeded chunks
+(no trained prior)."""
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
-from pathlib import Path
-from types import ModuleType
 
 import pytest
 import torch
 
+from mgdm_audio.audio import baselines
+from mgdm_audio.audio.data.readers import seeded_chunks
 from mgdm_audio.audio.model import build_prior
+from mgdm_audio.metrics import signal_stats
+from mgdm_audio.metrics import stem_classifier as sc
 
-ROOT = Path(__file__).resolve().parents[1]
 SR = 22050
 STEMS = ["bass", "drums", "guitar", "piano"]
-
-
-def _report() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("prior_report", ROOT / "evaluation/prior/report.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["prior_report"] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-report = _report()
 
 
 def _toy_stems(n: int, seed: int, length: int = 8192) -> torch.Tensor:
@@ -51,42 +39,49 @@ def _toy_stems(n: int, seed: int, length: int = 8192) -> torch.Tensor:
     return out
 
 
-def test_mel_filterbank_covers_the_spectrum_and_peaks_in_order() -> None:
-    bank = report.mel_filterbank(SR, 1024, 64)
-    assert bank.shape == (64, 513) and bank.min() >= 0 and bank.max() <= 1 + 1e-6
-    peaks = bank.argmax(dim=1)
-    assert torch.all(peaks[1:] >= peaks[:-1]) and peaks[-1] > 400
-    assert (bank.sum(dim=0)[5:-5] > 0).all()  # no hole between the first and last filters
+def test_log_mel_matches_the_htk_filterbank_on_a_torch_stft() -> None:
+    # the mel power spectrogram is librosa's; written out: triangles on the HTK mel scale from 0 Hz to Nyquist (each
+    # peaking at 1) applied to a centred, reflect-padded Hann STFT (1024 / 256)
+    freqs = torch.linspace(0.0, SR / 2, 513, dtype=torch.float64)
+    top = 2595.0 * math.log10(1.0 + (SR / 2) / 700.0)
+    edges = 700.0 * (10 ** (torch.linspace(0.0, top, 66, dtype=torch.float64) / 2595.0) - 1.0)
+    rising = (freqs - edges[:-2, None]) / (edges[1:-1, None] - edges[:-2, None])
+    falling = (edges[2:, None] - freqs) / (edges[2:, None] - edges[1:-1, None])
+    bank = torch.clamp(torch.minimum(rising, falling), min=0.0).float()
+    x = 0.1 * torch.randn(3, 16384, generator=torch.Generator().manual_seed(0))
+    spec = torch.stft(x, 1024, 256, window=torch.hann_window(1024), center=True, return_complex=True).abs().pow(2)
+    want = torch.log10(torch.einsum("mf,nft->nmt", bank, spec) + 1e-10)
+    torch.testing.assert_close(sc.log_mel(x, SR), want, atol=1e-5, rtol=0)
 
 
 def test_log_mel_of_a_sine_peaks_at_its_band_and_features_are_gain_invariant() -> None:
     t = torch.arange(8192) / SR
     low, high = torch.sin(2 * math.pi * 100 * t), torch.sin(2 * math.pi * 4000 * t)
-    mel = report.log_mel(torch.stack([low, high]), SR)
+    mel = sc.log_mel(torch.stack([low, high]), SR)
     assert mel.shape[:2] == (2, 64)
     assert mel[0].mean(-1).argmax() < mel[1].mean(-1).argmax()
     x = torch.stack([low, high])
-    torch.testing.assert_close(report.stem_features(x, SR), report.stem_features(0.01 * x, SR), atol=2e-2, rtol=0)
+    torch.testing.assert_close(sc.stem_features(x, SR), sc.stem_features(0.01 * x, SR), atol=2e-2, rtol=0)
 
 
 def test_rms_db_and_silence() -> None:
     x = torch.stack([torch.full((100,), 0.1), torch.zeros(100), torch.full((100,), 1e-4)])
-    torch.testing.assert_close(report.rms_db(x), torch.tensor([-20.0, -200.0, -80.0]))
+    torch.testing.assert_close(sc.rms_db(x), torch.tensor([-20.0, -200.0, -80.0]))
 
 
 def test_logistic_regression_separates_toy_instruments_and_accuracy_counts_silence_as_error() -> None:
     train_chunks, test_chunks = _toy_stems(12, seed=0), _toy_stems(6, seed=1)
-    stems, labels, active = report.labelled_stems(train_chunks, -60.0)
+    stems, labels, active = sc.labelled_stems(train_chunks, -60.0)
     assert active.all() and labels.tolist()[:8] == [0, 1, 2, 3, 0, 1, 2, 3]
-    classifier = report.fit_logistic_regression(report.stem_features(stems, SR), labels, 4, steps=200)
-    real = report.stem_accuracy(classifier, test_chunks, STEMS, SR, -60.0, count_silent_as_errors=False)
+    classifier = sc.fit_logistic_regression(sc.stem_features(stems, SR), labels, 4, steps=200)
+    real = sc.stem_accuracy(classifier, test_chunks, STEMS, SR, -60.0, count_silent_as_errors=False)
     assert real["accuracy"] == 1.0 and real["scored"] == 24
     # permuted channels: every stem claims the wrong instrument; a silenced channel is an error when scored
     shuffled = test_chunks[:, [1, 2, 3, 0]].clone()
-    assert report.stem_accuracy(classifier, shuffled, STEMS, SR, -60.0, True)["accuracy"] == 0.0
+    assert sc.stem_accuracy(classifier, shuffled, STEMS, SR, -60.0, True)["accuracy"] == 0.0
     partly_silent = test_chunks.clone()
     partly_silent[:3, 2] = 0.0
-    scored = report.stem_accuracy(classifier, partly_silent, STEMS, SR, -60.0, count_silent_as_errors=True)
+    scored = sc.stem_accuracy(classifier, partly_silent, STEMS, SR, -60.0, count_silent_as_errors=True)
     assert scored["correct"] == 21 and scored["scored"] == 24 and scored["silent_fraction"] == pytest.approx(3 / 24)
     assert scored["per_stem"]["guitar"] == pytest.approx(
         {
@@ -97,7 +92,7 @@ def test_logistic_regression_separates_toy_instruments_and_accuracy_counts_silen
             "median_rms_db": scored["per_stem"]["guitar"]["median_rms_db"],
         }
     )
-    skipped = report.stem_accuracy(classifier, partly_silent, STEMS, SR, -60.0, count_silent_as_errors=False)
+    skipped = sc.stem_accuracy(classifier, partly_silent, STEMS, SR, -60.0, count_silent_as_errors=False)
     assert skipped["accuracy"] == 1.0 and skipped["scored"] == 21
 
 
@@ -106,14 +101,14 @@ def test_baseline_denoisers_and_band_losses_of_a_tiny_prior() -> None:
     prior = build_prior("tiny", edm={"sigma_data": 0.2, "clamp_output": False}).eval()
     x0 = 0.2 * torch.randn(8, 4, 128, generator=torch.Generator().manual_seed(3))
     sigma = torch.full((8,), 0.5)
-    assert torch.equal(report.SilenceDenoiser(prior)(x0, sigma), torch.zeros_like(x0))
+    assert torch.equal(baselines.SilenceDenoiser(prior)(x0, sigma), torch.zeros_like(x0))
     # a fresh prior's network output is zero-initialised: the prior IS the skip path
-    torch.testing.assert_close(report.SkipPathDenoiser(prior)(x0, sigma), prior(x0, sigma))
+    torch.testing.assert_close(baselines.SkipPathDenoiser(prior)(x0, sigma), prior(x0, sigma))
     white_train = 0.2 * torch.randn(32, 4, 128, generator=torch.Generator().manual_seed(4))
-    bands = report.denoising_bands(prior, x0, batch_size=4, train_chunks=white_train)
-    assert set(bands) == {"prior", "silence D=0", "skip path D=c_skip x", report.WIENER}
+    bands = baselines.denoising_bands(prior, x0, batch_size=4, train_chunks=white_train)
+    assert set(bands) == {"prior", "silence D=0", "skip path D=c_skip x", baselines.WIENER}
     # white data: the fitted Wiener filter is (about) the scalar c_skip
-    for band, value in bands[report.WIENER].items():
+    for band, value in bands[baselines.WIENER].items():
         assert value == pytest.approx(bands["skip path D=c_skip x"][band], rel=0.15)
     for band, value in bands["prior"].items():
         assert value == pytest.approx(bands["skip path D=c_skip x"][band], rel=1e-5)
@@ -125,9 +120,9 @@ def test_baseline_denoisers_and_band_losses_of_a_tiny_prior() -> None:
 
 def test_seeded_chunks_are_reproducible() -> None:
     data = torch.arange(40.0).reshape(10, 1, 4)
-    a, b = report.seeded_chunks(data, 4, seed=7), report.seeded_chunks(data, 4, seed=7)
+    a, b = seeded_chunks(data, 4, seed=7), seeded_chunks(data, 4, seed=7)
     assert torch.equal(a, b) and a.shape == (4, 1, 4)
-    assert not torch.equal(a, report.seeded_chunks(data, 4, seed=8))
+    assert not torch.equal(a, seeded_chunks(data, 4, seed=8))
     firsts = a[:, 0, 0].tolist()
     assert firsts == sorted(firsts)
 
@@ -137,10 +132,11 @@ def test_high_band_fraction_of_sines_and_white_noise() -> None:
     low = torch.sin(2 * torch.pi * 441.0 * t)  # far below a quarter of Nyquist
     high = torch.sin(2 * torch.pi * 0.4 * SR * t)  # above it
     noise = torch.randn(64, 8192, generator=torch.Generator().manual_seed(0))
-    fractions = report.high_band_fraction(torch.stack([low, high]))
+    fractions = signal_stats.high_band_fraction(torch.stack([low, high]))
     assert fractions[0] < 1e-3 and fractions[1] > 0.999
-    assert abs(float(report.high_band_fraction(noise).mean()) - 0.75) < 0.01
-    balance = report.spectral_balance(torch.stack([low, high])[None], torch.stack([high, low])[None], ["a", "b"], SR)
+    assert abs(float(signal_stats.high_band_fraction(noise).mean()) - 0.75) < 0.01
+    pair, swapped = torch.stack([low, high])[None], torch.stack([high, low])[None]
+    balance = signal_stats.spectral_balance(pair, swapped, ["a", "b"], SR)
     assert balance["cutoff_hz"] == SR / 8
     assert balance["per_stem"]["a"]["generated"] < 1e-3 and balance["per_stem"]["a"]["real"] > 0.999
 
@@ -154,9 +150,9 @@ def test_envelope_variation_of_tones_noise_and_hits() -> None:
     hits[:, 1::4] = 0  # silence in a quarter of the frames
     hits[:, 2::4] *= 0.1
     hits = hits.reshape(64, 8192)
-    assert float(report.envelope_variation(tone)) < 0.01
-    assert abs(float(report.envelope_variation(noise).median()) - 1 / math.sqrt(2 * 512)) < 0.01
-    assert float(report.envelope_variation(hits).median()) > 0.5
-    d = report.dynamics(torch.stack([tone, hits[0]])[None], torch.stack([hits[0], tone])[None], ["a", "b"])
+    assert float(signal_stats.envelope_variation(tone)) < 0.01
+    assert abs(float(signal_stats.envelope_variation(noise).median()) - 1 / math.sqrt(2 * 512)) < 0.01
+    assert float(signal_stats.envelope_variation(hits).median()) > 0.5
+    d = signal_stats.dynamics(torch.stack([tone, hits[0]])[None], torch.stack([hits[0], tone])[None], ["a", "b"])
     assert d["frame"] == 512
     assert d["per_stem"]["a"]["generated"] < 0.01 and d["per_stem"]["a"]["real"] > 0.5
