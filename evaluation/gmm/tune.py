@@ -1,6 +1,10 @@
 """Choose GMM hyperparameters on VALIDATION problems (seeds disjoint from the test suite).
 
-    python evaluation/gmm/tune.py CANDIDATES.yaml --markdown evaluation/gmm/validation.md
+    python evaluation/gmm/tune.py evaluation/gmm/rounds/NN-topic/candidates.yaml \
+        --markdown evaluation/gmm/rounds/NN-topic/results.md --problems 10
+
+One folder per round, indexed in ``evaluation/gmm/rounds/README.md`` (the results cache is ``results.jsonl`` beside
+the Markdown).
 
 CANDIDATES.yaml lists sampler entries (``sampler``, ``preset``, ``overrides``, ``label``). The
 problems use ``VALIDATION_SEED_BASE``, so nothing chosen here is tuned on the committed test table.

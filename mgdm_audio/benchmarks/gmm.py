@@ -1,5 +1,6 @@
 r"""The exact-posterior benchmark: every sampler against the closed-form posterior of a linear
-problem under the 25-component Gaussian-mixture prior (``MGDM_REFERENCE.md`` §7, MCGdiff protocol).
+problem under the 25-component Gaussian-mixture prior (the MCGdiff protocol, as the MGDM reference code builds it in
+``src/utils/gmm_utils.py`` of the public repository Badr-MOUFAD/mgdm).
 
 For each setting ``(d, d_y)`` and problem ``i`` (seeded), draw the mixture weights, a random
 ``A = U diag(s) V[:d_y]`` and ``sigma_y = U(0,1) max(s)``, ``x* ~ prior``, ``y = A x* + sigma_y eps``.
@@ -284,7 +285,7 @@ def elapsed(start: float) -> float:
 
 
 # The committed comparison: every sampler at its reference (image) hyperparameters, MGDM at the
-# preset chosen on validation problems (evaluation/gmm/validation.md), and unconditional DDIM as the
+# preset chosen on validation problems (evaluation/gmm/rounds/README.md), and unconditional DDIM as the
 # prior-only reference point.
 DEFAULT_ENTRIES: tuple[SamplerEntry, ...] = (
     SamplerEntry("mgdm", "gmm"),
