@@ -42,7 +42,7 @@ def test_karras_grid_endpoints_and_errors():
 
 
 def test_audio_karras_levels_match_reference_values():
-    # MGDM_REFERENCE.md §1.6: Karras(5e-4, 20, rho=3, 1000) + 0, reversed.
+    # the MGDM reference's sound-model levels: Karras(5e-4, 20, rho=3, 1000) + 0, reversed.
     lv = NoiseLevels.karras(5e-4, 20.0, rho=3.0, n=1000)
     assert lv.abar[1000].item() == pytest.approx(1 / 401, rel=1e-9)
     assert lv.sigmas[52].item() == pytest.approx(0.00979, rel=2e-3)

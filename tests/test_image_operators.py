@@ -1,4 +1,5 @@
-"""Image operators (reference §6): adjointness, SVD pieces, geometry, determinism and factory errors."""
+"""Image operators (the MGDM reference code's image tasks): adjointness, SVD pieces, geometry, determinism, factory
+errors."""
 
 import math
 

@@ -87,7 +87,8 @@ def test_final_denoise_is_tweedie_of_reference_output() -> None:
 
 @pytest.mark.parametrize("zeta", [0.0, 0.3, 1.0])
 def test_matches_direct_transcription(zeta: float) -> None:
-    """The whole chain equals a dense-algebra transcription of §5.3 (one normal draw per step, in order):
+    """The whole chain equals a dense-algebra transcription of the reference's ``diffpir.py`` (one normal draw per
+    step, in order):
     ``x0 = D_k(x)``, ``(rho I + A^T A) x0' = rho x0 + A^T y``, ``e = (x - sqrt(a_k) x0') / sqrt(1 - a_k)``,
     ``x = sqrt(a_k') x0' + sqrt(1 - a_k') (sqrt(1 - zeta) e + sqrt(zeta) z)``."""
     prior, a, y, sy = gaussian_problem()

@@ -84,8 +84,9 @@ def _reference_dps(
     half: bool,
     seed: int,
 ) -> Tensor:
-    """§5.1 written out for the prior ``N(0, var I)``: ``D_k(x) = c_k x`` with ``c_k = sqrt(a) var / (a var + 1 - a)``,
-    so ``grad_x(-||y - A D_k(x)||^2) = 2 c_k A^T (y - A D_k(x))``; DDIM(eta=1) coefficients from §1.5 with s = 0."""
+    """The reference's ``dps.py`` written out for the prior ``N(0, var I)``: ``D_k(x) = c_k x`` with
+    ``c_k = sqrt(a) var / (a var + 1 - a)``, so ``grad_x(-||y - A D_k(x)||^2) = 2 c_k A^T (y - A D_k(x))``; DDIM(eta=1)
+    coefficients of the bridge kernel with s = 0."""
     abar = gmm_noise_levels().abar
     ts = gmm_noise_levels().timesteps(n_steps)
     g = make_generator(seed)

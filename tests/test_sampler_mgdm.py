@@ -1,4 +1,4 @@
-"""MGDM: cost formulas of MGDM_REFERENCE.md §2.9, tau rules, step rules, determinism, posterior sanity."""
+"""MGDM: the reference code's cost formulas, tau rules, step rules, determinism, posterior sanity."""
 
 import math
 
@@ -46,7 +46,7 @@ def test_step_rules_keep_reference_semantics():
 
 
 def test_audio_cost_matches_reference_numbers():
-    # MGDM_REFERENCE.md §2.9: audio preset, 2449 forward passes and 1020 VJPs per run.
+    # the reference's audio preset costs 2449 forward passes and 1020 VJPs per run (NFE = 1 + R sum_i [G(i) + ...]).
     mix, a, sy, y, problem = gmm_problem()
     config = SPEC.config("paper-audio", tau_rule="deterministic")
     res = SPEC.run(
@@ -135,7 +135,7 @@ def test_bad_inputs_give_clear_errors():
 
 
 def _potential_step_by_autograd(prior, problem, x0, x_t, abar_tau, abar_t, n_grad, lr, config, generator):
-    """The potential step written as the loss of MGDM_REFERENCE.md §2.5 and differentiated by autograd."""
+    """The potential step written as the reference's VI loss and differentiated by autograd."""
     from mgdm_audio.core.bridge import bridge_mean_std
     from mgdm_audio.core.denoiser import vp_denoise
 

@@ -33,7 +33,7 @@ def _linear_problem(mix: GaussianMixture, d_y: int, sigma_y: float, seed: int) -
 
 
 def _ddim_coefficients(ak: float, an: float) -> tuple[float, float, float]:
-    """``(c_l, c_0, std)`` of the DDIM(eta=1) step ``k -> k'`` (``MGDM_REFERENCE.md`` §1.5 with s = 0)."""
+    """``(c_l, c_0, std)`` of the DDIM(eta=1) step ``k -> k'`` (the bridge kernel with s = 0)."""
     std = math.sqrt((1 - ak / an) * (1 - an) / (1 - ak))
     c_l = math.sqrt((1 - an - std**2) / (1 - ak))
     return c_l, math.sqrt(an) - c_l * math.sqrt(ak), std
@@ -72,7 +72,7 @@ def test_same_seed_same_samples_and_other_seed_differs() -> None:
 
 
 def test_matches_reference_v_basis_loop() -> None:
-    """§5.2 run in the V-basis as the reference does (x̄ = Vᵀx, denoiser Vᵀ D(V x̄), noise Vᵀz) equals this
+    """The reference's ``pgdm.py`` run in the V-basis as it does (x̄ = Vᵀx, denoiser Vᵀ D(V x̄), noise Vᵀz) equals this
     module's original-basis run mapped back by V, on the nonlinear mixture denoiser."""
     d, d_y, n_steps, sigma_y = 8, 3, 9, 0.2
     mix = GaussianMixture.grid25(d, make_generator(0))

@@ -1,4 +1,4 @@
-r"""The multi-stem music prior: a 1-D U-Net over all stems jointly, EDM-preconditioned (MSDM §1.3).
+r"""The multi-stem music prior: a 1-D U-Net over all stems jointly, EDM-preconditioned (as MSDM).
 
 Network ``F`` (``MultiStemUNet``): the stems are the channels, ``(B, S, T)`` in and out.
 
@@ -50,7 +50,7 @@ fitted to the training data before the first step. ``c_skip`` is exactly that fi
 ``sigma_d^2``; for music, whose stems are far from white, the network then only has to learn what a stationary
 Gaussian model of each stem cannot explain. With ``P_s = sigma_d^2`` (the initial buffer) the prior is MSDM's.
 
-Why not ``a-unet`` / ``audio-diffusion-pytorch`` (measured, MSDM_AUDIO_REFERENCE.md §5.4): both are
+Why not ``a-unet`` / ``audio-diffusion-pytorch`` (checked on their PyPI releases 0.0.16 / 0.0.43 and 0.1.3): both are
 unmaintained since 2023-02; 0.1.x only has v-diffusion with uniform sigma, so MSDM's EDM preconditioning,
 log-normal sigmas and Karras grid would have to be re-added anyway; 0.1.x imports torchaudio at import time
 (a hard dependency whose wheels are CUDA builds); a-unet's closure-built modules cannot be pickled; both pull
@@ -114,7 +114,7 @@ class UNetConfig:
         return cls(**{k: tuple(v) if k in tuples else v for k, v in d.items()})
 
 
-#: Named architectures. ``small`` is the shipped CPU prior; ``msdm`` follows MSDM §1.2 (GPU only).
+#: Named architectures. ``small`` is the shipped CPU prior; ``msdm`` follows MSDM's ``exp/train_msdm.yaml`` (GPU only).
 CONFIGS: dict[str, UNetConfig] = {
     "tiny": UNetConfig(
         patch=4,

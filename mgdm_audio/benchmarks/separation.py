@@ -1,6 +1,7 @@
 r"""The separation benchmark: every sampler, and the oracles, on the same test chunks of a multi-stem dataset.
 
-Chunks (``MSDM_AUDIO_REFERENCE.md`` §3.1): consecutive non-overlapping chunks of every track of the split
+Chunks (as MSDM's ``evaluation/experiments.py``, gladia-research-group/multi-source-diffusion-models): consecutive
+non-overlapping chunks of every track of the split
 (:func:`benchmark_chunk_samples`: the prior's chunk length, or whole multiples of it up to one 4 s scoring window,
 unless ``chunk_seconds`` is given; trailing partial chunks dropped), at the prior's sample rate, mono. Each chunk is
 separated the way ``mgdm-audio separate`` separates a file (the prior's segment length, overlapping segments).

@@ -1,7 +1,8 @@
 r"""Gaussian-mixture prior with an exact denoiser and an exact linear-Gaussian posterior.
 
-Prior (``MGDM_REFERENCE.md`` §7): ``p(x0) = sum_c w_c N(x0; m_c, v I)``. Its noisy marginal in
-the VE convention is ``p_sigma(x) = sum_c w_c N(x; m_c, (v + sigma^2) I)``, so Tweedie's denoiser is
+Prior (the MGDM reference's ``src/utils/gmm_utils.py``, Badr-MOUFAD/mgdm): ``p(x0) = sum_c w_c N(x0; m_c, v I)``.
+Its noisy marginal in the VE convention is ``p_sigma(x) = sum_c w_c N(x; m_c, (v + sigma^2) I)``, so Tweedie's
+denoiser is
 
 .. math:: D(x, \sigma) = \sum_c r_c(x) \Big[ m_c + \frac{v}{v + \sigma^2}(x - m_c) \Big],
           \qquad r_c(x) \propto w_c\, \mathcal N(x; m_c, (v + \sigma^2) I),

@@ -1,4 +1,4 @@
-"""Image inverse problems: the forward operators of the reference's §6 tasks, at any image size."""
+"""Image inverse problems: the forward operators of the MGDM reference code's image tasks, at any image size."""
 
 from mgdm_audio.image.operators import (
     JPEG,

@@ -10,7 +10,7 @@ r"""Priors and operators from other libraries, loaded from local disk (no networ
 
 Conventions. Images are ``(B, C, H, W)`` in ``[-1, 1]``, as DDPM-family models (diffusers included) are
 trained. A discrete VP model with cumulative products ``abar_model[t]``, ``t = 0..T-1``, becomes a VE denoiser
-through the padded table ``abar[0] = 1, abar[k] = abar_model[k - 1]`` (MGDM reference §1.2):
+through the padded table ``abar[0] = 1, abar[k] = abar_model[k - 1]`` (as the MGDM reference code pads it):
 
 .. math:: x_{vp} = x / \sqrt{1 + \sigma^2}, \qquad D(x, \sigma) = x - \sigma\, \epsilon(x_{vp}, t(\sigma)),
 

@@ -1,6 +1,6 @@
 r"""The bkse KernelWizard blur network, so that its published weights can drive ``nonlinear_blur``.
 
-The MGDM reference's non-linear deblurring task (``MGDM_REFERENCE.md`` §6) blurs with the kernel
+The MGDM reference's non-linear deblurring task (``src/nonlinear_blurring/`` of Badr-MOUFAD/mgdm) blurs with the kernel
 adapter ``G`` of "Explore Image Deblurring via Encoded Blur Kernel Space" (Tran et al., CVPR 2021,
 repository ``VinAIResearch/blur-kernel-space-exploring``, weights ``GOPRO_wVAE.pth``):
 

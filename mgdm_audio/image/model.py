@@ -20,7 +20,7 @@ Network ``F`` (:class:`ImageUNet`), ``(B, C, H, W)`` in and out:
 tiny sigmas, and without a ``loss_weight`` the loss is the plain reconstruction MSE
 ``|Dec(Enc(x_0 + sigma n)) - x_0|^2``. A latent prior is then an :class:`EDMImagePrior` on ``Enc(x_0)``
 (its ``sigma_data`` is the measured latent standard deviation), and every likelihood composes ``Dec``
-(MGDM reference §6: ``A_lat(z) = A(Dec(z))``).
+(as the MGDM reference code does for its LDM prior: ``A_lat(z) = A(Dec(z))``).
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-r"""Image inverse-problem operators (MGDM reference §6), scaled to any image size ``(C, H, W)``.
+r"""Image inverse-problem operators: the MGDM reference code's image tasks (``src/utils/im_invp_utils.py`` of
+Badr-MOUFAD/mgdm), scaled to any image size ``(C, H, W)``.
 
 Images are batches ``(B, C, H, W)`` in ``[-1, 1]``. The reference geometry is defined at 256x256 and
 scaled by ``H / 256`` (and ``W / 256``). The observation noise ``sigma_y`` belongs to
@@ -426,7 +427,7 @@ class PhaseRetrieval(Operator):
         return torch.sqrt(spec.real**2 + spec.imag**2 + self.eps)
 
 
-# Differentiable JPEG (reference §6 "DiffJPEG details")
+# Differentiable JPEG (the reference's vendored ``src/utils/DiffJPEG``)
 # --------------------------------------------------------------------------------------------------
 
 # Standard JPEG quantisation tables (ITU-T T.81 Annex K), rows = vertical frequency, columns = horizontal.
@@ -487,7 +488,7 @@ def dct_matrix(n: int = 8) -> Tensor:
 
 
 class JPEG(Operator):
-    r"""Differentiable JPEG compression/decompression ``y = JPEG_Q(x)`` (reference §6, DiffJPEG), same shape as ``x``.
+    r"""Differentiable JPEG compression/decompression ``y = JPEG_Q(x)`` (the reference's DiffJPEG), same shape as ``x``.
 
     On ``p = 255 (x + 1) / 2``: for ``C = 3`` convert RGB to YCbCr (JFIF matrix, ``+128`` on Cb, Cr) and
     subsample the chroma 4:2:0 by ``2 x 2`` average pooling; for ``C = 1`` only the luminance path runs.
@@ -505,7 +506,7 @@ class JPEG(Operator):
 
     The tables are used in the standard orientation (row = vertical frequency). The public DiffJPEG code
     (mlomnitz) stores them transposed; ``transpose_tables=True`` reproduces that, in case the reference
-    vendors it unchanged (not verified: the reference text §6 does not say).
+    vendors it unchanged (not verified).
 
     Needs ``H, W`` divisible by 16 for ``C = 3`` (8 for ``C = 1``).
     """
@@ -652,7 +653,8 @@ TASKS = (
 
 
 def make_operator(task: str, image_shape: tuple[int, ...], kernel_wizard: str | Path | None = None) -> Operator:
-    """The operator of a §6 task name at ``image_shape = (C, H, W)``; :class:`UserInputError` otherwise.
+    """The operator of a task name (the reference's image tasks) at ``image_shape = (C, H, W)``;
+    :class:`UserInputError` otherwise.
 
     ``kernel_wizard``: a bkse KernelWizard weights file (e.g. ``GOPRO_wVAE.pth`` or a ``.safetensors``
     conversion); ``nonlinear_blur`` then uses the reference's network instead of the stand-in. Other

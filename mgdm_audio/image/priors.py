@@ -3,8 +3,8 @@ r"""Image priors for restoration: ``load_image_prior(name_or_path) -> ImagePrior
 An :class:`ImagePrior` is a core Denoiser in the space the sampler works in, plus, for latent priors, the
 decoder. Samplers draw ``x`` of shape ``sample_shape``; :meth:`ImagePrior.to_image` maps it to an image in
 ``[-1, 1]`` (the decoder for latent priors, the identity otherwise), and :meth:`ImagePrior.problem` builds the
-inverse problem with the likelihood composed with the decoder (MGDM reference §6:
-``A_lat(z) = A(Dec(z))``, ``p(y | z) = N(y; A(Dec(z)), sigma_y^2 I)``).
+inverse problem with the likelihood composed with the decoder (as the MGDM reference
+code: ``A_lat(z) = A(Dec(z))``, ``p(y | z) = N(y; A(Dec(z)), sigma_y^2 I)``).
 
 Sources, tried in this order:
 

@@ -1,7 +1,7 @@
 """One mechanism for every image restoration run (the restore CLI and the image benchmark use it).
 
-``measure(operator, clean, sigma_y, seed)`` makes a measurement ``y = A(x) + sigma_y z`` (MGDM reference §6:
-the noise is added after the operator, for every task, ``sigma_y = 0.05``), and
+``measure(operator, clean, sigma_y, seed)`` makes a measurement ``y = A(x) + sigma_y z`` (as the MGDM reference
+code: the noise is added after the operator, for every task, ``sigma_y = 0.05``), and
 ``solve(prior, operator, y, sampler, preset, n_samples, seed)`` runs a registered sampler on the prior's
 space and returns images: ``n_samples`` posterior samples for each measurement, as ``(N, K, C, H, W)``.
 """

@@ -1,5 +1,5 @@
-r"""BSSEval v4 (SDR, SIR, SAR, ISR) through ``museval``, the sigsep/SiSEC18 convention (``MSDM_AUDIO_REFERENCE.md``
-§6.3).
+r"""BSSEval v4 (SDR, SIR, SAR, ISR) through ``museval``, the sigsep/SiSEC18 convention (``museval``
+0.4.1 on PyPI).
 
 For references ``s_j`` and an estimate ``\hat s_j``, BSSEval decomposes
 :math:`\hat s_j = s_{\rm true} + e_{\rm spat} + e_{\rm interf} + e_{\rm artif}` with distortion filters of 512 taps;

@@ -3,7 +3,7 @@ r"""Image restoration scores of the MGDM benchmark: PSNR, SSIM and (when availab
 Inputs are batches ``(B, C, H, W)`` in ``[-1, 1]`` (the project's image convention); every score is returned
 per image, a tensor ``(B,)``. PSNR and SSIM are computed on ``[0, 1]`` images
 ``u = clamp((x + 1) / 2, 0, 1)`` (:func:`to_unit_range`), in float64, as the MGDM reference code does
-(``utils/metrics.py``, MGDM_REFERENCE §6):
+(``src/utils/metrics.py`` of the public repository Badr-MOUFAD/mgdm):
 
 * PSNR with peak 1: :math:`\mathrm{PSNR} = 10 \log_{10}(1 / \mathrm{MSE})`, the MSE over ``C, H, W`` of one
   image; identical images give ``+inf``.

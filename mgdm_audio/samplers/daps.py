@@ -37,8 +37,8 @@ Notes and quirk flags:
   that Langevin loop) only the chains that produced a NaN.
 * The reference draws its own start noise (``randn_like(initial_noise) * sigma_max``, ignoring the given noise);
   here the start is ``sigma_max * x_init`` so that the seed contract holds.
-* Per-task learning rates of the reference's image config are in :data:`DAPS_TASK_LR` (its driver ignores them,
-  MGDM_REFERENCE §8); pass ``lr=DAPS_TASK_LR[task]`` to use one.
+* Per-task learning rates of the reference's image config are in :data:`DAPS_TASK_LR` (its driver,
+  ``test_images.py`` of Badr-MOUFAD/mgdm, ignores them); pass ``lr=DAPS_TASK_LR[task]`` to use one.
 """
 
 from __future__ import annotations

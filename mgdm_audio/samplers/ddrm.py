@@ -1,5 +1,6 @@
 r"""DDRM (Kawar et al. 2022, "Denoising diffusion restoration models"): the "efficient generalized steps" in
-the operator's SVD basis (``MGDM_REFERENCE.md`` §5.10; §5.6 for DDNM+, its relative).
+the operator's SVD basis (as vendored in ``src/ddrm/functions/denoising.py`` of Badr-MOUFAD/mgdm; DDNM+, its
+relative, is ``ddnm/algo.py`` there).
 
 Coordinates. DDRM works in VE coordinates ``x_t = x_0 + sigma_t n`` (``x_ve = x_vp / sqrt(abar)``), and so
 does this module: the prior is called directly as ``D(x, sigma_k)`` with ``sigma_k = prior.levels.sigmas[k]``

@@ -1,5 +1,5 @@
 r"""DiffPIR (Zhu et al. 2023, "Denoising diffusion models for plug-and-play image restoration"), as in the
-MGDM reference's ``diffpir()`` (``MGDM_REFERENCE.md`` §5.3).
+MGDM reference's ``diffpir()`` (``src/posterior_samplers/diffpir.py`` of Badr-MOUFAD/mgdm).
 
 VP coordinates on the grid ``ts = floor(linspace(0, T - 1, N))``. For ``i = N-1 .. 2``, ``k = ts[i]``,
 ``k' = ts[i-1]``:

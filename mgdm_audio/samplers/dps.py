@@ -21,9 +21,9 @@ preset), audio uses 1.0 (``paper-audio``). The image config also lists per-task 
 in :data:`DPS_TASK_GAMMA` for the image module: sr4 1.0, sr16 1.0, phase_retrieval 0.4,
 motion_blur 0.3, blur 0.3, blur_svd 0.3, outpainting_half/bottom/top 1.0, inpainting_center 1.0,
 nonlinear_blur 0.1, high_dynamic_range 0.07, jpeg2 0.2, "linear" 0.1. The reference's image driver
-ignores these per-task values and runs every task with the base 0.1 (``MGDM_REFERENCE.md`` §8).
+ignores these per-task values and runs every task with the base 0.1 (``test_images.py`` of Badr-MOUFAD/mgdm).
 
-Quirk flag (``MGDM_REFERENCE.md`` §8):
+Quirk flag (the reference's ``src/posterior_samplers/dps.py``):
 
 * ``norm_gradient=False`` (default, the reference): the step is ``(gamma / r) * grad(-r^2)``, i.e.
   ``2 gamma`` times ``grad(-r)``. ``True`` takes ``gamma * grad(-r)``, the form of the DPS authors'

@@ -52,7 +52,7 @@ from mgdm_audio.samplers.base import Callback, SamplerSpec, notify, sampler
 
 @dataclass
 class MSDMConfig:
-    """MSDM's ``eval_msdm_dirac`` settings by default (``MSDM_AUDIO_REFERENCE.md`` §2.4)."""
+    """MSDM's ``exp/eval_msdm_dirac.yaml`` settings by default (gladia-research-group/multi-source-diffusion-models)."""
 
     likelihood: Literal["dirac", "gaussian"] = "dirac"
     source_id: int = 0

@@ -1,5 +1,6 @@
 r"""RED-diff (Mardani et al. 2023, "A variational perspective on solving inverse problems with diffusion
-models"), as the MGDM reference runs it (``MGDM_REFERENCE.md`` §5.4).
+models"), as the MGDM reference runs it (``src/posterior_samplers/reddiff.py``
+of Badr-MOUFAD/mgdm, wrapping ``red_diff/algos/reddiff.py``).
 
 A point ``mu`` (the mean of a Dirac variational distribution) is optimised with Adam (``lr = 0.1``,
 ``betas = (0.9, 0.99)``), one iteration per grid pair: for ``i = N-1 .. 1``, ``k = ts[i]`` on the grid

@@ -1,11 +1,12 @@
 r"""VML-MAP: mode seeking by minimising the variational mode-seeking loss (Gutha, Vinuesa, Azizpour 2025).
 
-**This is the project's own design** (VML_MAP_REFERENCE.md §3.3 and §8): no public implementation of the paper
+**This is the project's own design**: no public implementation of the paper
 exists and its algorithm box, schedule, step sizes and preconditioner matrix are not known. What follows is
 reconstructed from the paper's objective and documented choices.
 
 Objective (VE convention, ``x_t = x0 + sigma n``). VML is ``KL(p(x0 | x_t) || p(x0 | y))``; for a linear operator
-``H`` it has the closed form (§2.2, with ``D = E[x0 | x_t]``, ``Sigma_t = Cov[x0 | x_t] = sigma^2 dD/dx_t``)
+``H`` it has the closed form (the paper's Proposition 2, with ``D = E[x0 | x_t]``,
+``Sigma_t = Cov[x0 | x_t] = sigma^2 dD/dx_t``)
 
 .. math:: \mathrm{VML}(x_t) = -\log p(x_t) - \frac{\|D - x_t\|^2}{2\sigma_t^2}
           - \frac{\operatorname{tr}\Sigma_t}{2\sigma_t^2} + \frac{\|y - H D\|^2}{2\sigma_y^2}
@@ -18,7 +19,7 @@ VML_S drops the two trace terms; its gradient, by Tweedie's score ``grad log p(x
 
 one denoiser call and ONE vector-Jacobian product (:func:`vml_s_gradient`). For a non-linear ``A`` the data term
 ``A^T(y - A D)`` is ``-grad_D ||y - A(D)||^2 / 2`` by autograd through ``A`` only (VML_S is then the natural extension,
-no longer the exact VML of §2.2).
+no longer the exact VML of Proposition 2).
 
 Algorithm. Levels ``sigma_1 > ... > sigma_N`` (Karras ``rho = 7`` between the prior's ``sigma_max`` and
 ``sigma_min`` by default, or ``sigmas`` given explicitly), ``x = sigma_1 * x_init``; at each level
@@ -131,7 +132,7 @@ def vml_s_objective(prior: Denoiser, problem: InverseProblem, x: Tensor, sigma: 
 
 
 def vml_objective(prior: Denoiser, problem: InverseProblem, x: Tensor, sigma: float, log_prob: LogProb) -> Tensor:
-    r"""The full closed-form VML of §2.2 minus the ``x``-free constant ``c_t``, per chain ``(B,)``, value only:
+    r"""The full closed-form VML (Proposition 2) minus the ``x``-free constant ``c_t``, per chain ``(B,)``, value only:
 
     ``VML_S(x) + (tr(H Sigma_t H^T)/sigma_y^2 - tr Sigma_t/sigma^2) / 2`` with ``Sigma_t = sigma^2 dD/dx``.
 

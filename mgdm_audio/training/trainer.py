@@ -6,7 +6,7 @@ knows no audio. The model is an ``nn.Module`` computing ``D(x, sigma)`` (``x`` o
 ``sigma`` of shape ``(B,)``); if it has ``loss_weight(sigma)`` that weight is used, else 1; if it has
 ``export_config()`` that dict is stored in the export's ``config.json``.
 
-One optimiser step ``t`` on the global batch of ``B`` items (EDM, MSDM §1.3):
+One optimiser step ``t`` on the global batch of ``B`` items (EDM, as MSDM trains):
 
 .. math::  \ln \sigma_i \sim \mathcal N(P_{mean}, P_{std}^2),\quad x_i = x_{0,i} + \sigma_i n_i,\quad
            L = \frac1B \sum_i \lambda(\sigma_i)\, \mathrm{mean}\big((D(x_i, \sigma_i) - x_{0,i})^2\big).

@@ -3,8 +3,8 @@
 Both readers are ``torch.utils.data.Dataset`` objects whose items are float32 tensors ``(S, T)``: the stems
 in the order given by ``stems``, mono, at ``sample_rate``, ``T = chunk_samples``.
 
-Chunking (MSDM, ``main/data.py``; ``MSDM_AUDIO_REFERENCE.md`` §1.5, §3.1)
-------------------------------------------------------------------------
+Chunking (MSDM: ``main/data.py`` of gladia-research-group/multi-source-diffusion-models)
+-------------------------------------------------------------------------------------
 * ``mode="random"`` (training): ``len = floor(sum of track lengths / chunk)``. Item ``i`` draws a shift
   ``u`` uniformly from ``[-chunk//2, chunk - chunk//2)`` with a generator seeded by ``(seed, epoch, i)``; the
   midpoint ``m = i*chunk + chunk//2 + u`` (in the concatenation of all tracks) picks the track holding it, and
@@ -28,7 +28,7 @@ Reading
 * Files at another sample rate are resampled (windowed sinc, :func:`mgdm_audio.audio.io.resample`); only the
   needed range is read. Multi-channel files are averaged to mono.
 * ``gain`` multiplies every stem (1.0 = file scale). MSDM's training loader (PyAV stereo upmix then mean)
-  scaled stems by 1/sqrt(2) = 0.7071 while its evaluation used file scale (§1.5); pass ``gain=2 ** -0.5`` to
+  scaled stems by 1/sqrt(2) = 0.7071 while its evaluation used file scale; pass ``gain=2 ** -0.5`` to
   reproduce its training data exactly.
 * ``in_memory=True`` decodes every track once at construction.
 
@@ -40,7 +40,7 @@ Slakh layouts (``layout="auto"`` detects per track; or force ``"ours" | "msdm" |
   with ``audio_rendered`` true is assigned by ``inst_class`` (Bass -> bass, Drums -> drums, Guitar -> guitar,
   Piano -> piano; ``is_drum: true`` -> drums whatever the class); other classes are ignored and several
   Sxx of one class are summed. (MSDM's own mapping script is unpublished; this is the ``inst_class``
-  equivalent of slakh-utils' "band" submix, §6.1.)
+  equivalent of the "band" submix of ethman/slakh-utils.)
 """
 
 from __future__ import annotations
