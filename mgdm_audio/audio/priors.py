@@ -116,7 +116,7 @@ def generate(prior: AudioPrior, n_samples: int, seconds: float, seed: int, steps
     as EDM (Karras et al. 2022, section 4) observed for stochastic steps with imperfect denoisers.
     """
     from mgdm_audio.core.rng import make_generator
-    from mgdm_audio.samplers.registry import get_sampler
+    from mgdm_audio.samplers.run import RunSpec, resolve, run_posterior
 
     if n_samples < 1:
         raise UserInputError(f"the number of samples must be at least 1, got {n_samples}.")
@@ -124,11 +124,10 @@ def generate(prior: AudioPrior, n_samples: int, seconds: float, seed: int, steps
         raise UserInputError(f"--seconds must be positive, got {seconds}.")
     length = round(seconds * prior.sample_rate)
     padded = -(-length // prior.downsampling) * prior.downsampling
-    spec = get_sampler("ddim")
-    config = spec.config("paper-audio", n_steps=steps, eta=eta)
+    run = resolve(RunSpec("ddim", "paper-audio", (("eta", eta), ("n_steps", steps))), "audio")
     tensors = [*prior.module.parameters(), *prior.module.buffers()]  # a network-free prior has buffers only
     device = tensors[0].device if tensors else torch.device("cpu")
-    generator = make_generator(seed)
-    x_init = torch.randn(n_samples, len(prior.stems), padded, generator=generator).to(device)
-    result = spec.run(prior, None, x_init, generator=make_generator(seed + 1, device), config=config)
+    shape = (len(prior.stems), padded)
+    generator, noise = make_generator(seed + 1, device), make_generator(seed)
+    result = run_posterior(prior, None, run, n_samples, generator, x_shape=shape, device=device, init=noise)
     return result.samples[..., :length].float().cpu()

@@ -179,15 +179,16 @@ def generate_images(prior: ImagePrior, n_samples: int, seed: int, steps: int = 5
     """Unconditional images ``(n_samples, C, H, W)`` in ``[-1, 1]``: the core's DDIM(eta) on the prior's space
     (``steps`` points of its table, start ``x_T = n``), decoded for latent priors. Same seed, same output."""
     from mgdm_audio.core.rng import make_generator
-    from mgdm_audio.samplers.registry import get_sampler
+    from mgdm_audio.samplers.run import RunSpec, resolve, run_posterior
 
     if n_samples < 1:
         raise UserInputError(f"the number of samples must be at least 1, got {n_samples}.")
-    spec = get_sampler("ddim")
-    config = spec.config("default", n_steps=steps, eta=eta)
+    run = resolve(RunSpec("ddim", "default", (("eta", eta), ("n_steps", steps))), "plain")
     device = next(iter(prior.denoiser.parameters())).device if isinstance(prior.denoiser, nn.Module) else "cpu"
-    x_init = torch.randn((n_samples, *prior.sample_shape), generator=make_generator(seed)).to(device)
-    result = spec.run(prior, None, x_init, generator=make_generator(seed + 1, device), config=config)
+    generator, noise = make_generator(seed + 1, device), make_generator(seed)
+    result = run_posterior(
+        prior, None, run, n_samples, generator, x_shape=prior.sample_shape, device=device, init=noise
+    )
     with torch.no_grad():
         return prior.to_image(result.samples)
 

@@ -2,10 +2,11 @@
 
 Every sampler is a function with the signature of :class:`SamplerFn`::
 
-    run(prior, problem, x_init, *, generator=None, config=None, callback=None) -> SamplerResult
+    run(prior, problem, x_init, *, generator=None, config=None, callback=None, start_scale="unit") -> SamplerResult
 
 ``x_init`` is standard normal noise of the output's shape ``(B, *x_shape)``; each sampler scales
-it to its starting state. ``problem`` is ``None`` only for unconditional sampling. The
+it to its starting state, following ``start_scale`` (the run's convention, :data:`StartScale`).
+``problem`` is ``None`` only for unconditional sampling. The
 :func:`sampler` decorator wraps the algorithm with input checks, a counting denoiser (NFE and VJP)
 and a wall clock, so that the algorithms themselves stay pure.
 """
@@ -16,7 +17,7 @@ import functools
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import torch
 from torch import Tensor
@@ -27,6 +28,9 @@ from mgdm_audio.core.likelihood import InverseProblem
 from mgdm_audio.core.operators import LinearOperator
 
 Callback = Callable[[dict[str, Any]], None]
+StartScale = Literal["unit", "vp"]
+"""The starting-noise convention of a run (:mod:`mgdm_audio.samplers.run`): ``x_T = x_init`` or
+``x_T = sqrt(1 - abar_T) x_init``; the counting prior a sampler receives carries it as ``prior.start_scale``."""
 
 
 @dataclass
@@ -50,6 +54,7 @@ class SamplerFn(Protocol):
         generator: torch.Generator | None = None,
         config: Any = None,
         callback: Callback | None = None,
+        start_scale: StartScale = "unit",
     ) -> SamplerResult: ...
 
 
@@ -73,6 +78,9 @@ class SamplerSpec:
     summary: str = ""
     problem_check: Callable[[InverseProblem], None] | None = None
     """An extra requirement on the problem (e.g. MSDM: the operator sums the sources), raising UserInputError."""
+    extra_observations: bool = True
+    """Whether the sampler accepts extra linear observations beside the job's own (e.g. an audio chunk conditioned
+    on its neighbours' separated overlaps): any linear operator, not only the job's."""
 
     def config(self, preset: str = "default", **overrides: Any) -> Any:
         """The config of ``preset`` with ``overrides`` applied (unknown names are an error)."""
@@ -126,8 +134,11 @@ def sampler(config_cls: type, needs_problem: bool = True) -> Callable[[Algorithm
             generator: torch.Generator | None = None,
             config: Any = None,
             callback: Callback | None = None,
+            start_scale: StartScale = "unit",
         ) -> SamplerResult:
             config = config_cls() if config is None else config
+            if start_scale not in ("unit", "vp"):
+                raise UserInputError(f"start_scale must be 'unit' or 'vp', got {start_scale!r}.")
             if not isinstance(config, config_cls):
                 raise UserInputError(f"{fn.__name__} expects a {config_cls.__name__}, got {type(config).__name__}.")
             if not isinstance(x_init, Tensor) or x_init.ndim < 2:
@@ -138,7 +149,7 @@ def sampler(config_cls: type, needs_problem: bool = True) -> Callable[[Algorithm
                 problem.check_shape(x_init)
             elif needs_problem:
                 raise UserInputError(f"sampler '{fn.__name__}' needs an inverse problem (operator and observation).")
-            counter = CountingDenoiser(prior, unit_batch=x_init.shape[0])
+            counter = CountingDenoiser(prior, unit_batch=x_init.shape[0], start_scale=start_scale)
             info: dict[str, Any] = {}
             start = time.perf_counter()
             samples = fn(counter, problem, x_init, generator, config, callback, info)
@@ -186,38 +197,3 @@ def notify(callback: Callback | None, **state: Any) -> None:
     """Call the progress callback, if any, with the step state (``i``, ``total``, ``x``, ...)."""
     if callback is not None:
         callback(state)
-
-
-@dataclass(frozen=True)
-class SamplerRun:
-    """A sampler as a benchmark names it: a registry sampler at a preset with config overrides, and a label
-    (``name`` is the label, else the sampler's name). Benchmarks parse ``sampler:preset:key=value`` into these."""
-
-    sampler: str
-    preset: str = "default"
-    overrides: tuple[tuple[str, Any], ...] = ()
-    label: str = ""
-
-    @property
-    def name(self) -> str:
-        return self.label or self.sampler
-
-    @property
-    def overrides_dict(self) -> dict[str, Any]:
-        return dict(self.overrides)
-
-
-def parse_override_value(text: str) -> Any:
-    """A config override from the command line: ``1`` -> int, ``0.5`` / ``1e-3`` -> float, ``true``/``false`` ->
-    bool, ``none`` -> None, anything else stays a string."""
-    low = text.lower()
-    if low in ("true", "false"):
-        return low == "true"
-    if low in ("none", "null"):
-        return None
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    return text

@@ -61,7 +61,6 @@ PSEUDO_INVERSES = ("svd", "identity")
 class PiGDMConfig:
     n_steps: int = 1000
     eta: float = 1.0
-    start_scale: Literal["unit", "vp"] = "unit"
     pseudo_inverse: Literal["svd", "identity"] = "svd"
 
     @property
@@ -114,7 +113,7 @@ def pigdm(
         _check_identity_shapes(problem, x_init)
     abar = prior.levels.abar
     ts = prior.levels.timesteps(config.n_steps)
-    x = vp_start(x_init, abar[ts[-1]], config.start_scale).detach()
+    x = vp_start(x_init, abar[ts[-1]], prior.start_scale).detach()
     for i in range(config.n_steps - 1, 1, -1):
         k, k_next = ts[i], ts[i - 1]
         with torch.enable_grad():
@@ -144,7 +143,7 @@ SPEC = SamplerSpec(
     name="pigdm",
     run=pigdm,
     config_cls=PiGDMConfig,
-    presets={"paper-image": {}, "paper-audio": {"start_scale": "vp", "n_steps": 1000}, "fast": {"n_steps": 100}},
+    presets={"paper-image": {}, "paper-audio": {"n_steps": 1000}, "fast": {"n_steps": 100}},
     needs_svd=True,
     summary="ΠGDM: DDIM(eta=1) steps guided by the SVD-diagonal Gaussian likelihood of D(x) (or identity pinv)",
 )
