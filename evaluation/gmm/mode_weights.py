@@ -54,8 +54,8 @@ def main() -> None:
     report("exact (a second exact sample set)", p.reference)
     entries = [entry("mgdm", "gmm"), entry("dps")]
     entries += [entry("mgdm", "gmm", json.loads(o), label=f"mgdm:gmm {o}") for o in args.overrides]
-    for entry in entries:
-        report(entry.name, sample_entry(entry, p, 1000).samples)
+    for run in entries:
+        report(run.name, sample_entry(run, p, 1000).samples)
 
 
 if __name__ == "__main__":
