@@ -82,13 +82,9 @@ def _make_dataset(args: argparse.Namespace) -> int:
     else:
         spec = SplitSpec(
             name=args.split,
-            source=args.source,
-            tracks=args.tracks,
-            seconds=args.seconds,
-            seed=args.seed,
             chorale_titles="held_out" if args.split.startswith("test") else "train",
-            soundfont=args.soundfont,
             renderer=args.renderer or "auto",
+            **{name: getattr(args, name) for name in ("source", "tracks", "seconds", "seed", "soundfont")},
         )
         specs, sample_rate = [spec], args.sample_rate or 22050
     for spec in specs:
@@ -226,22 +222,9 @@ def _restore(args: argparse.Namespace) -> int:
         print(f"note: {text}", file=sys.stderr)
 
     try:
-        summary = restore(
-            args.image,
-            args.out,
-            task=args.task,
-            prior=args.prior,
-            sampler=args.sampler,
-            preset=args.preset,
-            n_samples=args.n_samples,
-            degrade=args.degrade,
-            seed=args.seed,
-            sigma_y=args.sigma_y,
-            device=args.device,
-            callback=progress,
-            note=note,
-            kernel_wizard=args.kernel_wizard,
-        )
+        flags = ("task", "prior", "sampler", "preset", "n_samples", "degrade", "seed", "sigma_y", "device")
+        options = {name: getattr(args, name) for name in (*flags, "kernel_wizard")}
+        summary = restore(args.image, args.out, callback=progress, note=note, **options)
     finally:
         for bar in bars:
             bar.close()
@@ -264,11 +247,13 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("benchmark", help="run a benchmark suite")
     bench_sub = bench.add_subparsers(dest="suite", required=True)
     from mgdm_audio.benchmarks import ENGINES, load_engine
+    from mgdm_audio.benchmarks.harness import add_output_arguments
 
     for name in ENGINES:
         engine = load_engine(name)
         engine_parser = bench_sub.add_parser(name, help=engine.HELP)
         engine.add_arguments(engine_parser)
+        add_output_arguments(engine_parser, engine.PLOT)
         engine_parser.set_defaults(func=_benchmark)
     data = sub.add_parser("make-dataset", help="render a Slakh-style 4-stem dataset (bass, drums, guitar, piano)")
     data.add_argument("kind", nargs="?", default="slakh-style", choices=["slakh-style"])

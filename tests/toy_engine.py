@@ -7,15 +7,15 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from mgdm_audio.benchmarks.harness import Report, add_output_arguments, run_cells
+from mgdm_audio.benchmarks.harness import Report, cache_file, run_cells
 from mgdm_audio.core.gmm import GaussianMixture
 from mgdm_audio.core.rng import make_generator
 from mgdm_audio.samplers.run import RunSpec, parse_run_specs, resolve, run_posterior
 
 HELP = "test engine: distance of the sample mean to a Gaussian mixture's mean"
+PLOT = "no plot"
 COMPUTED: list[str] = []  # the cells this process computed (the test reads it to see what the cache served)
 
 
@@ -49,13 +49,12 @@ def compute(cells: list[ToyCell]) -> list[list[dict[str, Any]]]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--samplers", required=True, metavar="[NAME=]S[:PRESET[:k=v]],...")
     parser.add_argument("--n-samples", type=int, default=64)
-    add_output_arguments(parser, "rows as JSON", "no plot", "JSON-lines cache of finished cells")
 
 
 def run(args: argparse.Namespace) -> Report:
     runs = parse_run_specs(args.samplers)
     cells = [ToyCell(r, p, args.n_samples) for p in (1, 2) for r in runs]
-    results = run_cells(cells, compute, Path(args.cache) if args.cache else None, progress=False)
+    results = run_cells(cells, compute, cache_file(args.cache), progress=False)
     assert results is not None
     rows = [{"sampler": c.run.name, **r[0]} for c, r in zip(cells, results, strict=True)]
     text = "\n".join(f"| {r['sampler']} | {r['problem']} | {r['error']:.4f} |" for r in rows)

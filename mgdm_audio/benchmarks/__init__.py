@@ -1,7 +1,8 @@
 """Benchmark engines (floor 3) on one harness (:mod:`mgdm_audio.benchmarks.harness`); drivers and tables live in
 evaluation/.
 
-An engine is a module with ``HELP`` (one line), ``add_arguments(parser)`` (its flags) and ``run(args) -> Report``
+An engine is a module with ``HELP`` (one line), ``PLOT`` (what its ``--plot`` draws),
+``add_arguments(parser)`` (its own flags) and ``run(args) -> Report``
 (or ``None`` on a ``torchrun`` rank other than 0). ``mgdm-audio benchmark NAME`` runs the engine registered here
 under ``NAME``; a new engine is one module and one line below.
 """

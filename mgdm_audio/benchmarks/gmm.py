@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from mgdm_audio.benchmarks.harness import Report, add_output_arguments, run_cells
+from mgdm_audio.benchmarks.harness import Report, cache_file, run_cells
 from mgdm_audio.core.atomic import save_figure_atomic
 from mgdm_audio.core.errors import UserInputError
 from mgdm_audio.core.gmm import GaussianMixture, random_measurement
@@ -419,17 +419,12 @@ def plot_scaling(payload: dict[str, Any], path: Path) -> None:
 
 # ============================================================================================ command line
 HELP = "exact-posterior benchmark on a 25-component Gaussian mixture"
+PLOT = "plot SW against NFE (MGDM's sweeps and the other samplers)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """``mgdm-audio benchmark gmm`` flags."""
     parser.add_argument("--quick", action="store_true", help="d in {8, 80}, d_y in {1, 2}, 5 problems, 1000 samples")
-    add_output_arguments(
-        parser,
-        json_help="write rows and summary as JSON",
-        plot_help="plot SW against NFE (MGDM's sweeps and the other samplers)",
-        cache_help="JSON-lines cache of finished runs (keyed by the resolved configuration); a killed run resumes",
-    )
     parser.add_argument(
         "--samplers",
         metavar="A,B",
@@ -458,7 +453,7 @@ def run(args: argparse.Namespace) -> Report:
         dataclasses.replace(QUICK if args.quick else FULL, seed_base=args.seed_base),
         samplers=samplers,
         scaling=not args.no_scaling,
-        cache=Path(args.cache) if args.cache else None,
+        cache=cache_file(args.cache),
         workers=args.workers,
         progress=not args.no_progress,
         label="quick" if args.quick else "full",

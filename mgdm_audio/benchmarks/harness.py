@@ -253,13 +253,27 @@ def write_outputs(
         report.plot(Path(plot_path))
 
 
-def add_output_arguments(parser: argparse.ArgumentParser, json_help: str, plot_help: str, cache_help: str) -> None:
-    """The flags every engine has: ``--json``, ``--markdown``, ``--plot``, ``--cache``, ``--no-progress``."""
-    parser.add_argument("--json", metavar="PATH", help=json_help)
+def add_output_arguments(parser: argparse.ArgumentParser, plot_help: str) -> None:
+    """The flags every engine has: ``--json``, ``--markdown``, ``--plot`` (the engine's figure), ``--cache``,
+    ``--no-progress``."""
+    parser.add_argument("--json", metavar="PATH", help="write the document (rows, summary, settings) as JSON")
     parser.add_argument("--markdown", metavar="PATH", help="write the tables as Markdown")
     parser.add_argument("--plot", metavar="PNG", help=plot_help)
-    parser.add_argument("--cache", metavar="PATH", help=cache_help)
+    parser.add_argument(
+        "--cache",
+        metavar="PATH",
+        help="JSON-lines cache of finished cells, keyed by everything that changes their numbers (a folder is "
+        "given the file cells.jsonl); a killed run resumes",
+    )
     parser.add_argument("--no-progress", action="store_true")
+
+
+def cache_file(path: str | Path | None) -> Path | None:
+    """``--cache``: the file, or ``cells.jsonl`` in it when it names a folder (an existing one, or ending in ``/``)."""
+    if path is None:
+        return None
+    folder = Path(path).is_dir() or str(path).endswith("/")
+    return Path(path) / "cells.jsonl" if folder else Path(path)
 
 
 # ============================================================================================ formatting

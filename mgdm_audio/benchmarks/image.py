@@ -25,9 +25,10 @@ Ranking (:func:`average_ranks`): within a task, the runs that apply are ranked b
 tied means share the average of the ranks they span; a run's average rank is the mean over the tasks where it
 applies ("k of T" tasks), n/a tasks are left out (not counted as last).
 
-Resumable: with ``cache_dir``, each (prior, task, run, preset, seed, N) has one JSON file holding its finished
-chunks and the hash of its settings (prior weights, images and their bytes, seeds, batch, sigma_y, device type,
-overrides); a killed run recomputes only missing chunks, and a file whose settings hash differs is recomputed.
+Resumable through the harness cache (:mod:`mgdm_audio.benchmarks.harness`): each finished batch of a (task, run) is
+a cache line keyed by everything it depends on (:func:`cell_key`: the resolved sampler config, prior weights, the
+images and their bytes, seeds, batch, sigma_y, device type), so a killed run recomputes only missing batches and a
+changed setting never reuses stale rows.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ from torch import Tensor
 from mgdm_audio import __version__
 from mgdm_audio.benchmarks.harness import (
     Report,
-    add_output_arguments,
+    cache_file,
     derive_seed,
     finite_or_none,
     fmt,
@@ -70,8 +71,6 @@ from mgdm_audio.samplers.run import RunSpec, parse_run_specs
 SAMPLERS = ("mgdm", "dps", "pigdm", "diffpir", "ddrm", "reddiff", "daps", "vml_map")
 ENGINE_VERSION = 1
 """Part of every cache key: raise it when a change to this file changes the numbers of an unchanged cell."""
-CACHE_FILE = "image-cells.jsonl"
-"""The harness cache inside ``--cache DIR``."""
 EXAMPLE_KEY = "example"
 NA = "n/a"
 
@@ -348,8 +347,8 @@ def cell_key(setup: BenchmarkSetup, task: str, run: RunSpec, start: int) -> dict
     }
 
 
-def run_benchmark(setup: BenchmarkSetup, cache_dir: Path | None = None, progress: bool = True) -> BenchmarkResult:
-    """Every run on every task (finished batches reused from the harness cache ``cache_dir/CACHE_FILE``), rows in
+def run_benchmark(setup: BenchmarkSetup, cache: Path | None = None, progress: bool = True) -> BenchmarkResult:
+    """Every run on every task (finished batches reused from the harness cache file ``cache``), rows in
     (task, run, image) order; a run the sampler cannot apply to a task gives one ``n/a`` row."""
     n = len(setup.indices)
     starts = list(range(0, n, setup.batch))
@@ -384,7 +383,7 @@ def run_benchmark(setup: BenchmarkSetup, cache_dir: Path | None = None, progress
     results = run_cells(
         cells,
         compute,
-        Path(cache_dir) / CACHE_FILE if cache_dir is not None else None,
+        cache,
         progress=progress,
         desc="image benchmark",
         status=lambda cell: f"{cell.task} {cell.run.name}",
@@ -762,6 +761,7 @@ def plot_examples(setup: BenchmarkSetup, result: BenchmarkResult, path: Path) ->
 
 # ============================================================================================ command line
 HELP = "PSNR / SSIM of every sampler on the ten image tasks (Fashion-MNIST test)"
+PLOT = "grid of the first image per task: clean, measurement, samplers"
 KERNEL_WIZARD_HELP = (
     "bkse KernelWizard weights (GOPRO_wVAE.pth or .safetensors) for nonlinear_blur: the reference's blur network "
     "instead of the shipped stand-in (not downloadable here; bring your own)"
@@ -784,12 +784,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n-images", type=int, default=8, help="first N images of the seeded test permutation")
     parser.add_argument("--seed", type=int, default=0, help="image order, measurement noise and sampler seeds")
     parser.add_argument("--batch", type=int, default=None, help="images per sampler batch (default: all N at once)")
-    add_output_arguments(
-        parser,
-        json_help="write {rows, summary, settings} as JSON",
-        plot_help="grid of the first image per task: clean, measurement, samplers",
-        cache_help=f"folder of the cache ({CACHE_FILE}: finished batches keyed by their configuration); resumes",
-    )
     parser.add_argument("--data-root", metavar="DIR", help="folder with the Fashion-MNIST IDX files (t10k-*)")
     parser.add_argument(
         "--split",
@@ -804,20 +798,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> Report:
     """``mgdm-audio benchmark image``: every check before any work, then every run on every task."""
-    setup = prepare(
-        args.prior,
-        tasks=args.tasks,
-        samplers=args.samplers,
-        preset=args.preset,
-        n_images=args.n_images,
-        seed=args.seed,
-        batch=args.batch,
-        data_root=args.data_root or DEFAULT_ROOT,
-        device=args.device,
-        split=args.split,
-        kernel_wizard=args.kernel_wizard,
-    )
-    result = run_benchmark(setup, cache_dir=Path(args.cache) if args.cache else None, progress=not args.no_progress)
+    names = ("tasks", "samplers", "preset", "n_images", "seed", "batch", "device", "split", "kernel_wizard")
+    setup = prepare(args.prior, data_root=args.data_root or DEFAULT_ROOT, **{n: getattr(args, n) for n in names})
+    result = run_benchmark(setup, cache=cache_file(args.cache), progress=not args.no_progress)
     document = payload(result.rows, setup.settings)
     return Report(document, markdown_report(document), lambda path: plot_examples(setup, result, path))
 

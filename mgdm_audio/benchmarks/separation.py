@@ -70,7 +70,7 @@ from mgdm_audio.audio.spectra import welch_psd, wiener_posterior_sample, wiener_
 from mgdm_audio.benchmarks.harness import (
     Report,
     Shard,
-    add_output_arguments,
+    cache_file,
     device_for_rank,
     finite_or_none,
     fmt,
@@ -738,6 +738,7 @@ def payload(rows: list[dict[str, Any]], info: dict[str, Any]) -> dict[str, Any]:
 
 # ============================================================================================ command line
 HELP = "SI-SDRi (and BSSEval SDR) of samplers and oracles on test chunks"
+PLOT = "plot average SI-SDRi against NFE per chunk"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -762,12 +763,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="chunk order and per-chunk sampler seeds")
     parser.add_argument("--chunk-seconds", type=float, default=None, help="chunk length (default: the prior's)")
     parser.add_argument("--bsseval", action="store_true", help="also BSSEval v4 SDR via museval (needs ffmpeg)")
-    add_output_arguments(
-        parser,
-        json_help="write {info, rows, summary} as JSON",
-        plot_help="plot average SI-SDRi against NFE per chunk",
-        cache_help="JSON-lines cache of finished chunks (keyed by the resolved configuration); a killed run resumes",
-    )
     parser.add_argument("-d", "--device", default="auto", help="auto | cpu | cuda")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
 
@@ -800,7 +795,7 @@ def run(args: argparse.Namespace) -> Report | None:
     )
     rows = run_benchmark(
         setup,
-        cache=Path(args.cache) if args.cache else None,
+        cache=cache_file(args.cache),
         bsseval=args.bsseval,
         progress=not args.no_progress and shard.rank == 0,
         rank=shard.rank,

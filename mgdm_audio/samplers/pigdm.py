@@ -50,8 +50,8 @@ from mgdm_audio.core.bridge import ddim_step
 from mgdm_audio.core.denoiser import CountingDenoiser, vp_denoise
 from mgdm_audio.core.errors import UserInputError
 from mgdm_audio.core.likelihood import InverseProblem
-from mgdm_audio.core.operators import LinearOperator, SVDPieces
-from mgdm_audio.samplers.base import Callback, SamplerSpec, notify, sampler
+from mgdm_audio.core.operators import SVDPieces
+from mgdm_audio.samplers.base import Callback, SamplerSpec, notify, require_svd, sampler
 from mgdm_audio.samplers.ddim import vp_start
 
 PSEUDO_INVERSES = ("svd", "identity")
@@ -69,13 +69,9 @@ class PiGDMConfig:
 
 
 def _svd_pieces(problem: InverseProblem) -> SVDPieces:
-    pieces = problem.operator.svd() if isinstance(problem.operator, LinearOperator) else None
-    if pieces is None:
-        raise UserInputError(
-            f"sampler 'pigdm' needs the operator's SVD pieces, which {type(problem.operator).__name__} does not "
-            "provide; set pseudo_inverse='identity' (the JPEG-style variant) for such operators."
-        )
-    return pieces
+    return require_svd(
+        problem, "sampler 'pigdm'", "set pseudo_inverse='identity' (the JPEG-style variant) for such operators"
+    )
 
 
 def _check_identity_shapes(problem: InverseProblem, x: Tensor) -> None:
