@@ -20,7 +20,7 @@ from torch import Tensor
 from mgdm_audio.audio.model import EDMPrior, prior_from_export_config
 from mgdm_audio.core.errors import UserInputError
 from mgdm_audio.core.schedules import NoiseLevels
-from mgdm_audio.training.export import find_export, load_export, shipped_exports
+from mgdm_audio.training.export import load_export, require_export, shipped_exports
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 WEIGHTS_NAME = "model.safetensors"
@@ -62,14 +62,8 @@ def available_priors() -> list[str]:
 
 
 def resolve_prior_dir(name_or_path: str | Path) -> Path:
-    folder = find_export(name_or_path, WEIGHTS_DIR)
-    if folder is not None:
-        return folder
-    names = ", ".join(available_priors()) or "none shipped yet"
-    raise UserInputError(
-        f"unknown prior '{name_or_path}': not a shipped name ({names}) and not an export folder with "
-        f"{CONFIG_NAME} and {WEIGHTS_NAME}."
-    )
+    expected = f"an export folder with {CONFIG_NAME} and {WEIGHTS_NAME}"
+    return require_export(name_or_path, WEIGHTS_DIR, "prior", expected)
 
 
 def load_prior(name_or_path: str | Path, device: torch.device | str = "cpu") -> AudioPrior:

@@ -31,7 +31,7 @@ from mgdm_audio.core.likelihood import InverseProblem
 from mgdm_audio.core.operators import Operator
 from mgdm_audio.core.schedules import NoiseLevels
 from mgdm_audio.image.model import Autoencoder, EDMImagePrior, module_from_export_config
-from mgdm_audio.training.export import CONFIG_NAME, find_export, load_export, shipped_exports
+from mgdm_audio.training.export import CONFIG_NAME, load_export, require_export, shipped_exports
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 PRIOR_KINDS = ("pixel", "latent")
@@ -95,14 +95,8 @@ def available_image_priors() -> list[str]:
 
 
 def _resolve(name_or_path: str | Path, relative_to: Path | None = None) -> Path:
-    folder = find_export(name_or_path, WEIGHTS_DIR, also_under=relative_to)
-    if folder is not None:
-        return folder
-    names = ", ".join(available_image_priors()) or "none shipped"
-    raise UserInputError(
-        f"unknown image prior '{name_or_path}': not a shipped name ({names}), not an export folder with "
-        f"{CONFIG_NAME}, and not a diffusers UNet2DModel folder."
-    )
+    expected = f"an export folder with {CONFIG_NAME} or a diffusers UNet2DModel folder"
+    return require_export(name_or_path, WEIGHTS_DIR, "image prior", expected, also_under=relative_to)
 
 
 def _build(config: dict[str, Any]) -> nn.Module:
