@@ -46,7 +46,7 @@ from mgdm_audio.core.errors import UserInputError
 from mgdm_audio.core.likelihood import InverseProblem
 from mgdm_audio.core.rng import make_generator
 from mgdm_audio.core.runtime import resolve_device
-from mgdm_audio.samplers.run import MODALITIES, RunSpec, resolve, run_posterior
+from mgdm_audio.samplers.run import RunSpec, resolve, run_posterior
 
 SIGMA_Y = 1e-4
 """Likelihood std of the noiseless mixture (the MGDM reference's audio value)."""
@@ -54,8 +54,6 @@ DEFAULT_MIX_RMS = 0.08
 """Target mixture RMS when a prior's metadata does not give ``mix_rms``."""
 SILENCE = 1e-6
 """A chunk whose mixture peak (after scaling) is below this is silent."""
-SEPARATOR_PRESETS = MODALITIES["audio"].aliases
-"""Separator preset -> the sampler presets tried in order (the run layer's ``audio`` row)."""
 
 
 @dataclass

@@ -201,13 +201,13 @@ def run_cells(
         if shard.rank != 0:
             return None
         in_main = read_cache(cache)
+        keys = {d: cell.key for cell, d in zip(cells, digests, strict=True)}
         for r in range(shard.world):
             part = shard_cache_path(cache, r)
             for d, rows in read_cache(part).items():
                 done[d] = rows
-                if d not in in_main or not accept(in_main[d]):
-                    key = next(c.key for c, cd in zip(cells, digests, strict=True) if cd == d)
-                    append_cache(cache, key, rows)
+                if d in keys and (d not in in_main or not accept(in_main[d])):
+                    append_cache(cache, keys[d], rows)
             part.unlink(missing_ok=True)
     missing = [cells[i] for i, d in enumerate(digests) if d not in done]
     if missing:

@@ -19,12 +19,9 @@ from mgdm_audio.core.operators import Operator
 from mgdm_audio.core.rng import make_generator
 from mgdm_audio.image.priors import ImagePrior
 from mgdm_audio.samplers.base import Callback
-from mgdm_audio.samplers.run import MODALITIES, PosteriorRun, RunSpec, resolve, run_posterior
+from mgdm_audio.samplers.run import PosteriorRun, RunSpec, resolve, run_posterior
 
 SIGMA_Y = 0.05
-#: CLI preset names -> the sampler presets tried in order: the run layer's ``image`` row (``default`` is each
-#: sampler's ``image`` preset, MGDM's chosen on Fashion-MNIST validation images, or its ``fast`` one).
-PRESET_NAMES = MODALITIES["image"].aliases
 
 
 @dataclass
