@@ -111,11 +111,17 @@ class Shard:
     barrier: Callable[[], None] | None = None
 
 
-def torchrun_shard() -> Shard:
-    """The shard from ``torchrun``'s environment (``RANK``, ``WORLD_SIZE``; gloo barrier), else a single one."""
+SHARDS_NEED_CACHE = "sharded runs (WORLD_SIZE > 1) need --cache PATH: the ranks merge their results there."
+
+
+def torchrun_shard(cache: str | Path | None) -> Shard:
+    """The shard from ``torchrun``'s environment (``RANK``, ``WORLD_SIZE``; gloo barrier), else a single one;
+    a sharded run needs a ``cache`` (checked before any work)."""
     rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
     if world == 1:
         return Shard()
+    if cache is None:
+        raise UserInputError(SHARDS_NEED_CACHE)
     import torch.distributed as dist
 
     if not dist.is_initialized():
@@ -160,7 +166,7 @@ def run_cells(
     returns all rows, the other ranks return None.
     """
     if shard.world > 1 and cache is None:
-        raise UserInputError("sharded runs (WORLD_SIZE > 1) need --cache PATH: the ranks merge their results there.")
+        raise UserInputError(SHARDS_NEED_CACHE)
     own_cache = cache if shard.world == 1 or cache is None else shard_cache_path(cache, shard.rank)
     done = read_cache(cache)
     if own_cache != cache:

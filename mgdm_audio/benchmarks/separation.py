@@ -54,7 +54,6 @@ import argparse
 import hashlib
 import json
 import math
-import os
 import random
 import time
 import zlib
@@ -777,11 +776,7 @@ def run(args: argparse.Namespace) -> Report | None:
         from mgdm_audio.metrics.bsseval import require_museval
 
         require_museval()
-    shard = Shard()
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        if not args.cache:
-            raise UserInputError("sharded runs (WORLD_SIZE > 1) need --cache PATH: the ranks merge results there.")
-        shard = torchrun_shard()
+    shard = torchrun_shard(args.cache)  # torchrun: chunks dealt to the ranks, rank 0 merges and writes the outputs
     setup = prepare(
         args.root,
         args.layout,
