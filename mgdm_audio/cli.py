@@ -20,7 +20,6 @@ half-written file.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import sys
@@ -28,145 +27,27 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from mgdm_audio import __version__
-from mgdm_audio.core.atomic import write_atomic
 from mgdm_audio.core.errors import InternalError, UserInputError
 from mgdm_audio.core.runtime import keep_freed_memory
 
 DEBUG_ENV = "MGDM_AUDIO_DEBUG"
 """Set to 1 to see the traceback of an internal error (as ``--debug`` does)."""
-KERNEL_WIZARD_HELP = (
-    "bkse KernelWizard weights (GOPRO_wVAE.pth or .safetensors) for nonlinear_blur: the reference's blur network "
-    "instead of the shipped stand-in (not downloadable here; bring your own)"
-)
 
 
-def _benchmark_gmm(args: argparse.Namespace) -> int:
-    from mgdm_audio.benchmarks import gmm
-    from mgdm_audio.samplers.registry import get_sampler
+def _benchmark(args: argparse.Namespace) -> int:
+    """Any registered engine: run it, write its JSON / Markdown / plot with the regenerating command, print."""
+    from mgdm_audio.benchmarks import load_engine
+    from mgdm_audio.benchmarks.harness import write_outputs
 
-    samplers = None
-    if args.samplers:
-        samplers = [s.strip() for s in args.samplers.split(",") if s.strip()]
-        for name in samplers:
-            get_sampler(name)  # one clear error for an unknown name, before any work
-    if args.workers < 1:
-        raise UserInputError(f"--workers must be at least 1, got {args.workers}.")
-    if not 0 <= args.seed_base < 2**62:
-        raise UserInputError(f"--seed-base must be an integer in [0, 2**62), got {args.seed_base}.")
-    payload, text = gmm.run_benchmark(
-        dataclasses.replace(gmm.QUICK if args.quick else gmm.FULL, seed_base=args.seed_base),
-        samplers=samplers,
-        scaling=not args.no_scaling,
-        cache=Path(args.cache) if args.cache else None,
-        workers=args.workers,
-        progress=not args.no_progress,
-        label="quick" if args.quick else "full",
-    )
-    if args.json:
-        write_atomic(Path(args.json), json.dumps(payload, indent=1) + "\n")
-    if args.markdown:
-        write_atomic(Path(args.markdown), text)
-    if args.plot:
-        gmm.plot_scaling(payload, Path(args.plot))
-    print(text)
-    return 0
-
-
-def _benchmark_separation(args: argparse.Namespace) -> int:
-    from mgdm_audio.benchmarks import separation as sepbench
-
-    samplers = [s.strip() for s in (args.samplers or "").split(",") if s.strip()]
-    runs = sepbench.make_runs(samplers, args.preset, args.sampler_set, oracles=not args.no_oracles)
-    if not runs:
-        raise UserInputError("nothing to run: give --samplers and/or --sampler-set (or drop --no-oracles).")
-    if args.threads:
+    if getattr(args, "threads", 0):
         import torch
 
         torch.set_num_threads(args.threads)
-    if args.bsseval:
-        from mgdm_audio.metrics.bsseval import require_museval
-
-        require_museval()
-    rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
-    device, barrier = args.device, None
-    if world > 1:  # torchrun: chunks dealt to the ranks (one GPU each), rank 0 merges and writes the outputs
-        import torch
-        import torch.distributed as dist
-
-        if not args.cache:
-            raise UserInputError("sharded runs (WORLD_SIZE > 1) need --cache PATH: the ranks merge results there.")
-        if device in ("auto", "cuda") and torch.cuda.is_available():
-            device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
-        if not dist.is_initialized():
-            dist.init_process_group("gloo")
-        barrier = dist.barrier
-    setup = sepbench.prepare(
-        args.root,
-        args.layout,
-        args.split,
-        args.prior,
-        runs,
-        max_chunks=args.max_chunks,
-        seed=args.seed,
-        chunk_seconds=args.chunk_seconds,
-        device=device,
-    )
-    rows = sepbench.run_benchmark(
-        setup,
-        cache=Path(args.cache) if args.cache else None,
-        bsseval=args.bsseval,
-        progress=not args.no_progress and rank == 0,
-        rank=rank,
-        world_size=world,
-        barrier=barrier,
-    )
-    if rows is None:
+    report = load_engine(args.suite).run(args)
+    if report is None:  # a torchrun rank other than 0: rank 0 writes the outputs
         return 0
-    payload = sepbench.payload(rows, setup.info)
-    text = sepbench.markdown_report(payload["summary"], setup.info, setup.prior.stems)
-    if args.json:
-        write_atomic(Path(args.json), json.dumps(payload, indent=1) + "\n")
-    if args.markdown:
-        write_atomic(Path(args.markdown), text)
-    if args.plot:
-        sepbench.plot_quality_vs_nfe(payload["summary"], Path(args.plot))
-    print(text)
-    return 0
-
-
-def _benchmark_image(args: argparse.Namespace) -> int:
-    from mgdm_audio.benchmarks import image as imagebench
-    from mgdm_audio.image.data import DEFAULT_ROOT
-
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
-    setup = imagebench.prepare(
-        args.prior,
-        tasks=args.tasks,
-        samplers=args.samplers,
-        preset=args.preset,
-        n_images=args.n_images,
-        seed=args.seed,
-        batch=args.batch,
-        data_root=args.data_root or DEFAULT_ROOT,
-        device=args.device,
-        split=args.split,
-        kernel_wizard=args.kernel_wizard,
-    )
-    result = imagebench.run_benchmark(
-        setup, cache_dir=Path(args.cache) if args.cache else None, progress=not args.no_progress
-    )
-    document = imagebench.payload(result.rows, setup.settings)
-    text = imagebench.markdown_report(document)
-    if args.json:
-        write_atomic(Path(args.json), json.dumps(document, indent=1) + "\n")
-    if args.markdown:
-        write_atomic(Path(args.markdown), text)
-    if args.plot:
-        imagebench.plot_examples(setup, result, Path(args.plot))
-    print(text)
+    write_outputs(report, args.json, args.markdown, args.plot, args.argv)
+    print(report.text)
     return 0
 
 
@@ -206,13 +87,9 @@ def _make_dataset(args: argparse.Namespace) -> int:
     else:
         spec = SplitSpec(
             name=args.split,
-            source=args.source,
-            tracks=args.tracks,
-            seconds=args.seconds,
-            seed=args.seed,
             chorale_titles="held_out" if args.split.startswith("test") else "train",
-            soundfont=args.soundfont,
             renderer=args.renderer or "auto",
+            **{name: getattr(args, name) for name in ("source", "tracks", "seconds", "seed", "soundfont")},
         )
         specs, sample_rate = [spec], args.sample_rate or 22050
     for spec in specs:
@@ -350,22 +227,9 @@ def _restore(args: argparse.Namespace) -> int:
         print(f"note: {text}", file=sys.stderr)
 
     try:
-        summary = restore(
-            args.image,
-            args.out,
-            task=args.task,
-            prior=args.prior,
-            sampler=args.sampler,
-            preset=args.preset,
-            n_samples=args.n_samples,
-            degrade=args.degrade,
-            seed=args.seed,
-            sigma_y=args.sigma_y,
-            device=args.device,
-            callback=progress,
-            note=note,
-            kernel_wizard=args.kernel_wizard,
-        )
+        flags = ("task", "prior", "sampler", "preset", "n_samples", "degrade", "seed", "sigma_y", "device")
+        options = {name: getattr(args, name) for name in (*flags, "kernel_wizard")}
+        summary = restore(args.image, args.out, callback=progress, note=note, **options)
     finally:
         for bar in bars:
             bar.close()
@@ -388,81 +252,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     bench = sub.add_parser("benchmark", help="run a benchmark suite")
     bench_sub = bench.add_subparsers(dest="suite", required=True)
-    g = bench_sub.add_parser("gmm", help="exact-posterior benchmark on a 25-component Gaussian mixture")
-    g.add_argument("--quick", action="store_true", help="d in {8, 80}, d_y in {1, 2}, 5 problems, 1000 samples")
-    g.add_argument("--json", metavar="PATH", help="write rows and summary as JSON")
-    g.add_argument("--markdown", metavar="PATH", help="write the tables as Markdown")
-    g.add_argument("--plot", metavar="PNG", help="plot SW against NFE (MGDM's sweeps and the other samplers)")
-    g.add_argument("--samplers", metavar="A,B", help="only these samplers (registry names)")
-    g.add_argument("--no-scaling", action="store_true", help="skip the MGDM Gibbs-sweep scaling run")
-    g.add_argument(
-        "--seed-base",
-        type=int,
-        default=0,
-        help="seed base of the problems: 0 (default) the committed test problems, 500000 the validation problems the "
-        "presets were tuned on; problem i of setting (d, d_y) uses seed base + 10007 d + 101 d_y + i, so a base far "
-        "from both (e.g. 900000) gives new problems",
-    )
-    g.add_argument("--cache", metavar="PATH", help="JSON-lines cache of finished runs; a killed run resumes")
-    g.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes (default: all cores)")
-    g.add_argument("--no-progress", action="store_true")
-    g.set_defaults(func=_benchmark_gmm)
-    bs = bench_sub.add_parser("separation", help="SI-SDRi (and BSSEval SDR) of samplers and oracles on test chunks")
-    bs.add_argument("--root", required=True, help="dataset root holding the split folder")
-    bs.add_argument("--layout", required=True, choices=["slakh", "musdb"], help="dataset layout")
-    bs.add_argument("--split", default="test", help="split (slakh) or subset (musdb) folder name")
-    bs.add_argument("--prior", default="slakh-style-small", help="shipped prior name or export folder")
-    bs.add_argument("--samplers", default="mgdm,msdm,dps", metavar="A,B", help="registry samplers at --preset")
-    bs.add_argument("--preset", default="fast", help="fast | default | paper, or a sampler preset")
-    bs.add_argument(
-        "--sampler-set",
-        metavar="NAME=S:P:k=v,...",
-        help="extra labelled runs, e.g. mgdm-R2=mgdm:fast:n_reps=2,dps-400=dps:fast:n_steps=400",
-    )
-    bs.add_argument(
-        "--no-oracles", action="store_true", help="skip the irm / ibm / mixture oracles and the wiener baseline"
-    )
-    bs.add_argument("--max-chunks", type=int, default=None, help="first N chunks of the seeded order (default: all)")
-    bs.add_argument("--seed", type=int, default=0, help="chunk order and per-chunk sampler seeds")
-    bs.add_argument("--chunk-seconds", type=float, default=None, help="chunk length (default: the prior's)")
-    bs.add_argument("--bsseval", action="store_true", help="also BSSEval v4 SDR via museval (needs ffmpeg)")
-    bs.add_argument("--json", metavar="PATH", help="write {info, rows, summary} as JSON")
-    bs.add_argument("--markdown", metavar="PATH", help="write the table as Markdown")
-    bs.add_argument("--plot", metavar="PNG", help="plot average SI-SDRi against NFE per chunk")
-    bs.add_argument("--cache", metavar="PATH", help="JSON-lines cache of finished chunks; a killed run resumes")
-    bs.add_argument("-d", "--device", default="auto", help="auto | cpu | cuda")
-    bs.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    bs.add_argument("--no-progress", action="store_true")
-    bs.set_defaults(func=_benchmark_separation)
-    bi = bench_sub.add_parser("image", help="PSNR / SSIM of every sampler on the ten image tasks (Fashion-MNIST test)")
-    bi.add_argument("--prior", default="fashion-mnist-pixel", help="shipped image prior name or export folder")
-    bi.add_argument("--tasks", default="all", metavar="all|T1,T2", help="image tasks (default: all ten)")
-    bi.add_argument(
-        "--samplers",
-        default="mgdm,dps,pigdm,diffpir,ddrm,reddiff,daps,vml_map",
-        metavar="S[:PRESET[:k=v]],...",
-        help="registry samplers, each optionally with its own preset and overrides (e.g. dps:paper)",
-    )
-    bi.add_argument("--preset", default="fast", help="fast | default | paper (or a sampler preset) for all samplers")
-    bi.add_argument("--n-images", type=int, default=8, help="first N images of the seeded test permutation")
-    bi.add_argument("--seed", type=int, default=0, help="image order, measurement noise and sampler seeds")
-    bi.add_argument("--batch", type=int, default=None, help="images per sampler batch (default: all N at once)")
-    bi.add_argument("--cache", metavar="DIR", help="one JSON per (task, sampler) with finished batches; resumes")
-    bi.add_argument("--json", metavar="PATH", help="write {rows, summary, settings} as JSON")
-    bi.add_argument("--markdown", metavar="PATH", help="write the tables as Markdown")
-    bi.add_argument("--plot", metavar="PNG", help="grid of the first image per task: clean, measurement, samplers")
-    bi.add_argument("--data-root", metavar="DIR", help="folder with the Fashion-MNIST IDX files (t10k-*)")
-    bi.add_argument(
-        "--split",
-        default="test",
-        choices=["test", "validation"],
-        help="test: the held-out t10k images (reported results); validation: train images 55000..59999 (tuning)",
-    )
-    bi.add_argument("-d", "--device", default="auto", help="auto | cpu | cuda")
-    bi.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    bi.add_argument("--no-progress", action="store_true")
-    bi.add_argument("--kernel-wizard", metavar="WEIGHTS", help=KERNEL_WIZARD_HELP)
-    bi.set_defaults(func=_benchmark_image)
+    from mgdm_audio.benchmarks import ENGINES, load_engine
+    from mgdm_audio.benchmarks.harness import add_output_arguments
+
+    for name in ENGINES:
+        engine = load_engine(name)
+        engine_parser = bench_sub.add_parser(name, help=engine.HELP)
+        engine.add_arguments(engine_parser)
+        add_output_arguments(engine_parser, engine.PLOT)
+        engine_parser.set_defaults(func=_benchmark)
     data = sub.add_parser("make-dataset", help="render a Slakh-style 4-stem dataset (bass, drums, guitar, piano)")
     data.add_argument("kind", nargs="?", default="slakh-style", choices=["slakh-style"])
     data.add_argument("-o", "--out", required=True, metavar="OUT", help="tracks go to OUT/SPLIT/TrackNNNNN")
@@ -527,6 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
     sep.add_argument("--json", action="store_true", help="print the run summaries as JSON")
     sep.add_argument("--no-progress", action="store_true")
     sep.set_defaults(func=_separate)
+    from mgdm_audio.benchmarks.image import KERNEL_WIZARD_HELP
     from mgdm_audio.image.operators import TASKS
     from mgdm_audio.image.restore import INPUT_RULES
 
@@ -564,6 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # the command that regenerates an output
     keep_freed_memory()  # large temporaries are reused instead of re-faulted on every sampler step (core/runtime.py)
     try:
         return int(args.func(args))

@@ -5,12 +5,12 @@ import json
 
 import pytest
 
-from mgdm_audio.benchmarks.gmm import SamplerEntry, Suite, make_problem, markdown_table, run_suite, summarise, wins
+from mgdm_audio.benchmarks.gmm import Suite, entry, make_problem, markdown_table, run_suite, summarise, wins
 from mgdm_audio.cli import main
 from mgdm_audio.samplers.registry import get_sampler, sampler_names
 
 TINY = Suite(dims=(2,), dims_y=(1,), n_problems=2, n_samples=200)
-ENTRIES = [SamplerEntry("ddim", "fast", label="prior"), SamplerEntry("dps", "fast")]
+ENTRIES = [entry("ddim", "fast", label="prior"), entry("dps", "fast")]
 
 
 def test_every_registered_sampler_loads_with_its_presets():

@@ -10,10 +10,12 @@ import pytest
 import torch
 
 from mgdm_audio.benchmarks import image as ib
+from mgdm_audio.benchmarks.harness import digest
 from mgdm_audio.cli import main
 from mgdm_audio.core.errors import UserInputError
 from mgdm_audio.image import solve as solve_module
 from mgdm_audio.image.operators import make_operator
+from mgdm_audio.samplers.run import RunSpec
 from tests.image_priors_for_tests import (
     export_tiny_latent_prior,
     export_tiny_pixel_prior,
@@ -211,7 +213,7 @@ def test_images_are_a_seeded_permutation_of_test_fitted_to_the_prior(data_root):
         ib.parse_tasks("sr4,sr5")
     with pytest.raises(UserInputError, match="unique"):
         ib.parse_samplers("dps,dps", "fast")
-    assert ib.parse_samplers("mgdm,dps:paper:gamma=0.5", "fast")[1] == ib.SamplerRun(
+    assert ib.parse_samplers("mgdm,dps:paper:gamma=0.5", "fast")[1] == RunSpec(
         "dps", "paper", (("gamma", 0.5),), "dps:paper:gamma=0.5"
     )
 
@@ -236,7 +238,7 @@ def test_kernel_wizard_weights_are_recorded_and_key_the_nonlinear_blur_cache(pix
     assert type(bkse.operators["nonlinear_blur"]).__name__ == "KernelWizardBlur"
     run = bkse.runs[0]
     hashes = {}
-    hashes["a"] = {t: ib.settings_hash(ib.run_settings(stand_in, t, run)) for t in ("sr4", "nonlinear_blur")}
-    hashes["b"] = {t: ib.settings_hash(ib.run_settings(bkse, t, run)) for t in ("sr4", "nonlinear_blur")}
+    hashes["a"] = {t: digest(ib.cell_key(stand_in, t, run, 0)) for t in ("sr4", "nonlinear_blur")}
+    hashes["b"] = {t: digest(ib.cell_key(bkse, t, run, 0)) for t in ("sr4", "nonlinear_blur")}
     assert hashes["a"]["sr4"] == hashes["b"]["sr4"]  # other tasks keep their cached rows
     assert hashes["a"]["nonlinear_blur"] != hashes["b"]["nonlinear_blur"]

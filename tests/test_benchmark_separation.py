@@ -8,8 +8,10 @@ import pytest
 import soundfile as sf
 
 from mgdm_audio.benchmarks import separation as sb
+from mgdm_audio.benchmarks.harness import read_cache
 from mgdm_audio.cli import main
 from mgdm_audio.core.errors import UserInputError
+from mgdm_audio.samplers.run import RunSpec
 from tests.audio_priors_for_tests import BandPrior, band_stems
 
 SR = 8000
@@ -62,9 +64,9 @@ def _cli(data, tmp_path, *extra):
 
 def test_sampler_set_parsing():
     runs = sb.parse_sampler_set("mgdm-R1=mgdm:fast:n_reps=1, dps-x=dps:paper:gamma=0.5:start_scale=vp,m=msdm")
-    assert runs[0] == sb.Run("mgdm", "fast", (("n_reps", 1),), "mgdm-R1")
+    assert runs[0] == RunSpec("mgdm", "fast", (("n_reps", 1),), "mgdm-R1")
     assert runs[1].overrides_dict == {"gamma": 0.5, "start_scale": "vp"} and runs[1].preset == "paper"
-    assert runs[2] == sb.Run("msdm", "default", (), "m")
+    assert runs[2] == RunSpec("msdm", "default", (), "m")
     assert isinstance(runs[0].overrides_dict["n_reps"], int)
     for bad in ("mgdm:fast", "=mgdm", "x=", "x=mgdm:fast:n_reps", "a=mgdm,a=dps"):
         with pytest.raises(UserInputError, match="sampler-set"):
@@ -218,15 +220,15 @@ def test_bad_input_is_one_error_before_any_work(data, tmp_path, prior, monkeypat
     elif case == "stems":
         prior.stems = ("vocals", "drums", "bass", "other")
     elif case == "operator":
-        import mgdm_audio.audio.separator as separator_module
+        import mgdm_audio.samplers.run as run_module
 
-        real = separator_module.get_sampler
+        real = run_module.get_sampler
 
         def refuse(problem):
             raise UserInputError("sampler 'msdm' cannot handle this operator.")
 
         monkeypatch.setattr(
-            separator_module,
+            run_module,
             "get_sampler",
             lambda name: dataclasses.replace(real(name), problem_check=refuse) if name == "msdm" else real(name),
         )
@@ -252,7 +254,7 @@ def test_bad_input_is_one_error_before_any_work(data, tmp_path, prior, monkeypat
 
 def test_bsseval_rows(data, tmp_path, prior):
     pytest.importorskip("museval")
-    runs = [sb.Run("irm", sb.ORACLE_PRESET, (), "irm"), sb.Run("mixture", sb.ORACLE_PRESET, (), "mixture")]
+    runs = [RunSpec("irm", sb.ORACLE_PRESET, (), "irm"), RunSpec("mixture", sb.ORACLE_PRESET, (), "mixture")]
     setup = sb.prepare(data, "slakh", "test", prior, runs, max_chunks=1, seed=0, device="cpu", **SHORT)
     summary = sb.summarise(sb.run_benchmark(setup, bsseval=True, progress=False))
     assert summary["irm"]["sdr_average"] > summary["mixture"]["sdr_average"] + 20
@@ -282,6 +284,6 @@ def test_sharded_ranks_split_the_chunks_and_rank0_merges(data, tmp_path, prior):
     strip = lambda rows: [{k: v for k, v in r.items() if k not in drop} for r in rows]  # noqa: E731
     assert strip(out) == strip(reference)
     assert cache.exists() and not list(tmp_path.glob("shared.jsonl.rank*"))
-    assert len(sb.read_cache(cache)) == len(runs) * 4
+    assert len(read_cache(cache)) == len(runs) * 4
     with pytest.raises(UserInputError, match="--cache"):
         sb.run_benchmark(setup, cache=None, progress=False, rank=0, world_size=2)

@@ -16,6 +16,7 @@ pytest.importorskip("tinysoundfont")
 from mgdm_audio.audio.data import synth  # noqa: E402
 from mgdm_audio.audio.data.render import SplitSpec, check_disjoint, load_recipe, render_split  # noqa: E402
 from mgdm_audio.cli import main  # noqa: E402
+from mgdm_audio.core.atomic import file_sha256  # noqa: E402
 from mgdm_audio.core.errors import UserInputError  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -57,7 +58,7 @@ def test_layout_lengths_and_sample_rate(rendered):
             assert (info.samplerate, info.channels, info.frames, info.subtype) == (RATE, 1, SECONDS * RATE, "PCM_16")
         meta = __import__("json").loads((folder / "metadata.json").read_text())
         assert meta["renderer"] == "tinysoundfont" and meta["sample_rate"] == RATE
-        assert meta["soundfont"]["sha256"] == synth.file_sha256(TIMGM)
+        assert meta["soundfont"]["sha256"] == file_sha256(TIMGM)
         assert set(meta["programs"]) == set(STEMS) and 32 <= meta["programs"]["bass"] <= 39
 
 

@@ -33,7 +33,7 @@ def run(problem: InverseProblem, prior: GaussianMixture, n: int, seed: int = 0, 
 def test_registry_presets_and_task_params() -> None:
     assert get_sampler("diffpir") is SPEC
     assert SPEC.config() == DiffPIRConfig(n_steps=1000, lam=1.0, zeta=1.0)
-    assert SPEC.config("paper-audio").start_scale == "vp"
+    assert SPEC.config("paper-audio") == DiffPIRConfig(lam=1.0, zeta=1.0)
     assert SPEC.config("fast").n_steps == 100
     assert not SPEC.needs_linear and not SPEC.needs_svd
     assert DIFFPIR_TASK_PARAMS["sr4"] == (1.0, 0.1) and DIFFPIR_TASK_PARAMS["inpainting_center"] == (1.0, 1.0)

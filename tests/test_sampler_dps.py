@@ -112,8 +112,8 @@ def test_matches_reference_loop_on_gaussian_prior(start_scale: str, half: bool) 
     var = 2.0
     mix, a, problem = _gaussian_problem(var=var)
     x_init = torch.randn(5, 4, generator=make_generator(1), dtype=torch.float64)
-    cfg = DPSConfig(n_steps=9, gamma=0.7, start_scale=start_scale, norm_gradient=half)  # type: ignore[arg-type]
-    got = dps(mix.denoiser(), problem, x_init, generator=make_generator(3), config=cfg).samples
+    cfg = DPSConfig(n_steps=9, gamma=0.7, norm_gradient=half)
+    got = dps(mix.denoiser(), problem, x_init, generator=make_generator(3), config=cfg, start_scale=start_scale).samples
     want = _reference_dps(a, problem.y, var, x_init, 9, 0.7, start_scale, half, seed=3)
     torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
 
@@ -160,10 +160,10 @@ def test_gmm_samples_closer_to_posterior_than_prior() -> None:
 
 
 def test_presets_and_task_gammas() -> None:
-    assert DPSConfig() == DPSConfig(n_steps=1000, eta=1.0, gamma=0.1, start_scale="unit", norm_gradient=False)
+    assert DPSConfig() == DPSConfig(n_steps=1000, eta=1.0, gamma=0.1, norm_gradient=False)
     assert SPEC.config("paper-image").gamma == 0.1
     audio = SPEC.config("paper-audio")
-    assert (audio.gamma, audio.start_scale, audio.n_steps) == (1.0, "vp", 1000)
+    assert (audio.gamma, audio.n_steps) == (1.0, 1000)
     assert SPEC.config("fast").n_steps == 100
     assert DPS_TASK_GAMMA["sr4"] == 1.0 and DPS_TASK_GAMMA["high_dynamic_range"] == 0.07
     assert DPS_TASK_GAMMA["phase_retrieval"] == 0.4 and DPS_TASK_GAMMA["jpeg2"] == 0.2

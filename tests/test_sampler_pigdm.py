@@ -203,8 +203,8 @@ def test_identity_pseudo_inverse_matches_reference_loop() -> None:
     y = torch.tensor([[0.5, 0.0, -1.0, 2.0]], dtype=torch.float64)
     problem = InverseProblem(MatrixOperator(mask), y, 0.05)
     x_init = torch.randn(5, 4, generator=make_generator(1), dtype=torch.float64)
-    cfg = PiGDMConfig(n_steps=n_steps, start_scale="vp", pseudo_inverse="identity")
-    got = pigdm(mix.denoiser(), problem, x_init, generator=make_generator(2), config=cfg).samples
+    cfg = PiGDMConfig(n_steps=n_steps, pseudo_inverse="identity")
+    got = pigdm(mix.denoiser(), problem, x_init, generator=make_generator(2), config=cfg, start_scale="vp").samples
 
     abar, ts = LEVELS.abar, LEVELS.timesteps(n_steps)
     g = make_generator(2)
@@ -264,8 +264,8 @@ def test_gmm_samples_closer_to_posterior_than_prior() -> None:
 
 
 def test_presets() -> None:
-    assert PiGDMConfig() == PiGDMConfig(n_steps=1000, eta=1.0, start_scale="unit", pseudo_inverse="svd")
+    assert PiGDMConfig() == PiGDMConfig(n_steps=1000, eta=1.0, pseudo_inverse="svd")
     assert SPEC.config("paper-image") == PiGDMConfig()
     audio = SPEC.config("paper-audio")
-    assert (audio.start_scale, audio.n_steps, audio.pseudo_inverse) == ("vp", 1000, "svd")
+    assert (audio.n_steps, audio.pseudo_inverse) == (1000, "svd")
     assert SPEC.config("fast").n_steps == 100

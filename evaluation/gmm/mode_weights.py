@@ -17,7 +17,7 @@ import json
 import torch
 from torch import Tensor
 
-from mgdm_audio.benchmarks.gmm import VALIDATION_SEED_BASE, SamplerEntry, make_problem, sample_entry
+from mgdm_audio.benchmarks.gmm import VALIDATION_SEED_BASE, entry, make_problem, sample_entry
 
 
 def main() -> None:
@@ -52,10 +52,10 @@ def main() -> None:
 
     print("exact posterior weights (heaviest 4):", [(int(c), round(float(weights[c]), 3)) for c in top])
     report("exact (a second exact sample set)", p.reference)
-    entries = [SamplerEntry("mgdm", "gmm"), SamplerEntry("dps")]
-    entries += [SamplerEntry("mgdm", "gmm", json.loads(o), label=f"mgdm:gmm {o}") for o in args.overrides]
-    for entry in entries:
-        report(entry.name, sample_entry(entry, p, 1000).samples)
+    entries = [entry("mgdm", "gmm"), entry("dps")]
+    entries += [entry("mgdm", "gmm", json.loads(o), label=f"mgdm:gmm {o}") for o in args.overrides]
+    for run in entries:
+        report(run.name, sample_entry(run, p, 1000).samples)
 
 
 if __name__ == "__main__":

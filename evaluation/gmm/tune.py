@@ -18,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from mgdm_audio.benchmarks.gmm import VALIDATION_SEED_BASE, SamplerEntry, Suite, markdown_table, run_suite
+from mgdm_audio.benchmarks.gmm import VALIDATION_SEED_BASE, Suite, entry, markdown_table, run_suite
 
 
 def main() -> None:
@@ -31,7 +31,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=1000)
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
-    entries = [SamplerEntry(**e) for e in yaml.safe_load(args.candidates.read_text())]
+    entries = [entry(**e) for e in yaml.safe_load(args.candidates.read_text())]
     suite = Suite(
         dims=tuple(int(v) for v in args.dims.split(",")),
         dims_y=tuple(int(v) for v in args.dims_y.split(",")),

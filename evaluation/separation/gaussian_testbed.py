@@ -22,6 +22,7 @@ onto the mix), and is scored two ways:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -37,8 +38,7 @@ from mgdm_audio.benchmarks import separation as sb
 from mgdm_audio.core.atomic import write_atomic
 from mgdm_audio.core.likelihood import InverseProblem
 from mgdm_audio.metrics.sisdr import si_snr
-from mgdm_audio.samplers.base import parse_override_value
-from mgdm_audio.samplers.registry import get_sampler
+from mgdm_audio.samplers.run import parse_run_specs, resolve, run_posterior
 
 
 def main() -> None:
@@ -77,19 +77,13 @@ def main() -> None:
         "exact posterior sample": {"estimate": exact, "nfe": 0, "seconds": 0.0},
     }
     problem = InverseProblem(SumOfStems(x.shape[1], x.shape[-1]), mix, SIGMA_Y)
-    for run in (r.strip() for r in args.runs.split(",") if r.strip()):
-        name, *rest = run.split(":")  # sampler[:preset[:key=value...]]
-        overrides = dict(item.split("=", 1) for item in rest[1:])
-        spec = get_sampler(name)
-        config = spec.config(
-            rest[0] if rest else "default", **{k: parse_override_value(v) for k, v in overrides.items()}
-        )
-        if hasattr(config, "start_scale"):
-            config.start_scale = "vp"  # as the Separator runs every sampler on audio
-        spec.check(problem, config)
+    for spec in parse_run_specs(args.runs, flag="--runs"):  # sampler presets by their own names, audio's start
+        run = spec.name
+        posterior = resolve(dataclasses.replace(spec, overrides=(("start_scale", "vp"), *spec.overrides)), "plain")
+        posterior.check(problem)
         g = torch.Generator().manual_seed(args.seed + 1)
         start = time.perf_counter()
-        out = spec.run(prior, problem, torch.randn(x.shape, generator=g), generator=g, config=config)
+        out = run_posterior(prior, problem, posterior, x.shape[0], g, x_shape=x.shape[1:])
         rows[run] = {"estimate": out.samples.float(), "nfe": out.nfe, "seconds": time.perf_counter() - start}
         print(f"{run}: {rows[run]['seconds']:.1f} s, {out.nfe} NFE", flush=True)
 

@@ -20,7 +20,7 @@ from torch import Tensor
 from mgdm_audio.audio.model import EDMPrior, prior_from_export_config
 from mgdm_audio.core.errors import UserInputError
 from mgdm_audio.core.schedules import NoiseLevels
-from mgdm_audio.training.export import find_export, load_export, shipped_exports
+from mgdm_audio.training.export import load_export, require_export, shipped_exports
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 WEIGHTS_NAME = "model.safetensors"
@@ -62,14 +62,8 @@ def available_priors() -> list[str]:
 
 
 def resolve_prior_dir(name_or_path: str | Path) -> Path:
-    folder = find_export(name_or_path, WEIGHTS_DIR)
-    if folder is not None:
-        return folder
-    names = ", ".join(available_priors()) or "none shipped yet"
-    raise UserInputError(
-        f"unknown prior '{name_or_path}': not a shipped name ({names}) and not an export folder with "
-        f"{CONFIG_NAME} and {WEIGHTS_NAME}."
-    )
+    expected = f"an export folder with {CONFIG_NAME} and {WEIGHTS_NAME}"
+    return require_export(name_or_path, WEIGHTS_DIR, "prior", expected)
 
 
 def load_prior(name_or_path: str | Path, device: torch.device | str = "cpu") -> AudioPrior:
@@ -116,7 +110,7 @@ def generate(prior: AudioPrior, n_samples: int, seconds: float, seed: int, steps
     as EDM (Karras et al. 2022, section 4) observed for stochastic steps with imperfect denoisers.
     """
     from mgdm_audio.core.rng import make_generator
-    from mgdm_audio.samplers.registry import get_sampler
+    from mgdm_audio.samplers.run import RunSpec, resolve, run_posterior
 
     if n_samples < 1:
         raise UserInputError(f"the number of samples must be at least 1, got {n_samples}.")
@@ -124,11 +118,10 @@ def generate(prior: AudioPrior, n_samples: int, seconds: float, seed: int, steps
         raise UserInputError(f"--seconds must be positive, got {seconds}.")
     length = round(seconds * prior.sample_rate)
     padded = -(-length // prior.downsampling) * prior.downsampling
-    spec = get_sampler("ddim")
-    config = spec.config("paper-audio", n_steps=steps, eta=eta)
+    run = resolve(RunSpec("ddim", "paper-audio", (("eta", eta), ("n_steps", steps))), "audio")
     tensors = [*prior.module.parameters(), *prior.module.buffers()]  # a network-free prior has buffers only
     device = tensors[0].device if tensors else torch.device("cpu")
-    generator = make_generator(seed)
-    x_init = torch.randn(n_samples, len(prior.stems), padded, generator=generator).to(device)
-    result = spec.run(prior, None, x_init, generator=make_generator(seed + 1, device), config=config)
+    shape = (len(prior.stems), padded)
+    generator, noise = make_generator(seed + 1, device), make_generator(seed)
+    result = run_posterior(prior, None, run, n_samples, generator, x_shape=shape, device=device, init=noise)
     return result.samples[..., :length].float().cpu()

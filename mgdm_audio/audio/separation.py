@@ -24,19 +24,6 @@ from torch import Tensor
 from mgdm_audio.core.errors import InternalError, UserInputError
 from mgdm_audio.core.operators import LinearOperator, SVDPieces, ones_complement_basis
 
-__all__ = [
-    "MUSDB4",
-    "SLAKH4",
-    "STEM_SETS",
-    "MixtureInpainting",
-    "MixtureWithKnownStems",
-    "StemImputation",
-    "StemSet",
-    "SumOfStems",
-    "SumOfStemsSVD",
-    "get_stem_set",
-]
-
 
 @dataclass(frozen=True)
 class StemSet:

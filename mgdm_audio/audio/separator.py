@@ -44,7 +44,8 @@ from mgdm_audio.audio.streaming import ChunkPlan, resample_stream, separate_stre
 from mgdm_audio.core.errors import UserInputError
 from mgdm_audio.core.likelihood import InverseProblem
 from mgdm_audio.core.rng import make_generator
-from mgdm_audio.samplers.registry import get_sampler
+from mgdm_audio.core.runtime import resolve_device
+from mgdm_audio.samplers.run import RunSpec, resolve, run_posterior
 
 SIGMA_Y = 1e-4
 """Likelihood std of the noiseless mixture (the MGDM reference's audio value)."""
@@ -52,8 +53,6 @@ DEFAULT_MIX_RMS = 0.08
 """Target mixture RMS when a prior's metadata does not give ``mix_rms``."""
 SILENCE = 1e-6
 """A chunk whose mixture peak (after scaling) is below this is silent."""
-SEPARATOR_PRESETS = {"fast": ("audio-fast", "fast"), "default": ("audio", "fast"), "paper": ("paper-audio",)}
-"""Separator preset -> the sampler presets tried in order (the first one the sampler has is used)."""
 
 
 @dataclass
@@ -70,15 +69,6 @@ class SeparationResult:
 
     def as_dict(self) -> dict[str, Tensor]:
         return {name: self.stems[i] for i, name in enumerate(self.stem_names)}
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UserInputError("device 'cuda' was asked for but no CUDA GPU is available; use -d cpu or -d auto.")
-    return dev
 
 
 class Separator:
@@ -112,17 +102,10 @@ class Separator:
         self.device = resolve_device(device)
         # a name or export folder is loaded; any object with AudioPrior's attributes (a test prior) is used as is
         self.prior = load_prior(prior, self.device) if isinstance(prior, str | Path) else prior.to(self.device)
-        self.spec = get_sampler(sampler)
-        if preset not in SEPARATOR_PRESETS and preset not in self.spec.presets:
-            raise UserInputError(
-                f"unknown preset '{preset}'; choose one of: {', '.join(SEPARATOR_PRESETS)} "
-                f"(or a preset of sampler '{sampler}': {', '.join(self.spec.presets)})."
-            )
-        self.sampler_preset = self._sampler_preset(preset)
+        overrides = tuple(sorted((sampler_overrides or {}).items()))
+        self.run = resolve(RunSpec(sampler, preset, overrides), "audio")  # audio: start at sqrt(1 - abar_T) n
+        self.spec, self.config, self.sampler_preset = self.run.sampler, self.run.config, self.run.sampler_preset
         self.preset = preset
-        self.config = self.spec.config(self.sampler_preset, **(sampler_overrides or {}))
-        if hasattr(self.config, "start_scale"):
-            self.config.start_scale = "vp"  # the audio convention: start at sqrt(1 - abar_T) n
         multiple = self.prior.downsampling
         seconds = chunk_seconds if chunk_seconds is not None else self.prior.chunk_samples / self.prior.sample_rate
         if not (seconds > 0 and math.isfinite(seconds)):
@@ -133,7 +116,7 @@ class Separator:
         self.callback, self.consistent = callback, consistent
         meta = self.prior.config.get("metadata", {})
         self.mix_rms = float(meta.get("mix_rms", DEFAULT_MIX_RMS))
-        self.spec.check(InverseProblem(SumOfStems(self.n_stems, chunk), torch.zeros(1, 1, chunk), SIGMA_Y), self.config)
+        self.run.check(InverseProblem(SumOfStems(self.n_stems, chunk), torch.zeros(1, 1, chunk), SIGMA_Y))
 
     @property
     def n_stems(self) -> int:
@@ -142,14 +125,6 @@ class Separator:
     @property
     def sample_rate(self) -> int:
         return self.prior.sample_rate
-
-    def _sampler_preset(self, preset: str) -> str:
-        if preset in self.spec.presets and preset not in SEPARATOR_PRESETS:
-            return preset
-        for name in SEPARATOR_PRESETS[preset]:
-            if name in self.spec.presets:
-                return name
-        return "default"
 
     # ------------------------------------------------------------------------------------------------ public
     def separate_tensor(self, wav: Tensor, sample_rate: int) -> SeparationResult:
@@ -300,17 +275,13 @@ class Separator:
         m = len(active)
         y_mix = mix[active].to(self.device).repeat_interleave(k, 0)  # (m K, 1, T)
         problem = InverseProblem(SumOfStems(s, t), y_mix, SIGMA_Y)
-        if known is not None and mask is not None:
-            op = MixtureWithKnownStems(s, mask).to(self.device)
-            cond = InverseProblem(op, op.observe(y_mix, known[active].to(self.device).reshape(m * k, s, t)), SIGMA_Y)
-            try:
-                self.spec.check(cond, self.config)
-                problem = cond
-                conditioning["used"] = True
-            except UserInputError:
-                conditioning["used"] = False
-        x_init = torch.randn(m * k, s, t, generator=generator, device=self.device)
-        result = self.spec.run(self.prior, problem, x_init, generator=generator, config=self.config)
+        if known is not None and mask is not None:  # an odd chunk: its neighbours' overlaps, if the sampler takes them
+            conditioning["used"] = self.run.extra_observations
+            if self.run.extra_observations:
+                op = MixtureWithKnownStems(s, mask).to(self.device)
+                known_stems = known[active].to(self.device).reshape(m * k, s, t)
+                problem = InverseProblem(op, op.observe(y_mix, known_stems), SIGMA_Y)
+        result = run_posterior(self.prior, problem, self.run, m * k, generator, x_shape=(s, t), device=self.device)
         cost["nfe"] += result.nfe * m * k  # every chain of every chunk
         cost["vjp"] += result.vjp * m * k
         cost["batched_nfe"] += result.nfe

@@ -12,20 +12,22 @@ samplers of a problem are scored along the same random directions.
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import json
 import math
-import multiprocessing
-import time
+import os
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm import tqdm
 
+from mgdm_audio.benchmarks.harness import Report, cache_file, run_cells
 from mgdm_audio.core.atomic import save_figure_atomic
+from mgdm_audio.core.errors import UserInputError
 from mgdm_audio.core.gmm import GaussianMixture, random_measurement
 from mgdm_audio.core.likelihood import InverseProblem
 from mgdm_audio.core.operators import MatrixOperator
@@ -33,23 +35,18 @@ from mgdm_audio.core.rng import make_generator
 from mgdm_audio.metrics.sliced_wasserstein import sliced_wasserstein
 from mgdm_audio.samplers.base import SamplerResult
 from mgdm_audio.samplers.registry import get_sampler
+from mgdm_audio.samplers.run import RunSpec, check_unique, parse_run_spec, resolve, run_posterior
 
 TEST_SEED_BASE = 0
 VALIDATION_SEED_BASE = 500_000
+ENGINE_VERSION = 1
+"""Part of every cache key: raise it when a change to this file changes the numbers of an unchanged cell."""
 
 
-@dataclass(frozen=True)
-class SamplerEntry:
-    """A sampler run in the suite: registry name, preset, overrides and a display label."""
-
-    sampler: str
-    preset: str = "default"
-    overrides: dict[str, Any] = field(default_factory=dict)
-    label: str | None = None
-
-    @property
-    def name(self) -> str:
-        return self.label or (self.sampler if self.preset == "default" else f"{self.sampler}:{self.preset}")
+def entry(sampler: str, preset: str = "default", overrides: dict[str, Any] | None = None, label: str = "") -> RunSpec:
+    """A sampler run of the suite; its label defaults to ``sampler`` or ``sampler:preset``."""
+    name = label or (sampler if preset == "default" else f"{sampler}:{preset}")
+    return RunSpec(sampler, preset, tuple(sorted((overrides or {}).items())), name)
 
 
 @dataclass(frozen=True)
@@ -102,19 +99,17 @@ def make_problem(dim: int, dim_y: int, index: int, n_samples: int, n_directions:
     return Problem(dim, dim_y, index, seed, mixture, matrix, sigma_y, y, reference, floor, seed + 1)
 
 
-def sample_entry(entry: SamplerEntry, problem: Problem, n_samples: int) -> SamplerResult:
+def sample_entry(run: RunSpec, problem: Problem, n_samples: int) -> SamplerResult:
     """One sampler's ``n_samples`` posterior samples on one problem, with the benchmark's seeding."""
-    spec = get_sampler(entry.sampler)
-    config = spec.config(entry.preset, **entry.overrides)
-    inverse = None if not spec.needs_problem else problem.inverse_problem()
-    g = make_generator(problem.seed * 31 + 7)
-    x_init = torch.randn(n_samples, problem.dim, generator=g)
-    return spec.run(problem.mixture.denoiser(), inverse, x_init, generator=g, config=config)
+    posterior = resolve(run)
+    inverse = None if not posterior.sampler.needs_problem else problem.inverse_problem()
+    seed = problem.seed * 31 + 7
+    return run_posterior(problem.mixture.denoiser(), inverse, posterior, n_samples, seed, x_shape=(problem.dim,))
 
 
-def run_entry(entry: SamplerEntry, problem: Problem, n_samples: int, n_directions: int) -> dict[str, Any]:
-    """One sampler on one problem: its row of the results table."""
-    result = sample_entry(entry, problem, n_samples)
+def score_entry(run: RunSpec, problem: Problem, n_samples: int, n_directions: int) -> dict[str, Any]:
+    """One sampler on one problem: its row of the results table (without the label)."""
+    result = sample_entry(run, problem, n_samples)
     finite = bool(torch.all(torch.isfinite(result.samples)))
     sw = (
         sliced_wasserstein(result.samples, problem.reference, n_directions, make_generator(problem.directions_seed))
@@ -122,7 +117,6 @@ def run_entry(entry: SamplerEntry, problem: Problem, n_samples: int, n_direction
         else math.inf
     )
     return {
-        "sampler": entry.name,
         "d": problem.dim,
         "d_y": problem.dim_y,
         "problem": problem.index,
@@ -134,63 +128,64 @@ def run_entry(entry: SamplerEntry, problem: Problem, n_samples: int, n_direction
     }
 
 
-def _run_problem(task: tuple[int, int, int, Suite, list[SamplerEntry]]) -> list[dict[str, Any]]:
-    """Worker: every pending entry on one problem (one thread per worker process)."""
-    d, dy, i, suite, entries = task
-    torch.set_num_threads(1)
-    problem = make_problem(d, dy, i, suite.n_samples, suite.n_directions, suite.seed_base)
-    return [run_entry(entry, problem, suite.n_samples, suite.n_directions) for entry in entries]
+@dataclass(frozen=True)
+class GmmCell:
+    """One sampler run on one problem of the suite (the harness's cell; the problem is the group)."""
+
+    run: RunSpec
+    suite: Suite
+    dim: int
+    dim_y: int
+    index: int
+
+    @property
+    def group(self) -> tuple[int, int, int]:
+        return (self.dim, self.dim_y, self.index)
+
+    @property
+    def key(self) -> dict[str, Any]:
+        return {
+            "engine": "gmm",
+            "version": ENGINE_VERSION,
+            **resolve(self.run).key(),
+            "problem": [self.dim, self.dim_y, self.index],
+            "seed_base": self.suite.seed_base,
+            "n_samples": self.suite.n_samples,
+            "n_directions": self.suite.n_directions,
+        }
+
+
+def compute_problem(cells: list[GmmCell]) -> list[list[dict[str, Any]]]:
+    """The harness's compute: make the cells' shared problem once, then one row per sampler run."""
+    c = cells[0]
+    problem = make_problem(c.dim, c.dim_y, c.index, c.suite.n_samples, c.suite.n_directions, c.suite.seed_base)
+    return [[score_entry(cell.run, problem, c.suite.n_samples, c.suite.n_directions)] for cell in cells]
 
 
 def run_suite(
-    entries: Sequence[SamplerEntry],
+    entries: Sequence[RunSpec],
     suite: Suite,
     cache: Path | None = None,
     progress: bool = True,
     workers: int = 1,
 ) -> list[dict[str, Any]]:
-    """Every entry on every problem of the suite, problems spread over ``workers`` processes.
-
-    Rows already in ``cache`` (JSON lines) are reused and new rows are appended as each problem
-    finishes, so a killed run continues where it stopped. Results do not depend on ``workers``.
-    """
-    done: dict[tuple, dict[str, Any]] = {}
-    if cache is not None and cache.exists():
-        for line in cache.read_text().splitlines():
-            if line.strip():
-                row = json.loads(line)
-                # cache lines carry the suite's seed base (lines written before it was recorded are taken as they are)
-                if row.pop("seed_base", suite.seed_base) == suite.seed_base:
-                    done[(row["sampler"], row["d"], row["d_y"], row["problem"])] = row
+    """Every entry on every problem of the suite (problem-major order), problems spread over ``workers``
+    processes; rows in the cache (keyed by the resolved config, problem and suite) are reused, new ones appended
+    as each problem finishes, so a killed run continues where it stopped. Results do not depend on ``workers``."""
     settings = [(d, dy, i) for d in suite.dims for dy in suite.dims_y for i in range(suite.n_problems)]
-    tasks = []
-    for d, dy, i in settings:
-        pending = [e for e in entries if (e.name, d, dy, i) not in done]
-        if pending:
-            tasks.append((d, dy, i, suite, pending))
-    bar = tqdm(total=len(settings) * len(entries), desc="gmm benchmark", unit="run", disable=not progress)
-    bar.update(len(settings) * len(entries) - sum(len(t[4]) for t in tasks))
-
-    def record(new_rows: list[dict[str, Any]]) -> None:
-        for row in new_rows:
-            done[(row["sampler"], row["d"], row["d_y"], row["problem"])] = row
-        if cache is not None:
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            with cache.open("a") as f:
-                f.writelines(json.dumps({**row, "seed_base": suite.seed_base}) + "\n" for row in new_rows)
-        bar.set_postfix_str(f"d={new_rows[0]['d']} d_y={new_rows[0]['d_y']} #{new_rows[0]['problem']}")
-        bar.update(len(new_rows))
-
-    if workers > 1 and len(tasks) > 1:
-        tasks.sort(key=lambda t: -t[0] * len(t[4]))  # largest problems first: less idle time at the end
-        with multiprocessing.get_context("spawn").Pool(min(workers, len(tasks))) as pool:
-            for new_rows in pool.imap_unordered(_run_problem, tasks):
-                record(new_rows)
-    else:
-        for task in tasks:
-            record(_run_problem(task))
-    bar.close()
-    return [done[(e.name, d, dy, i)] for d, dy, i in settings for e in entries]
+    cells = [GmmCell(e, suite, d, dy, i) for d, dy, i in settings for e in entries]
+    rows = run_cells(
+        cells,
+        compute_problem,
+        cache,
+        workers=workers,
+        cost=lambda group: group[0].dim * len(group),  # largest problems first: less idle time at the end
+        progress=progress,
+        desc="gmm benchmark",
+        status=lambda cell: f"d={cell.dim} d_y={cell.dim_y} #{cell.index}",
+    )
+    assert rows is not None  # not sharded
+    return [{"sampler": cell.run.name, **r[0]} for cell, r in zip(cells, rows, strict=True)]
 
 
 def mean_ci(values: Iterable[float]) -> tuple[float, float]:
@@ -280,24 +275,20 @@ def suite_to_dict(suite: Suite) -> dict[str, Any]:
     return asdict(suite)
 
 
-def elapsed(start: float) -> float:
-    return time.perf_counter() - start
-
-
 # The committed comparison: every sampler at its reference (image) hyperparameters, MGDM at the
 # preset chosen on validation problems (evaluation/gmm/rounds/README.md), and unconditional DDIM as the
 # prior-only reference point.
-DEFAULT_ENTRIES: tuple[SamplerEntry, ...] = (
-    SamplerEntry("mgdm", "gmm"),
-    SamplerEntry("mgdm", "paper-image"),
-    SamplerEntry("dps"),
-    SamplerEntry("pigdm"),
-    SamplerEntry("diffpir"),
-    SamplerEntry("ddrm"),
-    SamplerEntry("reddiff"),
-    SamplerEntry("daps"),
-    SamplerEntry("vml_map"),
-    SamplerEntry("ddim", label="ddim (prior only)"),
+DEFAULT_ENTRIES: tuple[RunSpec, ...] = (
+    entry("mgdm", "gmm"),
+    entry("mgdm", "paper-image"),
+    entry("dps"),
+    entry("pigdm"),
+    entry("diffpir"),
+    entry("ddrm"),
+    entry("reddiff"),
+    entry("daps"),
+    entry("vml_map"),
+    entry("ddim", label="ddim (prior only)"),
 )
 
 SCALING_REPS: tuple[int, ...] = (1, 2, 4, 8)
@@ -308,12 +299,24 @@ def scaling_label(reps: int) -> str:
     return f"mgdm:{SCALING_PRESET} R={reps}"
 
 
-def scaling_entries(skip: int | None = None) -> tuple[SamplerEntry, ...]:
+def scaling_entries(skip: int | None = None) -> tuple[RunSpec, ...]:
     """MGDM with R Gibbs sweeps per reverse step, everything else at the ``gmm`` preset (``skip``: the R
     the main table already runs, reused instead of recomputed)."""
     return tuple(
-        SamplerEntry("mgdm", SCALING_PRESET, {"n_reps": r}, label=scaling_label(r)) for r in SCALING_REPS if r != skip
+        entry("mgdm", SCALING_PRESET, {"n_reps": r}, label=scaling_label(r)) for r in SCALING_REPS if r != skip
     )
+
+
+def select_entries(samplers: Sequence[str] | None) -> list[RunSpec]:
+    """``--samplers``: registry names pick rows of the committed comparison; full run specs
+    (``[NAME=]sampler:preset[:key=value...]``) add runs of their own."""
+    if samplers is None:
+        return list(DEFAULT_ENTRIES)
+    names = [s for s in samplers if ":" not in s and "=" not in s]
+    for name in names:
+        get_sampler(name)  # one clear error for an unknown name, before any work
+    custom = [parse_run_spec(s) for s in samplers if ":" in s or "=" in s]
+    return [e for e in DEFAULT_ENTRIES if e.sampler in names] + custom
 
 
 def run_benchmark(
@@ -329,12 +332,13 @@ def run_benchmark(
 
     Every sampler name and preset is validated before any work starts.
     """
-    entries = [e for e in DEFAULT_ENTRIES if samplers is None or e.sampler in samplers]
-    main_reps = get_sampler("mgdm").config(SCALING_PRESET).n_reps
+    entries = select_entries(samplers)
+    main_reps = resolve(RunSpec("mgdm", SCALING_PRESET)).config.n_reps
     main_mgdm = next((e for e in entries if e.sampler == "mgdm" and e.preset == SCALING_PRESET), None)
     extra = list(scaling_entries(skip=main_reps if main_mgdm else None)) if scaling else []
+    check_unique(entries + extra, "--samplers")
     for e in entries + extra:
-        get_sampler(e.sampler).config(e.preset, **e.overrides)
+        resolve(e)  # one clear error for an unknown sampler, preset or setting
     rows = run_suite(entries + extra, suite, cache=cache, progress=progress, workers=workers)
     scaling_names = {scaling_label(r) for r in SCALING_REPS}
     main_rows = [r for r in rows if r["sampler"] not in scaling_names]
@@ -412,3 +416,47 @@ def plot_scaling(payload: dict[str, Any], path: Path) -> None:
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()
     save_figure_atomic(fig, path, dpi=110)
+
+
+# ============================================================================================ command line
+HELP = "exact-posterior benchmark on a 25-component Gaussian mixture"
+PLOT = "plot SW against NFE (MGDM's sweeps and the other samplers)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``mgdm-audio benchmark gmm`` flags."""
+    parser.add_argument("--quick", action="store_true", help="d in {8, 80}, d_y in {1, 2}, 5 problems, 1000 samples")
+    parser.add_argument(
+        "--samplers",
+        metavar="A,B",
+        help="only these samplers (registry names), and/or extra runs [NAME=]sampler:preset[:key=value...]",
+    )
+    parser.add_argument("--no-scaling", action="store_true", help="skip the MGDM Gibbs-sweep scaling run")
+    parser.add_argument(
+        "--seed-base",
+        type=int,
+        default=0,
+        help="seed base of the problems: 0 (default) the committed test problems, 500000 the validation problems the "
+        "presets were tuned on; problem i of setting (d, d_y) uses seed base + 10007 d + 101 d_y + i, so a base far "
+        "from both (e.g. 900000) gives new problems",
+    )
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes (default: all cores)")
+
+
+def run(args: argparse.Namespace) -> Report:
+    """``mgdm-audio benchmark gmm``: the flags checked, the suite run, its report."""
+    samplers = [s.strip() for s in args.samplers.split(",") if s.strip()] if args.samplers else None
+    if args.workers < 1:
+        raise UserInputError(f"--workers must be at least 1, got {args.workers}.")
+    if not 0 <= args.seed_base < 2**62:
+        raise UserInputError(f"--seed-base must be an integer in [0, 2**62), got {args.seed_base}.")
+    payload, text = run_benchmark(
+        dataclasses.replace(QUICK if args.quick else FULL, seed_base=args.seed_base),
+        samplers=samplers,
+        scaling=not args.no_scaling,
+        cache=cache_file(args.cache),
+        workers=args.workers,
+        progress=not args.no_progress,
+        label="quick" if args.quick else "full",
+    )
+    return Report(payload, text, lambda path: plot_scaling(payload, path))

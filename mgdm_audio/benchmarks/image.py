@@ -25,18 +25,17 @@ Ranking (:func:`average_ranks`): within a task, the runs that apply are ranked b
 tied means share the average of the ranks they span; a run's average rank is the mean over the tasks where it
 applies ("k of T" tasks), n/a tasks are left out (not counted as last).
 
-Resumable: with ``cache_dir``, each (prior, task, run, preset, seed, N) has one JSON file holding its finished
-chunks and the hash of its settings (prior weights, images and their bytes, seeds, batch, sigma_y, device type,
-overrides); a killed run recomputes only missing chunks, and a file whose settings hash differs is recomputed.
+Resumable through the harness cache (:mod:`mgdm_audio.benchmarks.harness`): each finished batch of a (task, run) is
+a cache line keyed by everything it depends on (:func:`cell_key`: the resolved sampler config, prior weights, the
+images and their bytes, seeds, batch, sigma_y, device type), so a killed run recomputes only missing batches and a
+changed setting never reuses stale rows.
 """
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import hashlib
-import json
-import math
-import re
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -46,57 +45,49 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from tqdm import tqdm
 
 from mgdm_audio import __version__
-from mgdm_audio.core.atomic import save_figure_atomic, write_atomic
+from mgdm_audio.benchmarks.harness import (
+    Report,
+    cache_file,
+    derive_seed,
+    finite_or_none,
+    fmt,
+    mean_or_none,
+    run_cells,
+    tensor_sha256,
+)
+from mgdm_audio.core.atomic import save_figure_atomic
 from mgdm_audio.core.errors import UserInputError
 from mgdm_audio.core.operators import LinearOperator, Operator
 from mgdm_audio.core.rng import make_generator
+from mgdm_audio.core.runtime import resolve_device
 from mgdm_audio.image import solve as image_solve
 from mgdm_audio.image.data import DEFAULT_ROOT, load_fashion_mnist
 from mgdm_audio.image.operators import TASKS, make_operator
 from mgdm_audio.image.priors import ImagePrior, load_image_prior
-from mgdm_audio.samplers.base import SamplerRun
-from mgdm_audio.samplers.base import parse_override_value as _parse_value
-from mgdm_audio.samplers.registry import get_sampler
+from mgdm_audio.samplers.run import RunSpec, parse_run_specs
 
 SAMPLERS = ("mgdm", "dps", "pigdm", "diffpir", "ddrm", "reddiff", "daps", "vml_map")
-CACHE_VERSION = 1
+ENGINE_VERSION = 1
+"""Part of every cache key: raise it when a change to this file changes the numbers of an unchanged cell."""
+EXAMPLE_KEY = "example"
 NA = "n/a"
 
 
 # ============================================================================================ runs and tasks
-def parse_samplers(text: str, preset: str = "fast") -> list[SamplerRun]:
-    """``--samplers``: comma-separated ``sampler[:preset[:key=value...]]`` (the preset defaults to ``preset``).
+def parse_samplers(text: str, preset: str = "fast") -> list[RunSpec]:
+    """``--samplers``: comma-separated run specs ``[NAME=]sampler[:preset[:key=value...]]`` (the preset defaults to
+    ``preset``; :func:`~mgdm_audio.samplers.run.parse_run_spec`).
 
-    The label is ``sampler`` alone, or the whole entry when it names a preset or overrides.
+    The label is ``NAME``, else ``sampler`` alone, else the whole entry when it names a preset or overrides.
 
     >>> [r.name for r in parse_samplers("mgdm,dps:paper,ddrm:fast:n_steps=5", "fast")]
     ['mgdm', 'dps:paper', 'ddrm:fast:n_steps=5']
     """
-    runs = []
-    for item in (part.strip() for part in text.split(",")):
-        if not item:
-            continue
-        fields = [f.strip() for f in item.split(":")]
-        if not fields[0]:
-            raise UserInputError(f"--samplers entry {item!r} is not sampler[:preset[:key=value...]] (e.g. dps:fast).")
-        overrides = []
-        for pair in fields[2:]:
-            key, eq, value = pair.partition("=")
-            if not eq or not key.strip():
-                raise UserInputError(f"--samplers entry {item!r}: override {pair!r} is not key=value (n_steps=50).")
-            overrides.append((key.strip(), _parse_value(value.strip())))
-        run_preset = fields[1] if len(fields) > 1 and fields[1] else preset
-        label = fields[0] if len(fields) == 1 else item
-        runs.append(SamplerRun(fields[0], run_preset, tuple(sorted(overrides)), label))
+    runs = parse_run_specs(text, preset, "--samplers")
     if not runs:
         raise UserInputError("--samplers is empty; name at least one sampler (e.g. mgdm,dps).")
-    names = [r.name for r in runs]
-    repeated = sorted({n for n in names if names.count(n) > 1})
-    if repeated:
-        raise UserInputError(f"--samplers entries must be unique; repeated: {', '.join(repeated)}.")
     return runs
 
 
@@ -112,12 +103,6 @@ def parse_tasks(text: str) -> list[str]:
             f"use 'all' or some of: {', '.join(TASKS)}."
         )
     return list(dict.fromkeys(tasks))
-
-
-def derive_seed(*parts: Any) -> int:
-    """A seed in ``[0, 2^31)`` from the parts: the first 4 bytes of ``sha256(json(parts))`` (stable across runs)."""
-    digest = hashlib.sha256(json.dumps(list(parts)).encode()).digest()
-    return int.from_bytes(digest[:4], "big") % (2**31)
 
 
 # ============================================================================================ images
@@ -166,7 +151,7 @@ class BenchmarkSetup:
 
     prior: ImagePrior
     tasks: list[str]
-    runs: list[SamplerRun]
+    runs: list[RunSpec]
     indices: list[int]
     clean: Tensor
     seed: int
@@ -176,26 +161,10 @@ class BenchmarkSetup:
     operators: dict[str, Operator] = field(default_factory=dict)
 
 
-def _resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise UserInputError(f"--device must be auto, cpu or cuda[:N], got {device!r}.") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UserInputError("--device cuda was asked for but no CUDA device is available; use --device cpu.")
-    return dev
-
-
-def _sha256_of(tensor: Tensor) -> str:
-    return hashlib.sha256(tensor.detach().float().cpu().contiguous().numpy().tobytes()).hexdigest()
-
-
 def prepare(
     prior: str | Path | ImagePrior,
     tasks: Sequence[str] | str = "all",
-    samplers: Sequence[SamplerRun] | str = ",".join(SAMPLERS),
+    samplers: Sequence[RunSpec] | str = ",".join(SAMPLERS),
     preset: str = "fast",
     n_images: int = 8,
     seed: int = 0,
@@ -209,10 +178,10 @@ def prepare(
     task_list = parse_tasks(tasks) if isinstance(tasks, str) else list(tasks)
     runs = parse_samplers(samplers, preset) if isinstance(samplers, str) else list(samplers)
     for run in runs:  # one clear error for an unknown sampler, preset or setting, before any work
-        get_sampler(run.sampler).config(image_solve.sampler_preset(run.preset, run.sampler), **run.overrides_dict)
+        image_solve.image_run(run.sampler, run.preset, run.overrides_dict)
     if batch is not None and batch < 1:
         raise UserInputError(f"--batch must be at least 1, got {batch}.")
-    dev = _resolve_device(device)
+    dev = resolve_device(device)
     model = load_image_prior(prior, dev) if isinstance(prior, str | Path) else prior.to(dev)
     indices, clean = load_test_images(n_images, seed, model.image_shape, data_root, split)
     operators = {task: make_operator(task, model.image_shape, kernel_wizard).to(dev) for task in task_list}
@@ -226,7 +195,7 @@ def prepare(
         "dataset": "fashion-mnist test (t10k)" if split == "test" else "fashion-mnist validation (train 55000..59999)",
         "n_images": n_images,
         "images": indices,
-        "images_sha256": _sha256_of(clean),
+        "images_sha256": tensor_sha256(clean),
         "seed": seed,
         "sigma_y": image_solve.SIGMA_Y,
         "tasks": task_list,
@@ -264,69 +233,6 @@ def _lpips_available() -> bool:
     return bool(lpips_available())
 
 
-# ============================================================================================ cache
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._=-]+", "_", text).strip("_") or "x"
-
-
-def cache_path(cache_dir: Path, setup: BenchmarkSetup, task: str, run: SamplerRun) -> Path:
-    """``CACHE/PRIOR__SPLIT__TASK__LABEL__PRESET__seedS__nN.json``."""
-    prior = _slug(f"{setup.prior.name}-{setup.prior.weights_sha256[:12]}")
-    split = "validation" if "validation" in str(setup.settings.get("dataset", "")) else "test"
-    name = (
-        f"{prior}__{split}__{task}__{_slug(run.name)}__{_slug(run.preset)}__seed{setup.seed}"
-        f"__n{len(setup.indices)}.json"
-    )
-    return Path(cache_dir) / name
-
-
-def run_settings(setup: BenchmarkSetup, task: str, run: SamplerRun) -> dict[str, Any]:
-    """Everything a (task, run) result depends on; its hash decides whether a cache file is reused."""
-    s = setup.settings
-    return {
-        "cache_version": CACHE_VERSION,
-        "prior": s["prior"],
-        "weights_sha256": s["weights_sha256"],
-        "image_shape": s["image_shape"],
-        "task": task,
-        "sampler": run.sampler,
-        "preset": image_solve.sampler_preset(run.preset, run.sampler),
-        "overrides": run.overrides_dict,
-        "seed": setup.seed,
-        "images": s["images"],
-        "images_sha256": s["images_sha256"],
-        "batch": setup.batch,
-        "sigma_y": s["sigma_y"],
-        "device": s["device"],
-        "lpips": s["lpips"],
-        # only the KernelWizard operator adds a key, so stand-in caches stay valid
-        **(
-            {"nonlinear_blur": s["nonlinear_blur"]}
-            if task == "nonlinear_blur" and "KernelWizard" in s.get("nonlinear_blur", "")
-            else {}
-        ),
-    }
-
-
-def settings_hash(settings: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
-
-
-def read_cache_file(path: Path, expected_hash: str) -> dict[str, Any]:
-    """The finished chunks of a cache file (``{"start": {"rows", "example"?}}``), or ``{}`` when the file is
-    missing, unreadable or was made with other settings."""
-    if not path.is_file():
-        return {}
-    try:
-        entry = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}
-    if not isinstance(entry, dict) or entry.get("settings_hash") != expected_hash:
-        return {}
-    chunks = entry.get("chunks")
-    return chunks if isinstance(chunks, dict) else {}
-
-
 # ============================================================================================ engine
 @dataclass
 class BenchmarkResult:
@@ -335,11 +241,6 @@ class BenchmarkResult:
     rows: list[dict[str, Any]]
     examples: dict[tuple[str, str], Tensor | None]
     measurements: dict[str, Tensor]
-
-
-def _finite_or_none(value: float) -> float | None:
-    value = float(value)
-    return round(value, 6) if math.isfinite(value) else None
 
 
 def _lpips_scores(estimate: Tensor, reference: Tensor) -> list[float | None] | None:
@@ -353,12 +254,12 @@ def _lpips_scores(estimate: Tensor, reference: Tensor) -> list[float | None] | N
         scores = lpips(estimate, reference)
     except RuntimeError:
         return [None] * estimate.shape[0]
-    return None if scores is None else [_finite_or_none(v) for v in scores.tolist()]
+    return None if scores is None else [finite_or_none(v, 6) for v in scores.tolist()]
 
 
 def score_chunk(
     task: str,
-    run: SamplerRun,
+    run: RunSpec,
     indices: Sequence[int],
     estimate: Tensor,
     clean: Tensor,
@@ -381,8 +282,8 @@ def score_chunk(
             "preset": run.preset,
             "overrides": run.overrides_dict,
             "image": int(index),
-            "psnr": _finite_or_none(psnrs[k]),
-            "ssim": _finite_or_none(ssims[k]),
+            "psnr": finite_or_none(psnrs[k], 6),
+            "ssim": finite_or_none(ssims[k], 6),
         }
         if lpipss is not None:
             row["lpips"] = lpipss[k]
@@ -391,7 +292,7 @@ def score_chunk(
     return rows
 
 
-def na_row(task: str, run: SamplerRun, reason: str) -> dict[str, Any]:
+def na_row(task: str, run: RunSpec, reason: str) -> dict[str, Any]:
     """The single row of a (task, run) the sampler cannot handle."""
     return {
         "status": NA,
@@ -410,68 +311,114 @@ def na_row(task: str, run: SamplerRun, reason: str) -> dict[str, Any]:
     }
 
 
-def run_benchmark(setup: BenchmarkSetup, cache_dir: Path | None = None, progress: bool = True) -> BenchmarkResult:
-    """Every run on every task (finished chunks reused from ``cache_dir``), rows in (task, run, image) order."""
+@dataclass(frozen=True)
+class ImageCell:
+    """One run on one batch of images of one task (its own group: a killed run keeps every finished batch)."""
+
+    task: str
+    run: RunSpec
+    start: int
+    stop: int
+    key: dict[str, Any]
+
+    @property
+    def group(self) -> tuple[str, str, int]:
+        return (self.task, self.run.name, self.start)
+
+
+def cell_key(setup: BenchmarkSetup, task: str, run: RunSpec, start: int) -> dict[str, Any]:
+    """Everything a batch's rows depend on: the resolved sampler, prior weights, images, seeds, batch, device."""
+    s = setup.settings
+    return {
+        "engine": "image",
+        "version": ENGINE_VERSION,
+        **image_solve.image_run(run.sampler, run.preset, run.overrides_dict).key(),
+        "prior": s["weights_sha256"],
+        "image_shape": s["image_shape"],
+        "task": task,
+        "images": s["images"],
+        "images_sha256": s["images_sha256"],
+        "seed": setup.seed,
+        "batch": [start, setup.batch],
+        "sigma_y": s["sigma_y"],
+        "device": s["device"],
+        "lpips": s["lpips"],
+        "nonlinear_blur": s["nonlinear_blur"] if task == "nonlinear_blur" else "",
+    }
+
+
+def run_benchmark(setup: BenchmarkSetup, cache: Path | None = None, progress: bool = True) -> BenchmarkResult:
+    """Every run on every task (finished batches reused from the harness cache file ``cache``), rows in
+    (task, run, image) order; a run the sampler cannot apply to a task gives one ``n/a`` row."""
     n = len(setup.indices)
     starts = list(range(0, n, setup.batch))
     with_lpips = bool(setup.settings["lpips"])
-    rows: list[dict[str, Any]] = []
-    examples: dict[tuple[str, str], Tensor | None] = {}
     measurements: dict[str, Tensor] = {}
-    bar = tqdm(
-        total=len(setup.tasks) * len(setup.runs) * len(starts),
-        desc="image benchmark",
-        unit="batch",
-        disable=not progress,
-    )
+    ys: dict[str, Tensor] = {}
     for task in setup.tasks:
         op = setup.operators[task]
-        y = image_solve.measure(op, setup.clean, image_solve.SIGMA_Y, derive_seed(setup.seed, "measure", task))
-        measurements[task] = y[:1].detach().cpu()
+        ys[task] = image_solve.measure(op, setup.clean, image_solve.SIGMA_Y, derive_seed(setup.seed, "measure", task))
+        measurements[task] = ys[task][:1].detach().cpu()
+    reasons = {
+        (task, run.name): image_solve.sampler_applicable(
+            run.sampler, setup.operators[task], setup.prior, run.preset, **run.overrides_dict
+        )
+        for task in setup.tasks
+        for run in setup.runs
+    }
+    cells = [
+        ImageCell(task, run, start, min(start + setup.batch, n), cell_key(setup, task, run, start))
+        for task in setup.tasks
+        for run in setup.runs
+        if reasons[(task, run.name)] is None
+        for start in starts
+    ]
+
+    def compute(group: list[ImageCell]) -> list[list[dict[str, Any]]]:
+        return [
+            _compute_chunk(setup, c.task, c.run, setup.operators[c.task], ys[c.task], c.start, c.stop, with_lpips)
+            for c in group
+        ]
+
+    results = run_cells(
+        cells,
+        compute,
+        cache,
+        progress=progress,
+        desc="image benchmark",
+        status=lambda cell: f"{cell.task} {cell.run.name}",
+    )
+    assert results is not None  # not sharded
+    by_cell = {c.group: rows for c, rows in zip(cells, results, strict=True)}
+    rows: list[dict[str, Any]] = []
+    examples: dict[tuple[str, str], Tensor | None] = {}
+    for task in setup.tasks:
         for run in setup.runs:
-            reason = image_solve.sampler_applicable(run.sampler, op, setup.prior, run.preset, **run.overrides_dict)
+            reason = reasons[(task, run.name)]
             if reason is not None:
                 rows.append(na_row(task, run, reason))
                 examples[(task, run.name)] = None
-                bar.update(len(starts))
                 continue
-            settings = run_settings(setup, task, run)
-            expected = settings_hash(settings)
-            path = cache_path(cache_dir, setup, task, run) if cache_dir is not None else None
-            chunks = read_cache_file(path, expected) if path is not None else {}
             for start in starts:
-                stop = min(start + setup.batch, n)
-                if str(start) not in chunks:
-                    chunks[str(start)] = _compute_chunk(setup, task, run, op, y, start, stop, with_lpips, bar)
-                    if path is not None:
-                        entry = {"settings_hash": expected, "settings": settings, "chunks": chunks}
-                        write_atomic(path, json.dumps(entry) + "\n")
-                bar.set_postfix_str(f"{task} {run.name}", refresh=False)
-                bar.update(1)
-            for start in starts:
-                rows.extend(chunks[str(start)]["rows"])
-            example = chunks[str(starts[0])].get("example")
-            examples[(task, run.name)] = torch.tensor(example) if example is not None else None
-    bar.close()
+                for row in by_cell[(task, run.name, start)]:
+                    example = row.get(EXAMPLE_KEY)
+                    if example is not None:
+                        examples[(task, run.name)] = torch.tensor(example)
+                    rows.append({**{k: v for k, v in row.items() if k != EXAMPLE_KEY}, "sampler": run.name})
     return BenchmarkResult(rows, examples, measurements)
 
 
 def _compute_chunk(
     setup: BenchmarkSetup,
     task: str,
-    run: SamplerRun,
+    run: RunSpec,
     op: Operator,
     y: Tensor,
     start: int,
     stop: int,
     with_lpips: bool,
-    bar: tqdm,
-) -> dict[str, Any]:
-    def on_step(state: dict[str, Any]) -> None:
-        i, total = int(state.get("i", 0)), int(state.get("total", 0))
-        if total and i % max(1, total // 10) == 0:
-            bar.set_postfix_str(f"{task} {run.name} step {i}/{total}")
-
+) -> list[dict[str, Any]]:
+    """One batch's rows; the first batch's first row also carries the restored image for the plot."""
     result = image_solve.solve(
         setup.prior,
         op,
@@ -481,25 +428,17 @@ def _compute_chunk(
         n_samples=1,
         seed=derive_seed(setup.seed, "sample", task, run.sampler, start),
         sigma_y=image_solve.SIGMA_Y,
-        callback=on_step,
         **run.overrides_dict,
     )
     estimate = result.samples[:, 0]
     cost = {"nfe": result.nfe, "vjp": result.vjp, "seconds": result.seconds}
-    out: dict[str, Any] = {
-        "rows": score_chunk(task, run, setup.indices[start:stop], estimate, setup.clean[start:stop], cost, with_lpips)
-    }
+    rows = score_chunk(task, run, setup.indices[start:stop], estimate, setup.clean[start:stop], cost, with_lpips)
     if start == 0:
-        out["example"] = [[[round(float(v), 4) for v in line] for line in plane] for plane in estimate[0].cpu()]
-    return out
+        rows[0][EXAMPLE_KEY] = [[[round(float(v), 4) for v in line] for line in plane] for plane in estimate[0].cpu()]
+    return rows
 
 
 # ============================================================================================ summary
-def _mean(values: Sequence[float | None]) -> float | None:
-    kept = [v for v in values if v is not None]
-    return sum(kept) / len(kept) if kept else None
-
-
 def cell_means(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
     """``{sampler: {task: cell}}``: mean PSNR / SSIM / LPIPS over the images, NFE, VJP, seconds per image, or the
     ``n/a`` status and reason."""
@@ -515,14 +454,14 @@ def cell_means(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, dict[str, 
             "status": "ok",
             "preset": rs[0]["preset"],
             "images": len(rs),
-            "psnr": _mean([r["psnr"] for r in rs]),
-            "ssim": _mean([r["ssim"] for r in rs]),
+            "psnr": mean_or_none([r["psnr"] for r in rs]),
+            "ssim": mean_or_none([r["ssim"] for r in rs]),
             "nfe": max(r["nfe"] for r in rs),
             "vjp": max(r.get("vjp") or 0 for r in rs),
-            "seconds_per_image": _mean([r["seconds"] for r in rs]),
+            "seconds_per_image": mean_or_none([r["seconds"] for r in rs]),
         }
         if any("lpips" in r for r in rs):
-            cell["lpips"] = _mean([r.get("lpips") for r in rs])
+            cell["lpips"] = mean_or_none([r.get("lpips") for r in rs])
         cells[sampler][task] = cell
     return dict(cells)
 
@@ -565,7 +504,7 @@ def average_ranks(
             per_sampler[s][task] = rank
     return {
         s: {
-            "average_rank": _mean(list(ranks.values())),
+            "average_rank": mean_or_none(list(ranks.values())),
             "n_tasks": len(ranks),
             "of_tasks": len(tasks),
             "ranks": ranks,
@@ -614,10 +553,6 @@ def payload(rows: list[dict[str, Any]], settings: dict[str, Any]) -> dict[str, A
 
 
 # ============================================================================================ markdown
-def _fmt(value: float | None, digits: int = 2) -> str:
-    return "–" if value is None else f"{value:.{digits}f}"
-
-
 def _presets_text(settings: dict[str, Any]) -> str:
     presets = {s["label"]: s["sampler_preset"] for s in settings["samplers"]}
     if len(set(presets.values())) == 1:
@@ -647,12 +582,12 @@ def _metric_table(
             if cell is None or cell["status"] == NA:
                 out.append(NA)
                 continue
-            text = _fmt(cell.get(metric), digits)
+            text = fmt(cell.get(metric), digits)
             out.append(f"**{text}**" if cell.get(metric) is not None and cell[metric] == best[task] else text)
         line = f"| {s} | " + " | ".join(out) + " |"
         if ranks:
             pr, sr = summary["psnr_rank"][s], summary["ssim_rank"][s]
-            line += f" {_fmt(pr['average_rank'])} | {_fmt(sr['average_rank'])} | {pr['n_tasks']} of {pr['of_tasks']} |"
+            line += f" {fmt(pr['average_rank'])} | {fmt(sr['average_rank'])} | {pr['n_tasks']} of {pr['of_tasks']} |"
         lines.append(line)
     return lines
 
@@ -672,8 +607,8 @@ def _cost_lines(summary: dict[str, Any], samplers: Sequence[str]) -> list[str]:
             lines.append(f"| {s} | {preset} | {NA} | {NA} | {NA} | 0 |")
             continue
         nfe, vjp = _span([c["nfe"] for c in ok]), _span([c["vjp"] for c in ok])
-        seconds = _mean([c["seconds_per_image"] for c in ok])
-        lines.append(f"| {s} | {preset} | {nfe} | {vjp} | {_fmt(seconds, 3)} | {len(ok)} |")
+        seconds = mean_or_none([c["seconds_per_image"] for c in ok])
+        lines.append(f"| {s} | {preset} | {nfe} | {vjp} | {fmt(seconds, 3)} | {len(ok)} |")
     return lines
 
 
@@ -761,7 +696,7 @@ def markdown_report(document: dict[str, Any], date: str | None = None) -> str:
             parts.append(f"{task}: no sampler applies")
             continue
         value = summary["cells"][names[0]][task]["psnr"]
-        parts.append(f"{task}: {', '.join(names)} ({_fmt(value)} dB)")
+        parts.append(f"{task}: {', '.join(names)} ({fmt(value)} dB)")
     lines += ["", "Winner per task by mean PSNR: " + "; ".join(parts) + ".", ""]
     return "\n".join(lines)
 
@@ -824,11 +759,57 @@ def plot_examples(setup: BenchmarkSetup, result: BenchmarkResult, path: Path) ->
     save_figure_atomic(fig, path, dpi=120)
 
 
+# ============================================================================================ command line
+HELP = "PSNR / SSIM of every sampler on the ten image tasks (Fashion-MNIST test)"
+PLOT = "grid of the first image per task: clean, measurement, samplers"
+KERNEL_WIZARD_HELP = (
+    "bkse KernelWizard weights (GOPRO_wVAE.pth or .safetensors) for nonlinear_blur: the reference's blur network "
+    "instead of the shipped stand-in (not downloadable here; bring your own)"
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``mgdm-audio benchmark image`` flags."""
+    parser.add_argument("--prior", default="fashion-mnist-pixel", help="shipped image prior name or export folder")
+    parser.add_argument("--tasks", default="all", metavar="all|T1,T2", help="image tasks (default: all ten)")
+    parser.add_argument(
+        "--samplers",
+        default=",".join(SAMPLERS),
+        metavar="[NAME=]S[:PRESET[:k=v]],...",
+        help="registry samplers, each optionally with its own preset and overrides (e.g. dps:paper)",
+    )
+    parser.add_argument(
+        "--preset", default="fast", help="fast | default | paper (or a sampler preset) for all samplers"
+    )
+    parser.add_argument("--n-images", type=int, default=8, help="first N images of the seeded test permutation")
+    parser.add_argument("--seed", type=int, default=0, help="image order, measurement noise and sampler seeds")
+    parser.add_argument("--batch", type=int, default=None, help="images per sampler batch (default: all N at once)")
+    parser.add_argument("--data-root", metavar="DIR", help="folder with the Fashion-MNIST IDX files (t10k-*)")
+    parser.add_argument(
+        "--split",
+        default="test",
+        choices=["test", "validation"],
+        help="test: the held-out t10k images (reported results); validation: train images 55000..59999 (tuning)",
+    )
+    parser.add_argument("-d", "--device", default="auto", help="auto | cpu | cuda")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--kernel-wizard", metavar="WEIGHTS", help=KERNEL_WIZARD_HELP)
+
+
+def run(args: argparse.Namespace) -> Report:
+    """``mgdm-audio benchmark image``: every check before any work, then every run on every task."""
+    names = ("tasks", "samplers", "preset", "n_images", "seed", "batch", "device", "split", "kernel_wizard")
+    setup = prepare(args.prior, data_root=args.data_root or DEFAULT_ROOT, **{n: getattr(args, n) for n in names})
+    result = run_benchmark(setup, cache=cache_file(args.cache), progress=not args.no_progress)
+    document = payload(result.rows, setup.settings)
+    return Report(document, markdown_report(document), lambda path: plot_examples(setup, result, path))
+
+
 __all__ = [
     "SAMPLERS",
     "BenchmarkResult",
     "BenchmarkSetup",
-    "SamplerRun",
+    "RunSpec",
     "average_ranks",
     "best_by_rank",
     "cell_means",

@@ -41,15 +41,17 @@ windows), their average over stems ("average" in the papers), the same for the n
 chunks of the per-chunk SDR per stem (SiSEC's median over tracks, at chunk level), and NFE, VJP and seconds per
 chunk.
 
-Runs are resumable: each finished (run, chunk) is appended to a JSON-lines cache keyed by the sampler, preset,
-overrides, seed, prior weights and chunk, so a killed benchmark continues where it stopped (a cached result without
-SDR is recomputed when BSSEval is asked for; stems are read only for chunks left to compute). Under ``torchrun``
-(``WORLD_SIZE > 1``) the chunks are dealt round-robin to the ranks, each writes its own cache file and rank 0
-merges them and writes the outputs (:func:`run_benchmark`).
+Runs are resumable through the harness (:mod:`mgdm_audio.benchmarks.harness`): each finished (run, chunk) is a cache
+line keyed by everything it depends on (:func:`cell_key`: the resolved sampler config and separator settings, prior
+weights, dataset chunk and seed), so a killed benchmark continues where it stopped (a cached result without SDR is
+recomputed when BSSEval is asked for; stems are read only for chunks left to compute). Under ``torchrun``
+(``WORLD_SIZE > 1``) the chunks are dealt round-robin to the ranks and rank 0 merges their results and writes the
+outputs.
 """
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import math
@@ -58,16 +60,26 @@ import time
 import zlib
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, is_dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm import tqdm
 
 from mgdm_audio.audio.spectra import welch_psd, wiener_posterior_sample, wiener_separation
+from mgdm_audio.benchmarks.harness import (
+    Report,
+    Shard,
+    cache_file,
+    device_for_rank,
+    finite_or_none,
+    fmt,
+    run_cells,
+    torchrun_shard,
+)
 from mgdm_audio.core.atomic import save_figure_atomic
 from mgdm_audio.core.errors import InternalError, UserInputError
+from mgdm_audio.core.runtime import resolve_device
 from mgdm_audio.metrics.sisdr import (
     SILENCE_THRESHOLD,
     ideal_binary_mask,
@@ -76,8 +88,7 @@ from mgdm_audio.metrics.sisdr import (
     si_sdri_windows,
     window_lengths,
 )
-from mgdm_audio.samplers.base import SamplerRun
-from mgdm_audio.samplers.base import parse_override_value as _parse_value
+from mgdm_audio.samplers.run import RunSpec, check_unique, parse_run_specs
 
 SLAKH_STEMS = ("bass", "drums", "guitar", "piano")
 MUSDB_STEMS = ("vocals", "drums", "bass", "other")
@@ -94,75 +105,53 @@ BASELINE_PRESET = "train PSD"
 #: Welch resolution and the number of train chunks of the ``wiener`` baseline's stem spectra.
 WIENER_BINS, WIENER_TRAIN_CHUNKS = 1025, 256
 MIN_ACTIVE_STEMS = 2
+ENGINE_VERSION = 1
+"""Part of every cache key: raise it when a change to this file changes the numbers of an unchanged cell."""
 
 
 # ============================================================================================ runs
-@dataclass(frozen=True)
-class Run(SamplerRun):
-    """One column of the comparison: a registry sampler (or an oracle) at a preset with overrides, and its label."""
-
-    preset: str = "default"
-
-    @property
-    def is_oracle(self) -> bool:
-        """No sampler behind it: an oracle (true stems) or a learning-free baseline (``wiener``)."""
-        return self.sampler in ORACLES or self.sampler in BASELINES
+def is_oracle(run: RunSpec) -> bool:
+    """No sampler behind it: an oracle (true stems) or a learning-free baseline (``wiener``)."""
+    return run.sampler in ORACLES or run.sampler in BASELINES
 
 
 #: even chunks per network batch in the benchmark (see ``run_benchmark``)
 BENCHMARK_BATCH_CHUNKS = 2
 
 
-def parse_sampler_set(text: str) -> list[Run]:
-    """``--sampler-set``: comma-separated ``NAME=sampler[:preset[:key=value[:key=value...]]]``.
+def parse_sampler_set(text: str) -> list[RunSpec]:
+    """``--sampler-set``: comma-separated ``NAME=sampler[:preset[:key=value...]]`` (the run-spec syntax of every
+    benchmark, :func:`~mgdm_audio.samplers.run.parse_run_spec`, with the label required).
 
     >>> parse_sampler_set("mgdm-R1=mgdm:fast:n_reps=1,dps-200=dps:fast:n_steps=200")[0]
-    Run(sampler='mgdm', preset='fast', overrides=(('n_reps', 1),), label='mgdm-R1')
+    RunSpec(sampler='mgdm', preset='fast', overrides=(('n_reps', 1),), label='mgdm-R1')
     """
-    runs = []
-    for item in (part.strip() for part in text.split(",")):
-        if not item:
-            continue
-        label, sep, spec = item.partition("=")
-        fields = spec.split(":") if sep else []
-        if not label.strip() or not fields or not fields[0].strip():
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    for item in items:
+        label = item.split(":")[0].partition("=")
+        if not label[1] or not label[0].strip():
             raise UserInputError(
                 f"--sampler-set entry {item!r} is not NAME=sampler[:preset[:key=value...]] "
                 "(e.g. mgdm-R1=mgdm:fast:n_reps=1)."
             )
-        preset = fields[1].strip() if len(fields) > 1 and fields[1].strip() else "default"
-        overrides = []
-        for pair in fields[2:]:
-            key, eq, value = pair.partition("=")
-            if not eq or not key.strip():
-                raise UserInputError(
-                    f"--sampler-set entry {item!r}: override {pair!r} is not key=value (e.g. n_reps=2)."
-                )
-            overrides.append((key.strip(), _parse_value(value.strip())))
-        runs.append(Run(fields[0].strip(), preset, tuple(sorted(overrides)), label.strip()))
-    names = [r.name for r in runs]
-    duplicated = sorted({n for n in names if names.count(n) > 1})
-    if duplicated:
-        raise UserInputError(f"--sampler-set names must be unique; repeated: {', '.join(duplicated)}.")
-    return runs
+    return parse_run_specs(",".join(items), "default", "--sampler-set")
 
 
-def make_runs(samplers: Sequence[str], preset: str, sampler_set: str | None = None, oracles: bool = True) -> list[Run]:
+def make_runs(
+    samplers: Sequence[str], preset: str, sampler_set: str | None = None, oracles: bool = True
+) -> list[RunSpec]:
     """``--samplers`` at ``--preset`` (labels ``sampler`` or ``sampler:preset``), then the ``--sampler-set``
     variants, then the oracles. Names must be unique."""
     runs = [
-        Run(s, preset, (), s if preset == "default" else f"{s}:{preset}")
+        RunSpec(s, preset, (), s if preset == "default" else f"{s}:{preset}")
         for s in samplers
         if s not in ORACLES and s not in BASELINES
     ]
     runs += parse_sampler_set(sampler_set) if sampler_set else []
     if oracles:
-        runs += [Run(o, ORACLE_PRESET, (), o) for o in ORACLES]
-        runs += [Run(b, BASELINE_PRESET, (), b) for b in BASELINES]
-    names = [r.name for r in runs]
-    duplicated = sorted({n for n in names if names.count(n) > 1})
-    if duplicated:
-        raise UserInputError(f"sampler names in the table must be unique; repeated: {', '.join(duplicated)}.")
+        runs += [RunSpec(o, ORACLE_PRESET, (), o) for o in ORACLES]
+        runs += [RunSpec(b, BASELINE_PRESET, (), b) for b in BASELINES]
+    check_unique(runs, "sampler names in the table")
     return runs
 
 
@@ -291,12 +280,8 @@ def chunk_seed(seed: int, chunk: Chunk) -> int:
 
 
 # ============================================================================================ scoring
-def _finite_or_none(value: float) -> float | None:
-    return float(value) if math.isfinite(float(value)) else None
-
-
 def score_chunk(
-    run: Run,
+    run: RunSpec,
     chunk: Chunk,
     references: torch.Tensor,
     estimates: torch.Tensor,
@@ -313,7 +298,7 @@ def score_chunk(
         from mgdm_audio.metrics.bsseval import bss_eval
 
         bss = bss_eval(references, estimates, sample_rate)
-        sdr = [_finite_or_none(v) for v in bss.sdr]  # NaN (silent) and +inf (zero error) are stored as null
+        sdr = [finite_or_none(v) for v in bss.sdr]  # NaN (silent) and +inf (zero error) are stored as null
     rows = []
     for k, stem in enumerate(stems):
         rows.append(
@@ -325,8 +310,8 @@ def score_chunk(
                 "track": chunk.track,
                 "chunk": chunk.start,
                 "stem": stem,
-                "si_sdri": _finite_or_none(result.msdm[k]),
-                "si_sdri_nonsilent": _finite_or_none(result.exclude_silent[k]),
+                "si_sdri": finite_or_none(result.msdm[k]),
+                "si_sdri_nonsilent": finite_or_none(result.exclude_silent[k]),
                 "n_windows": int(result.n_kept[k]),
                 "n_windows_nonsilent": int(result.n_kept_exclude_silent[k]),
                 "sdr": sdr[k],
@@ -358,99 +343,6 @@ def oracle_estimates(
     return mixture_baseline(references)
 
 
-# ============================================================================================ cache
-def _resolved_preset(setup: Any, run: Run) -> str | None:
-    """The sampler preset the run's separator resolved its preset to (``None`` for oracles)."""
-    separator = setup.separators.get(run.name)
-    return None if separator is None else str(separator.sampler_preset)
-
-
-def _config_id(setup: Any, run: Run) -> str:
-    """A digest of every setting the run's separator will use (the sampler config after its preset and overrides,
-    and the number of samples), so that a preset whose values change recomputes its rows ("" for oracles)."""
-    separator = setup.separators.get(run.name)
-    if separator is None:
-        return ""
-    config = separator.config
-    values = asdict(config) if is_dataclass(config) else vars(config)
-    text = json.dumps({"config": values, "n_samples": separator.n_samples}, sort_keys=True)  # plain JSON or fail
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def _baseline_id(setup: Any) -> str:
-    return str(setup.info.get("wiener_psd_sha256", ""))
-
-
-def cache_key(
-    run: Run,
-    chunk: Chunk,
-    seed: int,
-    prior_id: str,
-    chunk_samples: int,
-    sampler_preset: str | None = None,
-    baseline_id: str = "",
-    config_id: str = "",
-) -> str:
-    """The identity of a (run, chunk) result: sampler, preset, overrides, seed, prior weights and chunk, and
-    ``config_id``, the digest of the settings they resolve to (:func:`_config_id`).
-
-    ``sampler_preset`` is the sampler preset the separator resolved the run's preset to; it joins the key when it
-    differs from the run's preset, so that changing what a separator preset means recomputes the affected rows."""
-    key: dict[str, Any] = {
-        "sampler": run.sampler,
-        "preset": run.preset,
-        "overrides": run.overrides_dict,
-        "seed": seed,
-        "prior": prior_id if not run.is_oracle else "",
-        "chunk_samples": chunk_samples,
-        "chunk": chunk.chunk_id,
-    }
-    if sampler_preset is not None and sampler_preset != run.preset:
-        key["sampler_preset"] = sampler_preset
-    if config_id:
-        key["config"] = config_id
-    if run.sampler in BASELINES:
-        key["baseline"] = baseline_id  # e.g. the hash of the stem spectra the wiener baseline was fitted to
-    return json.dumps(key, sort_keys=True)
-
-
-def setup_cache_key(setup: Any, run: Run, chunk: Chunk, seed: int, prior_id: str) -> str:
-    """:func:`cache_key` of a (run, chunk) of a prepared benchmark."""
-    return cache_key(
-        run,
-        chunk,
-        seed,
-        prior_id,
-        setup.chunk_samples,
-        _resolved_preset(setup, run),
-        _baseline_id(setup),
-        _config_id(setup, run),
-    )
-
-
-def read_cache(path: Path | None) -> dict[str, list[dict[str, Any]]]:
-    """Cached rows by key; a truncated last line (a run killed mid-write) is ignored."""
-    done: dict[str, list[dict[str, Any]]] = {}
-    if path is None or not path.exists():
-        return done
-    for line in path.read_text().splitlines():
-        try:
-            entry = json.loads(line)
-            done[entry["key"]] = entry["rows"]
-        except (json.JSONDecodeError, KeyError, TypeError):
-            continue
-    return done
-
-
-def append_cache(path: Path | None, key: str, rows: list[dict[str, Any]]) -> None:
-    if path is None:
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as f:
-        f.write(json.dumps({"key": key, "rows": rows}) + "\n")
-        f.flush()
-
-
 # ============================================================================================ engine
 @dataclass
 class BenchmarkSetup:
@@ -459,7 +351,7 @@ class BenchmarkSetup:
 
     prior: Any
     prior_name: str
-    runs: list[Run]
+    runs: list[RunSpec]
     dataset: Any
     chunks: list[Chunk]
     separators: dict[str, Any]
@@ -477,7 +369,7 @@ def prepare(
     layout: str,
     split: str,
     prior: str | Path | Any,
-    runs: Sequence[Run],
+    runs: Sequence[RunSpec],
     max_chunks: int | None = None,
     seed: int = 0,
     chunk_seconds: float | None = None,
@@ -485,7 +377,7 @@ def prepare(
 ) -> BenchmarkSetup:
     """Load and check everything (prior, stems, dataset layout, samplers) before any separation starts."""
     from mgdm_audio.audio.priors import load_prior
-    from mgdm_audio.audio.separator import Separator, resolve_device
+    from mgdm_audio.audio.separator import Separator
 
     if layout not in LAYOUT_STEMS:
         raise UserInputError(f"--layout must be one of {', '.join(LAYOUT_STEMS)}, got {layout!r}.")
@@ -510,7 +402,7 @@ def prepare(
         )
     separators = {}
     for run in runs:
-        if run.is_oracle:
+        if is_oracle(run):
             continue
         overrides = run.overrides_dict
         n_samples = overrides.pop(N_SAMPLES_KEY, 1)
@@ -578,9 +470,45 @@ def fit_wiener_psd(root: Path, layout: str, model: Any, chunk_samples: int, seed
     return welch_psd(chunks, min(WIENER_BINS, chunk_samples // 2 + 1))
 
 
-def shard_cache_path(cache: Path, rank: int) -> Path:
-    """Rank ``rank``'s own cache file beside the shared one (``cache.jsonl`` -> ``cache.jsonl.rank1``)."""
-    return cache.with_name(f"{cache.name}.rank{rank}")
+@dataclass(frozen=True)
+class SeparationCell:
+    """One run (a sampler at a preset, or an oracle) on one chunk; the chunk is the group (its stems are read once)."""
+
+    run: RunSpec
+    chunk: Chunk
+    key: dict[str, Any]
+
+    @property
+    def group(self) -> str:
+        return self.chunk.chunk_id
+
+
+def cell_key(setup: BenchmarkSetup, run: RunSpec, chunk: Chunk) -> dict[str, Any]:
+    """Every value a (run, chunk) result depends on: the resolved sampler config and separator settings (or the
+    oracle and the baseline's spectra), the prior's weights, the dataset chunk and the seed."""
+    info = setup.info
+    separator = setup.separators.get(run.name)
+    method: dict[str, Any]
+    if separator is None:
+        baseline = info.get("wiener_psd_sha256", "") if run.sampler in BASELINES else ""
+        method = {"oracle": run.sampler, "baseline": baseline}
+    else:
+        method = {
+            **separator.run.key(),
+            "n_samples": separator.n_samples,
+            "batch_chunks": separator.batch_chunks,
+            "segment": [separator.plan.chunk, separator.plan.overlap],
+            "prior": info["weights_sha256"] or setup.prior_name,
+        }
+    return {
+        "engine": "separation",
+        "version": ENGINE_VERSION,
+        **method,
+        "data": [info["root"], info["layout"], info["split"], info["stems"], info["sample_rate"]],
+        "chunk_samples": setup.chunk_samples,
+        "chunk": chunk.chunk_id,
+        "seed": chunk_seed(int(info["seed"]), chunk),
+    }
 
 
 def run_benchmark(
@@ -588,78 +516,51 @@ def run_benchmark(
     cache: Path | None = None,
     bsseval: bool = False,
     progress: bool = True,
-    on_result: Callable[[Run, Chunk], None] | None = None,
+    on_result: Callable[[RunSpec, Chunk], None] | None = None,
     rank: int = 0,
     world_size: int = 1,
     barrier: Callable[[], None] | None = None,
 ) -> list[dict[str, Any]] | None:
     """Every run on every chunk (cached results reused, new ones appended), rows in (run, chunk, stem) order.
 
-    Sharding (``torchrun``: ``rank`` / ``world_size`` > 1): rank ``r`` computes the chunks ``i`` with
-    ``i % world_size == r`` into its own cache ``CACHE.rank{r}``; after ``barrier()`` rank 0 merges every rank's
-    results into ``CACHE`` (and removes the rank files) and returns all rows; the other ranks return None.
+    Sharding (``torchrun``: ``rank`` / ``world_size`` > 1): the harness deals the chunks to the ranks, rank 0
+    merges every rank's cache and returns all rows; the other ranks return None.
     """
-    if world_size > 1 and cache is None:
-        raise UserInputError("sharded runs (WORLD_SIZE > 1) need --cache PATH: the ranks merge their results there.")
     if not 0 <= rank < world_size:
         raise UserInputError(f"rank {rank} is outside a world of {world_size} processes.")
     if bsseval:
         from mgdm_audio.metrics.bsseval import require_museval
 
         require_museval()  # one clear error before any work
-    seed = int(setup.info["seed"])
-    prior_id = setup.info["weights_sha256"] or setup.prior_name
     stems, sr = tuple(setup.prior.stems), int(setup.prior.sample_rate)
-    own_cache = cache if world_size == 1 or cache is None else shard_cache_path(cache, rank)
-    done = read_cache(cache)
-    if own_cache != cache:
-        done.update(read_cache(own_cache))
+    cells = [SeparationCell(r, c, cell_key(setup, r, c)) for c in setup.chunks for r in setup.runs]
 
-    def is_done(key: str) -> bool:
-        rows = done.get(key)
-        return rows is not None and (not bsseval or all(r.get("sdr_computed") for r in rows))
+    def compute(group: list[SeparationCell]) -> list[list[dict[str, Any]]]:
+        references = setup.references(group[0].chunk)  # read once per chunk, only when something is left to do
+        out = []
+        for cell in group:
+            out.append(_compute(setup, cell.run, cell.chunk, references, stems, sr, bsseval))
+            if on_result is not None:
+                on_result(cell.run, cell.chunk)
+        return out
 
-    mine = [c for i, c in enumerate(setup.chunks) if i % world_size == rank]
-    bar = tqdm(total=len(setup.runs) * len(mine), desc="separation benchmark", unit="chunk", disable=not progress)
-    for chunk in mine:
-        references = None  # read once per chunk, and only when something is left to compute on it
-        for run in setup.runs:
-            key = setup_cache_key(setup, run, chunk, seed, prior_id)
-            if not is_done(key):
-                references = setup.references(chunk) if references is None else references
-                done[key] = _compute(setup, run, chunk, references, stems, sr, seed, bsseval)
-                append_cache(own_cache, key, done[key])
-                if on_result is not None:
-                    on_result(run, chunk)
-            bar.set_postfix_str(f"{run.name} {chunk.chunk_id}")
-            bar.update(1)
-    bar.close()
-    if world_size > 1:
-        assert cache is not None
-        if barrier is not None:
-            barrier()
-        if rank != 0:
-            return None
-        in_main = set(read_cache(cache))
-        for r in range(world_size):
-            shard = shard_cache_path(cache, r)
-            for key, entry in read_cache(shard).items():
-                if is_done(key) and key in in_main:
-                    continue
-                done[key] = entry
-                append_cache(cache, key, entry)
-                in_main.add(key)
-            shard.unlink(missing_ok=True)
+    results = run_cells(
+        cells,
+        compute,
+        cache,
+        accept=lambda rows: not bsseval or all(r.get("sdr_computed") for r in rows),
+        shard=Shard(rank, world_size, barrier),
+        progress=progress,
+        desc="separation benchmark",
+        status=lambda cell: f"{cell.run.name} {cell.chunk.chunk_id}",
+    )
+    if results is None:
+        return None
+    by_cell = {(c.run.name, c.chunk.chunk_id): rows for c, rows in zip(cells, results, strict=True)}
     rows: list[dict[str, Any]] = []
     for run in setup.runs:
         for chunk in setup.chunks:
-            key = setup_cache_key(setup, run, chunk, seed, prior_id)
-            if key not in done:
-                raise UserInputError(
-                    f"no result for {run.name} on chunk {chunk.chunk_id}: a rank stopped early; rerun the same "
-                    "command (finished chunks are reused from the cache)."
-                )
-            for row in done[key]:
+            for row in by_cell[(run.name, chunk.chunk_id)]:
                 out = {k: v for k, v in row.items() if k != "sdr_computed"}
                 out["sampler"] = run.name  # the cache is keyed by the configuration, the label is this table's
                 rows.append(out)
@@ -668,16 +569,15 @@ def run_benchmark(
 
 def _compute(
     setup: BenchmarkSetup,
-    run: Run,
+    run: RunSpec,
     chunk: Chunk,
     references: torch.Tensor,
     stems: Sequence[str],
     sr: int,
-    seed: int,
     bsseval: bool,
 ) -> list[dict[str, Any]]:
-    this_seed = chunk_seed(seed, chunk)
-    if run.is_oracle:
+    this_seed = chunk_seed(int(setup.info["seed"]), chunk)
+    if is_oracle(run):
         start = time.perf_counter()
         estimates = oracle_estimates(run.sampler, references, setup.wiener_psd, this_seed)
         cost = {"nfe": 0, "vjp": 0, "seconds": time.perf_counter() - start}
@@ -752,10 +652,6 @@ def summarise(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return summary
 
 
-def _fmt(value: float | None, digits: int = 2) -> str:
-    return "–" if value is None else f"{value:.{digits}f}"
-
-
 def markdown_report(summary: dict[str, Any], info: dict[str, Any], stems: Sequence[str]) -> str:
     """The results table: SI-SDRi per stem and average, the non-silent average, SDR, NFE and wall time."""
     lines = [
@@ -781,10 +677,10 @@ def markdown_report(summary: dict[str, Any], info: dict[str, Any], stems: Sequen
     ]
     for name, s in summary.items():
         preset = s["preset"] + ("" if not s["overrides"] else " " + json.dumps(s["overrides"], sort_keys=True))
-        cells = " | ".join(_fmt(s["si_sdri"].get(stem)) for stem in stems)
+        cells = " | ".join(fmt(s["si_sdri"].get(stem)) for stem in stems)
         lines.append(
-            f"| {name} | {preset} | {cells} | {_fmt(s['si_sdri_average'])} | "
-            f"{_fmt(s['si_sdri_nonsilent_average'])} | {_fmt(s['sdr_average'])} | {s['nfe_per_chunk']:.0f} | "
+            f"| {name} | {preset} | {cells} | {fmt(s['si_sdri_average'])} | "
+            f"{fmt(s['si_sdri_nonsilent_average'])} | {fmt(s['sdr_average'])} | {s['nfe_per_chunk']:.0f} | "
             f"{s['seconds_per_chunk']:.2f} |"
         )
     total = sum(s["seconds_total"] for s in summary.values())
@@ -838,3 +734,72 @@ def plot_quality_vs_nfe(summary: dict[str, Any], path: Path) -> None:
 def payload(rows: list[dict[str, Any]], info: dict[str, Any]) -> dict[str, Any]:
     """The JSON document: ``{"info", "rows", "summary"}``."""
     return {"info": info, "rows": rows, "summary": summarise(rows)}
+
+
+# ============================================================================================ command line
+HELP = "SI-SDRi (and BSSEval SDR) of samplers and oracles on test chunks"
+PLOT = "plot average SI-SDRi against NFE per chunk"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``mgdm-audio benchmark separation`` flags."""
+    parser.add_argument("--root", required=True, help="dataset root holding the split folder")
+    parser.add_argument("--layout", required=True, choices=["slakh", "musdb"], help="dataset layout")
+    parser.add_argument("--split", default="test", help="split (slakh) or subset (musdb) folder name")
+    parser.add_argument("--prior", default="slakh-style-small", help="shipped prior name or export folder")
+    parser.add_argument("--samplers", default="mgdm,msdm,dps", metavar="A,B", help="registry samplers at --preset")
+    parser.add_argument("--preset", default="fast", help="fast | default | paper, or a sampler preset")
+    parser.add_argument(
+        "--sampler-set",
+        metavar="NAME=S:P:k=v,...",
+        help="extra labelled runs, e.g. mgdm-R2=mgdm:fast:n_reps=2,dps-400=dps:fast:n_steps=400",
+    )
+    parser.add_argument(
+        "--no-oracles", action="store_true", help="skip the irm / ibm / mixture oracles and the wiener baseline"
+    )
+    parser.add_argument(
+        "--max-chunks", type=int, default=None, help="first N chunks of the seeded order (default: all)"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="chunk order and per-chunk sampler seeds")
+    parser.add_argument("--chunk-seconds", type=float, default=None, help="chunk length (default: the prior's)")
+    parser.add_argument("--bsseval", action="store_true", help="also BSSEval v4 SDR via museval (needs ffmpeg)")
+    parser.add_argument("-d", "--device", default="auto", help="auto | cpu | cuda")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+
+
+def run(args: argparse.Namespace) -> Report | None:
+    """``mgdm-audio benchmark separation``: every check before any work, the chunks (sharded under torchrun)."""
+    samplers = [s.strip() for s in (args.samplers or "").split(",") if s.strip()]
+    runs = make_runs(samplers, args.preset, args.sampler_set, oracles=not args.no_oracles)
+    if not runs:
+        raise UserInputError("nothing to run: give --samplers and/or --sampler-set (or drop --no-oracles).")
+    if args.bsseval:
+        from mgdm_audio.metrics.bsseval import require_museval
+
+        require_museval()
+    shard = torchrun_shard(args.cache)  # torchrun: chunks dealt to the ranks, rank 0 merges and writes the outputs
+    setup = prepare(
+        args.root,
+        args.layout,
+        args.split,
+        args.prior,
+        runs,
+        max_chunks=args.max_chunks,
+        seed=args.seed,
+        chunk_seconds=args.chunk_seconds,
+        device=str(device_for_rank(args.device, shard)),
+    )
+    rows = run_benchmark(
+        setup,
+        cache=cache_file(args.cache),
+        bsseval=args.bsseval,
+        progress=not args.no_progress and shard.rank == 0,
+        rank=shard.rank,
+        world_size=shard.world,
+        barrier=shard.barrier,
+    )
+    if rows is None:
+        return None
+    document = payload(rows, setup.info)
+    text = markdown_report(document["summary"], setup.info, setup.prior.stems)
+    return Report(document, text, lambda path: plot_quality_vs_nfe(document["summary"], path))

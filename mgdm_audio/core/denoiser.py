@@ -149,8 +149,9 @@ class CountingDenoiser:
     a batch of ``n``: a sampler that evaluates several candidates per chain in one stacked batch pays for each.
     """
 
-    def __init__(self, inner: Denoiser, unit_batch: int | None = None) -> None:
+    def __init__(self, inner: Denoiser, unit_batch: int | None = None, start_scale: str = "unit") -> None:
         self.inner = inner
+        self.start_scale = start_scale  # the run's starting-noise convention (mgdm_audio.samplers.run)
         self.levels = inner.levels
         self.unit_batch = unit_batch
         self.nfe = 0

@@ -14,6 +14,10 @@ import ctypes
 import ctypes.util
 import sys
 
+import torch
+
+from mgdm_audio.core.errors import UserInputError
+
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
 
@@ -33,3 +37,17 @@ def keep_freed_memory(mmap_threshold: int = 256 << 20, trim_threshold: int = 1 <
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
     return bool(mallopt(_M_MMAP_THRESHOLD, mmap_threshold)) and bool(mallopt(_M_TRIM_THRESHOLD, trim_threshold))
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """The one device resolver of every job: ``auto`` is CUDA when present, else the CPU; a CUDA device that is
+    not there, or a name torch does not know, is one clear error."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise UserInputError(f"--device must be auto, cpu or cuda[:N], got {device!r}.") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UserInputError(f"--device {device} was asked for but no CUDA GPU is available; use --device cpu or auto.")
+    return dev

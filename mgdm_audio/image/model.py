@@ -26,7 +26,7 @@ tiny sigmas, and without a ``loss_weight`` the loss is the plain reconstruction 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
-from typing import Any
+from typing import Any, Self
 
 import torch
 import torch.nn.functional as F
@@ -41,8 +41,19 @@ def _lists_as_tuples(d: dict[str, Any]) -> dict[str, Any]:
     return {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
 
 
+class _JsonConfig:
+    """The JSON round trip of a frozen config dataclass (lists read from JSON become tuples)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Self:
+        return cls(**_lists_as_tuples(d))
+
+
 @dataclass(frozen=True)
-class ImageUNetConfig:
+class ImageUNetConfig(_JsonConfig):
     """Architecture of :class:`ImageUNet` (sizes of the named configs in :data:`IMAGE_CONFIGS`)."""
 
     in_channels: int = 1
@@ -70,13 +81,6 @@ class ImageUNetConfig:
     def downsampling(self) -> int:
         """Height and width must be multiples of this."""
         return 2 ** (len(self.channels) - 1)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> ImageUNetConfig:
-        return cls(**_lists_as_tuples(d))
 
 
 #: Named architectures: ``tiny`` for tests, ``small`` for the shipped Fashion-MNIST priors (pixel and latent).
@@ -221,7 +225,7 @@ def build_image_prior(config: str = "small", edm: dict[str, Any] | None = None, 
 
 
 @dataclass(frozen=True)
-class AutoencoderConfig:
+class AutoencoderConfig(_JsonConfig):
     in_channels: int = 1
     channels: tuple[int, ...] = (32, 64, 64)
     latent_channels: int = 4
@@ -230,13 +234,6 @@ class AutoencoderConfig:
     @property
     def downsampling(self) -> int:
         return 2 ** (len(self.channels) - 1)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> AutoencoderConfig:
-        return cls(**_lists_as_tuples(d))
 
 
 class _PlainBlock(nn.Module):

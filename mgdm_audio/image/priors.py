@@ -31,7 +31,7 @@ from mgdm_audio.core.likelihood import InverseProblem
 from mgdm_audio.core.operators import Operator
 from mgdm_audio.core.schedules import NoiseLevels
 from mgdm_audio.image.model import Autoencoder, EDMImagePrior, module_from_export_config
-from mgdm_audio.training.export import CONFIG_NAME, find_export, load_export, shipped_exports
+from mgdm_audio.training.export import CONFIG_NAME, load_export, require_export, shipped_exports
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 PRIOR_KINDS = ("pixel", "latent")
@@ -95,14 +95,8 @@ def available_image_priors() -> list[str]:
 
 
 def _resolve(name_or_path: str | Path, relative_to: Path | None = None) -> Path:
-    folder = find_export(name_or_path, WEIGHTS_DIR, also_under=relative_to)
-    if folder is not None:
-        return folder
-    names = ", ".join(available_image_priors()) or "none shipped"
-    raise UserInputError(
-        f"unknown image prior '{name_or_path}': not a shipped name ({names}), not an export folder with "
-        f"{CONFIG_NAME}, and not a diffusers UNet2DModel folder."
-    )
+    expected = f"an export folder with {CONFIG_NAME} or a diffusers UNet2DModel folder"
+    return require_export(name_or_path, WEIGHTS_DIR, "image prior", expected, also_under=relative_to)
 
 
 def _build(config: dict[str, Any]) -> nn.Module:
@@ -179,15 +173,16 @@ def generate_images(prior: ImagePrior, n_samples: int, seed: int, steps: int = 5
     """Unconditional images ``(n_samples, C, H, W)`` in ``[-1, 1]``: the core's DDIM(eta) on the prior's space
     (``steps`` points of its table, start ``x_T = n``), decoded for latent priors. Same seed, same output."""
     from mgdm_audio.core.rng import make_generator
-    from mgdm_audio.samplers.registry import get_sampler
+    from mgdm_audio.samplers.run import RunSpec, resolve, run_posterior
 
     if n_samples < 1:
         raise UserInputError(f"the number of samples must be at least 1, got {n_samples}.")
-    spec = get_sampler("ddim")
-    config = spec.config("default", n_steps=steps, eta=eta)
+    run = resolve(RunSpec("ddim", "default", (("eta", eta), ("n_steps", steps))), "plain")
     device = next(iter(prior.denoiser.parameters())).device if isinstance(prior.denoiser, nn.Module) else "cpu"
-    x_init = torch.randn((n_samples, *prior.sample_shape), generator=make_generator(seed)).to(device)
-    result = spec.run(prior, None, x_init, generator=make_generator(seed + 1, device), config=config)
+    generator, noise = make_generator(seed + 1, device), make_generator(seed)
+    result = run_posterior(
+        prior, None, run, n_samples, generator, x_shape=prior.sample_shape, device=device, init=noise
+    )
     with torch.no_grad():
         return prior.to_image(result.samples)
 

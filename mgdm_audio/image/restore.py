@@ -55,11 +55,11 @@ from torch import Tensor
 
 from mgdm_audio.core.errors import UserInputError
 from mgdm_audio.core.operators import Operator
+from mgdm_audio.core.runtime import resolve_device
 from mgdm_audio.image.operators import TASKS, SuperResolution, make_operator
 from mgdm_audio.image.priors import ImagePrior, load_image_prior
-from mgdm_audio.image.solve import SIGMA_Y, Restoration, measure, sampler_applicable, sampler_preset, solve
+from mgdm_audio.image.solve import SIGMA_Y, Restoration, image_run, measure, sampler_applicable, solve
 from mgdm_audio.samplers.base import Callback
-from mgdm_audio.samplers.registry import get_sampler
 
 __all__ = [
     "IMAGE_SHAPED_TASKS",
@@ -399,26 +399,13 @@ def _write_outputs(out: Path, panels: list[Panel], title: str, restored: np.ndar
 # --------------------------------------------------------------------------------------------------
 
 
-def _resolve_device(device: str) -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cpu":
-        return device
-    if device == "cuda" or device.startswith("cuda:"):
-        if not torch.cuda.is_available():
-            raise UserInputError(f"--device {device}: no CUDA device is available here; use --device cpu or auto.")
-        return device
-    raise UserInputError(f"--device must be auto, cpu or cuda, got {device!r}.")
-
-
 def _check_request(
     image: Path, out: Path, task: str, sampler: str, preset: str, n_samples: int, sigma_y: float
 ) -> None:
     """The checks that need no file and no model (one clear error each)."""
     if task not in TASKS:
         raise UserInputError(f"unknown --task {task!r}; choose one of: {', '.join(TASKS)}.")
-    spec = get_sampler(sampler)
-    spec.config(sampler_preset(preset, sampler))
+    image_run(sampler, preset, {})
     if n_samples < 1:
         raise UserInputError(f"--n-samples must be at least 1, got {n_samples}.")
     if not (math.isfinite(sigma_y) and sigma_y > 0):
@@ -472,7 +459,7 @@ def restore(
     _check_request(image, out, task, sampler, preset, n_samples, sigma_y)
     if kernel_wizard is not None and task != "nonlinear_blur":
         raise UserInputError(f"--kernel-wizard applies to --task nonlinear_blur only, not {task}.")
-    device = _resolve_device(device)
+    device = str(resolve_device(device))
     source = read_input(image, add_note)
     _check_measurement_kind(source, task, degrade)
     loaded: ImagePrior = load_image_prior(prior, device=device)

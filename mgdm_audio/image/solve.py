@@ -19,13 +19,9 @@ from mgdm_audio.core.operators import Operator
 from mgdm_audio.core.rng import make_generator
 from mgdm_audio.image.priors import ImagePrior
 from mgdm_audio.samplers.base import Callback
-from mgdm_audio.samplers.registry import get_sampler
+from mgdm_audio.samplers.run import PosteriorRun, RunSpec, resolve, run_posterior
 
 SIGMA_Y = 0.05
-#: CLI preset names -> the sampler presets tried in order (the first one the sampler has; else its own default
-#: config). ``default`` is each sampler's ``image`` preset (MGDM: chosen on Fashion-MNIST validation images) or its
-#: ``fast`` one, as the separator's ``default`` is ``audio`` or ``fast``.
-PRESET_NAMES: dict[str, tuple[str, ...]] = {"fast": ("fast",), "default": ("image", "fast"), "paper": ("paper-image",)}
 
 
 @dataclass
@@ -61,10 +57,12 @@ def measure(operator: Operator, clean: Tensor, sigma_y: float = SIGMA_Y, seed: i
 
 def sampler_preset(preset: str, sampler: str) -> str:
     """The sampler's own preset name for a CLI preset (``fast``, ``default``, ``paper``) or a sampler preset name."""
-    if preset not in PRESET_NAMES:
-        return preset
-    available = get_sampler(sampler).presets
-    return next((name for name in PRESET_NAMES[preset] if name in available), "default")
+    return resolve(RunSpec(sampler, preset), "image").sampler_preset
+
+
+def image_run(sampler: str, preset: str, overrides: dict[str, Any]) -> PosteriorRun:
+    """A sampler at a CLI or sampler preset with overrides, resolved for images (start ``x_T = x_init``)."""
+    return resolve(RunSpec(sampler, preset, tuple(sorted(overrides.items()))), "image")
 
 
 def solve(
@@ -86,16 +84,13 @@ def solve(
     """
     if n_samples < 1:
         raise UserInputError(f"n_samples must be at least 1, got {n_samples}.")
-    spec = get_sampler(sampler)
-    config = spec.config(sampler_preset(preset, sampler), **overrides)
+    run = image_run(sampler, preset, overrides)
     n = y.shape[0]
     y_rep = y.repeat_interleave(n_samples, dim=0)
     problem = prior.problem(operator, y_rep, sigma_y)
-    spec.check(problem, config)
-    device = y.device
-    g = make_generator(seed, device)
-    x_init = torch.randn((n * n_samples, *prior.sample_shape), generator=g, device=device)
-    result = spec.run(prior, problem, x_init, generator=g, config=config, callback=callback)
+    run.check(problem)
+    generator = make_generator(seed, y.device)
+    result = run_posterior(prior, problem, run, n * n_samples, generator, callback, x_shape=prior.sample_shape)
     with torch.no_grad():
         images = prior.to_image(result.samples)
     return Restoration(
@@ -115,12 +110,11 @@ def sampler_applicable(
     """``None`` if ``sampler`` (with ``preset`` and ``overrides``) can run this task on this prior, else the
     reason it cannot (the benchmark's "n/a" cells). A config may relax a requirement (e.g. ΠGDM with
     ``pseudo_inverse="identity"`` needs no SVD)."""
-    spec = get_sampler(sampler)
-    config = spec.config(sampler_preset(preset, sampler), **overrides)
+    run = image_run(sampler, preset, overrides)
     dummy_y = torch.zeros(1)  # only the operator's type and SVD pieces are looked at
     try:
         problem = prior.problem(operator, dummy_y, SIGMA_Y)
-        spec.check(problem, config)
+        run.check(problem)
     except UserInputError as err:
         return str(err)
     return None

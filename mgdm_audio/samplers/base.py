@@ -1,11 +1,12 @@
 """What every sampler shares: the call signature, the result with its cost, and the step rules.
 
-Every sampler is a function with the signature of :class:`SamplerFn`::
+Every sampler is a callable with the signature of :meth:`SamplerFn.__call__`::
 
-    run(prior, problem, x_init, *, generator=None, config=None, callback=None) -> SamplerResult
+    run(prior, problem, x_init, *, generator=None, config=None, callback=None, start_scale="unit") -> SamplerResult
 
 ``x_init`` is standard normal noise of the output's shape ``(B, *x_shape)``; each sampler scales
-it to its starting state. ``problem`` is ``None`` only for unconditional sampling. The
+it to its starting state, following ``start_scale`` (the run's convention, :data:`StartScale`).
+``problem`` is ``None`` only for unconditional sampling. The
 :func:`sampler` decorator wraps the algorithm with input checks, a counting denoiser (NFE and VJP)
 and a wall clock, so that the algorithms themselves stay pure.
 """
@@ -16,7 +17,7 @@ import functools
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
-from typing import Any, Protocol
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
@@ -24,9 +25,12 @@ from torch import Tensor
 from mgdm_audio.core.denoiser import CountingDenoiser, Denoiser
 from mgdm_audio.core.errors import UserInputError
 from mgdm_audio.core.likelihood import InverseProblem
-from mgdm_audio.core.operators import LinearOperator
+from mgdm_audio.core.operators import LinearOperator, SVDPieces
 
 Callback = Callable[[dict[str, Any]], None]
+StartScale = Literal["unit", "vp"]
+"""The starting-noise convention of a run (:mod:`mgdm_audio.samplers.run`): ``x_T = x_init`` or
+``x_T = sqrt(1 - abar_T) x_init``; the counting prior a sampler receives carries it as ``prior.start_scale``."""
 
 
 @dataclass
@@ -38,19 +42,6 @@ class SamplerResult:
     vjp: int
     seconds: float
     info: dict[str, Any] = field(default_factory=dict)
-
-
-class SamplerFn(Protocol):
-    def __call__(
-        self,
-        prior: Denoiser,
-        problem: InverseProblem | None,
-        x_init: Tensor,
-        *,
-        generator: torch.Generator | None = None,
-        config: Any = None,
-        callback: Callback | None = None,
-    ) -> SamplerResult: ...
 
 
 AlgorithmFn = Callable[
@@ -73,6 +64,9 @@ class SamplerSpec:
     summary: str = ""
     problem_check: Callable[[InverseProblem], None] | None = None
     """An extra requirement on the problem (e.g. MSDM: the operator sums the sources), raising UserInputError."""
+    extra_observations: bool = True
+    """Whether the sampler accepts extra linear observations beside the job's own (e.g. an audio chunk conditioned
+    on its neighbours' separated overlaps): any linear operator, not only the job's."""
 
     def config(self, preset: str = "default", **overrides: Any) -> Any:
         """The config of ``preset`` with ``overrides`` applied (unknown names are an error)."""
@@ -104,49 +98,66 @@ class SamplerSpec:
             raise UserInputError(
                 f"sampler '{self.name}' needs a linear operator; {type(problem.operator).__name__} is not."
             )
-        if needs_svd and (not isinstance(problem.operator, LinearOperator) or problem.operator.svd() is None):
-            raise UserInputError(
-                f"sampler '{self.name}' needs the operator's SVD pieces, which "
-                f"{type(problem.operator).__name__} does not provide."
-            )
+        if needs_svd:
+            require_svd(problem, f"sampler '{self.name}'")
         if self.problem_check is not None:
             self.problem_check(problem)
 
 
+def require_svd(problem: InverseProblem, who: str, fix: str = "") -> SVDPieces:
+    """The operator's SVD pieces, or one clear error naming the sampler (``who``) and what to change (``fix``)."""
+    pieces = problem.operator.svd() if isinstance(problem.operator, LinearOperator) else None
+    if pieces is None:
+        raise UserInputError(
+            f"{who} needs the operator's SVD pieces, which {type(problem.operator).__name__} does not provide"
+            + (f"; {fix}." if fix else ".")
+        )
+    return pieces
+
+
+class SamplerFn:
+    """A registered sampler's function: an algorithm ``fn(prior, problem, x_init, generator, config, callback,
+    info) -> samples`` wrapped with the input checks, the counting denoiser (NFE, VJP, the run's start convention)
+    and a wall clock (made by :func:`sampler`)."""
+
+    def __init__(self, fn: AlgorithmFn, config_cls: type, needs_problem: bool = True) -> None:
+        functools.update_wrapper(self, fn)
+        self.fn, self.config_cls, self.needs_problem = fn, config_cls, needs_problem
+
+    def __call__(
+        self,
+        prior: Denoiser,
+        problem: InverseProblem | None,
+        x_init: Tensor,
+        *,
+        generator: torch.Generator | None = None,
+        config: Any = None,
+        callback: Callback | None = None,
+        start_scale: StartScale = "unit",
+    ) -> SamplerResult:
+        name, config = self.fn.__name__, self.config_cls() if config is None else config
+        if start_scale not in ("unit", "vp"):
+            raise UserInputError(f"start_scale must be 'unit' or 'vp', got {start_scale!r}.")
+        if not isinstance(config, self.config_cls):
+            raise UserInputError(f"{name} expects a {self.config_cls.__name__}, got {type(config).__name__}.")
+        if not isinstance(x_init, Tensor) or x_init.ndim < 2:
+            raise UserInputError("x_init must be a tensor of shape (B, *x_shape) with a batch dimension.")
+        if not torch.all(torch.isfinite(x_init)):
+            raise UserInputError("x_init contains NaN or infinite values.")
+        if problem is not None:
+            problem.check_shape(x_init)
+        elif self.needs_problem:
+            raise UserInputError(f"sampler '{name}' needs an inverse problem (operator and observation).")
+        counter = CountingDenoiser(prior, unit_batch=x_init.shape[0], start_scale=start_scale)
+        info: dict[str, Any] = {}
+        start = time.perf_counter()
+        samples = self.fn(counter, problem, x_init, generator, config, callback, info)
+        return SamplerResult(samples.detach(), counter.nfe, counter.vjp, time.perf_counter() - start, info)
+
+
 def sampler(config_cls: type, needs_problem: bool = True) -> Callable[[AlgorithmFn], SamplerFn]:
     """Wrap an algorithm ``fn(prior, problem, x_init, generator, config, callback, info) -> samples``."""
-
-    def wrap(fn: AlgorithmFn) -> SamplerFn:
-        @functools.wraps(fn)
-        def run(
-            prior: Denoiser,
-            problem: InverseProblem | None,
-            x_init: Tensor,
-            *,
-            generator: torch.Generator | None = None,
-            config: Any = None,
-            callback: Callback | None = None,
-        ) -> SamplerResult:
-            config = config_cls() if config is None else config
-            if not isinstance(config, config_cls):
-                raise UserInputError(f"{fn.__name__} expects a {config_cls.__name__}, got {type(config).__name__}.")
-            if not isinstance(x_init, Tensor) or x_init.ndim < 2:
-                raise UserInputError("x_init must be a tensor of shape (B, *x_shape) with a batch dimension.")
-            if not torch.all(torch.isfinite(x_init)):
-                raise UserInputError("x_init contains NaN or infinite values.")
-            if problem is not None:
-                problem.check_shape(x_init)
-            elif needs_problem:
-                raise UserInputError(f"sampler '{fn.__name__}' needs an inverse problem (operator and observation).")
-            counter = CountingDenoiser(prior, unit_batch=x_init.shape[0])
-            info: dict[str, Any] = {}
-            start = time.perf_counter()
-            samples = fn(counter, problem, x_init, generator, config, callback, info)
-            return SamplerResult(samples.detach(), counter.nfe, counter.vjp, time.perf_counter() - start, info)
-
-        return run
-
-    return wrap
+    return lambda fn: SamplerFn(fn, config_cls, needs_problem)
 
 
 @dataclass(frozen=True)
@@ -186,38 +197,3 @@ def notify(callback: Callback | None, **state: Any) -> None:
     """Call the progress callback, if any, with the step state (``i``, ``total``, ``x``, ...)."""
     if callback is not None:
         callback(state)
-
-
-@dataclass(frozen=True)
-class SamplerRun:
-    """A sampler as a benchmark names it: a registry sampler at a preset with config overrides, and a label
-    (``name`` is the label, else the sampler's name). Benchmarks parse ``sampler:preset:key=value`` into these."""
-
-    sampler: str
-    preset: str = "default"
-    overrides: tuple[tuple[str, Any], ...] = ()
-    label: str = ""
-
-    @property
-    def name(self) -> str:
-        return self.label or self.sampler
-
-    @property
-    def overrides_dict(self) -> dict[str, Any]:
-        return dict(self.overrides)
-
-
-def parse_override_value(text: str) -> Any:
-    """A config override from the command line: ``1`` -> int, ``0.5`` / ``1e-3`` -> float, ``true``/``false`` ->
-    bool, ``none`` -> None, anything else stays a string."""
-    low = text.lower()
-    if low in ("true", "false"):
-        return low == "true"
-    if low in ("none", "null"):
-        return None
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    return text

@@ -10,7 +10,7 @@ Cost: ``N - 1`` NFE, no VJP.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -25,7 +25,6 @@ from mgdm_audio.samplers.base import Callback, SamplerSpec, notify, sampler
 class DDIMConfig:
     n_steps: int = 100
     eta: float = 1.0
-    start_scale: Literal["unit", "vp"] = "unit"
 
 
 def vp_start(x_init: Tensor, abar_start: Tensor, start_scale: str) -> Tensor:
@@ -45,7 +44,7 @@ def ddim(
 ) -> Tensor:
     abar = prior.levels.abar
     ts = prior.levels.timesteps(config.n_steps)
-    x = vp_start(x_init, abar[ts[-1]], config.start_scale)
+    x = vp_start(x_init, abar[ts[-1]], prior.start_scale)
     with torch.no_grad():
         for i in range(config.n_steps - 1, 1, -1):
             k, k_next = ts[i], ts[i - 1]
@@ -59,7 +58,7 @@ SPEC = SamplerSpec(
     name="ddim",
     run=ddim,
     config_cls=DDIMConfig,
-    presets={"fast": {"n_steps": 20}, "paper-audio": {"start_scale": "vp"}},
+    presets={"fast": {"n_steps": 20}, "paper-audio": {}},
     needs_problem=False,
     summary="unconditional DDIM(eta) sampling from the prior (ignores the observation)",
 )

@@ -55,9 +55,9 @@ from torch import Tensor
 from mgdm_audio.core.denoiser import CountingDenoiser
 from mgdm_audio.core.errors import UserInputError
 from mgdm_audio.core.likelihood import InverseProblem
-from mgdm_audio.core.operators import LinearOperator, SVDPieces
+from mgdm_audio.core.operators import SVDPieces
 from mgdm_audio.core.rng import randn_like
-from mgdm_audio.samplers.base import Callback, SamplerSpec, notify, sampler
+from mgdm_audio.samplers.base import Callback, SamplerSpec, notify, require_svd, sampler
 
 
 @dataclass
@@ -74,11 +74,7 @@ class DDRMConfig:
 
 
 def _svd_pieces(problem: InverseProblem) -> SVDPieces:
-    op = problem.operator
-    pieces = op.svd() if isinstance(op, LinearOperator) else None
-    if pieces is None:
-        raise UserInputError(f"DDRM needs the operator's SVD pieces, which {type(op).__name__} does not provide.")
-    return pieces
+    return require_svd(problem, "DDRM")
 
 
 @sampler(DDRMConfig)

@@ -41,7 +41,7 @@ Quirk flags (reference behaviour available, fixed behaviour the default where no
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -76,7 +76,6 @@ class DiffPIRConfig:
     n_steps: int = 1000
     lam: float = 1.0
     zeta: float = 1.0
-    start_scale: Literal["unit", "vp"] = "unit"
     #: True (fixed): start from ``x_init``; False (reference): draw fresh noise from ``generator``.
     use_x_init: bool = True
     #: False (reference): return the noisy state at ``ts[1]``; True: return ``D_{ts[1]}`` (+1 NFE).
@@ -114,7 +113,7 @@ def diffpir(
     abar = prior.levels.abar
     ts = prior.levels.timesteps(config.n_steps)
     noise = x_init if config.use_x_init else randn_like(x_init, generator)
-    x = vp_start(noise, abar[ts[-1]], config.start_scale)
+    x = vp_start(noise, abar[ts[-1]], prior.start_scale)
     zeta = float(config.zeta)
     total = config.n_steps - 2
     with torch.no_grad():
@@ -139,7 +138,7 @@ SPEC = SamplerSpec(
     config_cls=DiffPIRConfig,
     presets={
         "paper-image": {},
-        "paper-audio": {"lam": 1.0, "zeta": 1.0, "start_scale": "vp"},
+        "paper-audio": {"lam": 1.0, "zeta": 1.0},
         "fast": {"n_steps": 100},
     },
     needs_linear=False,

@@ -38,7 +38,7 @@ variant is not implemented.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -73,7 +73,6 @@ class DPSConfig:
     n_steps: int = 1000
     eta: float = 1.0
     gamma: float = 0.1
-    start_scale: Literal["unit", "vp"] = "unit"
     norm_gradient: bool = False
 
 
@@ -91,7 +90,7 @@ def dps(
     abar = prior.levels.abar
     ts = prior.levels.timesteps(config.n_steps)
     step = config.gamma * (0.5 if config.norm_gradient else 1.0)
-    x = vp_start(x_init, abar[ts[-1]], config.start_scale).detach()
+    x = vp_start(x_init, abar[ts[-1]], prior.start_scale).detach()
     for i in range(config.n_steps - 1, 1, -1):
         k, k_next = ts[i], ts[i - 1]
         with torch.enable_grad():
@@ -116,7 +115,7 @@ SPEC = SamplerSpec(
     config_cls=DPSConfig,
     presets={
         "paper-image": {"gamma": 0.1},
-        "paper-audio": {"gamma": 1.0, "start_scale": "vp", "n_steps": 1000},
+        "paper-audio": {"gamma": 1.0, "n_steps": 1000},
         "fast": {"n_steps": 100},
     },
     summary="DPS: DDIM(eta=1) steps plus (gamma / ||y - A(x0)||) grad_x(-||y - A(D(x))||^2); any differentiable A",

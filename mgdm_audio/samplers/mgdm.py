@@ -88,7 +88,6 @@ class MGDMConfig:
     grad_steps_default: int = 3
     lr_rules: tuple[StepRule, ...] = (StepRule(0.01, i_max=10),)
     lr_default: float = 0.03
-    start_scale: Literal["unit", "vp"] = "unit"
     tau_per_chain: bool = False
     lr_scale: Literal["absolute", "bridge_std", "bridge_norm"] = "absolute"
     log_std_lr: float | None = None
@@ -322,7 +321,7 @@ def mgdm(
     taus: list[list[int]] = []
     switched: list[Tensor] = []
     with torch.no_grad():
-        x = vp_start(x_init, abar[r[0]], config.start_scale)
+        x = vp_start(x_init, abar[r[0]], prior.start_scale)
         x0 = vp_denoise(prior, x, abar[r[0]])
     total = config.n_steps - 3
     for i in range(total):
@@ -390,7 +389,6 @@ PRESETS: dict[str, dict[str, Any]] = {
         "threshold": 13,
         "lr_rules": (),
         "lr_default": 0.005,
-        "start_scale": "vp",
     },
     # Chosen on validation problems of the exact-posterior benchmark, rounds 1-14 of evaluation/gmm/rounds/README.md:
     # the fixes on (per-chain tau, bridge-std mean rate, absolute log-std rate), R = 4 sweeps with a K = 10 chain, the

@@ -138,6 +138,7 @@ def msdm(
 
 SPEC = SamplerSpec(
     name="msdm",
+    extra_observations=False,  # its likelihood is the mixture constraint itself (problem_check below)
     run=msdm,
     config_cls=MSDMConfig,
     presets={

@@ -50,8 +50,8 @@ from mgdm_audio.core.bridge import ddim_step
 from mgdm_audio.core.denoiser import CountingDenoiser, vp_denoise
 from mgdm_audio.core.errors import UserInputError
 from mgdm_audio.core.likelihood import InverseProblem
-from mgdm_audio.core.operators import LinearOperator, SVDPieces
-from mgdm_audio.samplers.base import Callback, SamplerSpec, notify, sampler
+from mgdm_audio.core.operators import SVDPieces
+from mgdm_audio.samplers.base import Callback, SamplerSpec, notify, require_svd, sampler
 from mgdm_audio.samplers.ddim import vp_start
 
 PSEUDO_INVERSES = ("svd", "identity")
@@ -61,7 +61,6 @@ PSEUDO_INVERSES = ("svd", "identity")
 class PiGDMConfig:
     n_steps: int = 1000
     eta: float = 1.0
-    start_scale: Literal["unit", "vp"] = "unit"
     pseudo_inverse: Literal["svd", "identity"] = "svd"
 
     @property
@@ -70,13 +69,9 @@ class PiGDMConfig:
 
 
 def _svd_pieces(problem: InverseProblem) -> SVDPieces:
-    pieces = problem.operator.svd() if isinstance(problem.operator, LinearOperator) else None
-    if pieces is None:
-        raise UserInputError(
-            f"sampler 'pigdm' needs the operator's SVD pieces, which {type(problem.operator).__name__} does not "
-            "provide; set pseudo_inverse='identity' (the JPEG-style variant) for such operators."
-        )
-    return pieces
+    return require_svd(
+        problem, "sampler 'pigdm'", "set pseudo_inverse='identity' (the JPEG-style variant) for such operators"
+    )
 
 
 def _check_identity_shapes(problem: InverseProblem, x: Tensor) -> None:
@@ -114,7 +109,7 @@ def pigdm(
         _check_identity_shapes(problem, x_init)
     abar = prior.levels.abar
     ts = prior.levels.timesteps(config.n_steps)
-    x = vp_start(x_init, abar[ts[-1]], config.start_scale).detach()
+    x = vp_start(x_init, abar[ts[-1]], prior.start_scale).detach()
     for i in range(config.n_steps - 1, 1, -1):
         k, k_next = ts[i], ts[i - 1]
         with torch.enable_grad():
@@ -144,7 +139,7 @@ SPEC = SamplerSpec(
     name="pigdm",
     run=pigdm,
     config_cls=PiGDMConfig,
-    presets={"paper-image": {}, "paper-audio": {"start_scale": "vp", "n_steps": 1000}, "fast": {"n_steps": 100}},
+    presets={"paper-image": {}, "paper-audio": {"n_steps": 1000}, "fast": {"n_steps": 100}},
     needs_svd=True,
     summary="ΠGDM: DDIM(eta=1) steps guided by the SVD-diagonal Gaussian likelihood of D(x) (or identity pinv)",
 )

@@ -69,7 +69,7 @@ from mgdm_audio.core.likelihood import InverseProblem
 from mgdm_audio.core.operators import LinearOperator, SVDPieces, operator_norm_squared
 from mgdm_audio.core.rng import randn_like
 from mgdm_audio.core.schedules import karras_sigmas
-from mgdm_audio.samplers.base import Callback, SamplerSpec, notify, sampler
+from mgdm_audio.samplers.base import Callback, SamplerSpec, notify, require_svd, sampler
 
 LogProb = Callable[[Tensor, float], Tensor]
 
@@ -234,13 +234,7 @@ def _check(config: VMLMAPConfig, problem: InverseProblem | None) -> SVDPieces | 
         raise UserInputError(f"VML-MAP's rho must be a positive number, got {config.rho}.")
     if not config.preconditioned:
         return None
-    pieces = problem.operator.svd() if isinstance(problem.operator, LinearOperator) else None
-    if pieces is None:
-        raise UserInputError(
-            f"preconditioned VML-MAP needs the operator's SVD pieces, which {type(problem.operator).__name__} "
-            "does not provide; set preconditioned=False."
-        )
-    return pieces
+    return require_svd(problem, "preconditioned VML-MAP", "set preconditioned=False")
 
 
 @sampler(VMLMAPConfig)

@@ -24,6 +24,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from mgdm_audio.core.atomic import file_sha256
 from mgdm_audio.core.errors import UserInputError
 
 WEIGHTS_NAME = "model.safetensors"
@@ -60,14 +61,6 @@ def save_weights(path: Path, state_dict: dict[str, torch.Tensor], metadata: dict
         Path(tmp).unlink(missing_ok=True)
         raise
     return file_sha256(path)
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def model_card(config: dict[str, Any], recipe_text: str) -> str:
@@ -213,6 +206,17 @@ def shipped_exports(weights_dir: Path) -> list[str]:
     if not weights_dir.is_dir():
         return []
     return sorted(p.name for p in weights_dir.iterdir() if (p / CONFIG_NAME).is_file())
+
+
+def require_export(
+    name_or_path: str | Path, weights_dir: Path, what: str, expected: str, also_under: Path | None = None
+) -> Path:
+    """:func:`find_export`, or one clear error: ``unknown WHAT 'NAME': not a shipped name (...) and not EXPECTED``."""
+    folder = find_export(name_or_path, weights_dir, also_under)
+    if folder is None:
+        names = ", ".join(shipped_exports(weights_dir)) or "none shipped yet"
+        raise UserInputError(f"unknown {what} '{name_or_path}': not a shipped name ({names}) and not {expected}.")
+    return folder
 
 
 def find_export(name_or_path: str | Path, weights_dir: Path, also_under: Path | None = None) -> Path | None:

@@ -29,10 +29,9 @@ from mgdm_audio.audio.data.procedural import (
     GUITAR_PROGRAMS,
     ONSET_JITTER_S,
     PIANO_PROGRAMS,
-    NoteSink,
     Song,
-    StemScore,
     add_drum_bar,
+    band_sinks,
     fold,
 )
 from mgdm_audio.core.errors import UserInputError
@@ -121,13 +120,8 @@ def chorale_song(piece: ChoralePiece, seed: int, max_seconds: float | None = Non
         "guitar": int(rng.choice(GUITAR_PROGRAMS)),
         "piano": int(rng.choice(PIANO_PROGRAMS)),
     }
-    stems = {
-        "bass": StemScore("bass", programs["bass"], False),
-        "drums": StemScore("drums", 0, True),
-        "guitar": StemScore("guitar", programs["guitar"], False),
-        "piano": StemScore("piano", programs["piano"], False),
-    }
-    sink = {name: NoteSink(stem, seconds, rng, ONSET_JITTER_S) for name, stem in stems.items()}
+    sink = band_sinks(programs, seconds, rng, ONSET_JITTER_S)
+    stems = {name: s.stem for name, s in sink.items()}
 
     for start, end, pitch in _voice_notes(bass_voice, beat):
         low = pitch - 12

@@ -107,6 +107,19 @@ class NoteSink:
         self.stem.notes.append(Note(int(pitch), int(np.clip(round(velocity), 1, 127)), float(start), float(end)))
 
 
+def band_sinks(
+    programs: Mapping[str, int], seconds: float, rng: np.random.Generator, jitter_s: float
+) -> dict[str, NoteSink]:
+    """A note sink per stem of the band: bass, drums (the percussion bank), guitar and piano with their programs."""
+    stems = {
+        "bass": StemScore("bass", programs["bass"], False),
+        "drums": StemScore("drums", 0, True),
+        "guitar": StemScore("guitar", programs["guitar"], False),
+        "piano": StemScore("piano", programs["piano"], False),
+    }
+    return {name: NoteSink(stem, seconds, rng, jitter_s) for name, stem in stems.items()}
+
+
 def chord_pitches(scale: Sequence[int], key: int, degree: int, sevenths: bool) -> list[int]:
     """Stacked thirds on ``degree`` of ``scale`` transposed to ``key`` (pitch classes may exceed 11)."""
     size = 4 if sevenths else 3
@@ -218,13 +231,8 @@ def generate_song(
     beat = 60.0 / tempo
     bar = 4 * beat
 
-    stems = {
-        "bass": StemScore("bass", programs["bass"], False),
-        "drums": StemScore("drums", 0, True),
-        "guitar": StemScore("guitar", programs["guitar"], False),
-        "piano": StemScore("piano", programs["piano"], False),
-    }
-    sink = {name: NoteSink(stem, seconds, rng, jitter_s) for name, stem in stems.items()}
+    sink = band_sinks(programs, seconds, rng, jitter_s)
+    stems = {name: s.stem for name, s in sink.items()}
     for b in range(int(np.ceil(seconds / bar))):
         t0 = b * bar
         degree = degrees[b % len(degrees)]

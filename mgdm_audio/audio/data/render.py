@@ -27,12 +27,12 @@ import numpy as np
 from mgdm_audio.audio.data.procedural import STEM_NAMES, Song, check_choices, generate_song, song_content_key
 from mgdm_audio.audio.data.synth import (
     StemRenderer,
-    file_sha256,
     make_renderer,
     quantise_track,
     resolve_renderer,
     resolve_soundfont,
 )
+from mgdm_audio.core.atomic import file_sha256
 from mgdm_audio.core.errors import UserInputError
 
 SOURCES: tuple[str, ...] = ("procedural", "chorales")

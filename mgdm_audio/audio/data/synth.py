@@ -18,7 +18,6 @@ equals the sum of the written stems exactly.
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import importlib.util
 from pathlib import Path
 from typing import Protocol
@@ -227,15 +226,6 @@ def make_renderer(name: str, soundfont: Path, sample_rate: int) -> StemRenderer:
     if name == "tinysoundfont":
         return TinySoundFontRenderer(soundfont, sample_rate)
     raise UserInputError(f"Unknown renderer {name!r}; choose fluidsynth or tinysoundfont.")
-
-
-def file_sha256(path: Path) -> str:
-    """Hex SHA-256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def quantise_track(stems: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], np.ndarray, float]:
