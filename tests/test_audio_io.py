@@ -140,9 +140,19 @@ def test_streaming_writer_commit_abort_and_exception(tmp_path: Path) -> None:
         w2.write(wav[:, :100])
         raise RuntimeError("boom")
     assert os.listdir(tmp_path) == ["stream.wav"]
-    with pytest.warns(UserWarning, match="clipped"), StreamingWriter(tmp_path / "loud.wav", 8000, channels=1) as w3:
-        w3.write(torch.tensor([[0.2, 3.0]]))
-    assert w3.clipped
+    with StreamingWriter(tmp_path / "loud.wav", 8000, channels=1) as w3:  # counted, no warning: the caller notes it
+        w3.write(torch.tensor([[0.2, 3.0, -1.5]]))
+    assert w3.clipped and w3.clipped_samples == 2 and w3.peak == 3.0
+    torch.testing.assert_close(
+        read_audio(tmp_path / "loud.wav")[0], torch.tensor([[0.2, 1.0, -1.0]]), atol=1e-4, rtol=0
+    )
+    with StreamingWriter(tmp_path / "scaled.wav", 8000, channels=1, deferred=True) as w5:
+        w5.write(torch.tensor([[0.2, 3.0, -1.5]]))
+        w5.commit(1 / 3)  # deferred: encoded on commit, times the factor
+    torch.testing.assert_close(
+        read_audio(tmp_path / "scaled.wav")[0], torch.tensor([[0.2 / 3, 1.0, -0.5]]), atol=1e-4, rtol=0
+    )
+    assert w5.clipped_samples == 0 and not list(tmp_path.glob(".*.part"))
     with pytest.raises(UserInputError, match="channels"), StreamingWriter(tmp_path / "m.wav", 8000, channels=1) as w4:
         w4.write(wav[:, :10])
     assert not (tmp_path / "m.wav").exists()
