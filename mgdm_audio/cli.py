@@ -281,6 +281,7 @@ def _separate(args: argparse.Namespace) -> int:
 
             bar = tqdm(
                 total=round(state["total_seconds"], 1),
+                desc=f"[1/{state['count']}] {state['path'].name}",
                 unit="s",
                 bar_format="{l_bar}{bar}| {n:.1f}/{total:.1f} s of audio [{elapsed}<{remaining}]",
             )

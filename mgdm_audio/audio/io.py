@@ -85,15 +85,6 @@ def _check_file(path: str | os.PathLike) -> Path:
     return path
 
 
-def _open_info(path: Path) -> sf._SoundFileInfo:
-    try:
-        return sf.info(str(path))
-    except (sf.LibsndfileError, RuntimeError, TypeError) as err:
-        raise UserInputError(
-            f"{path} is not a readable audio file ({_short(err)}); give a WAV, FLAC, OGG or MP3 file."
-        ) from err
-
-
 def _short(err: BaseException) -> str:
     return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
 
@@ -123,13 +114,12 @@ def _check_finite(path: Path, block: np.ndarray) -> None:
         raise UserInputError(f"Audio file {path} contains NaN or infinite samples; re-export it as valid audio.")
 
 
-def _libsndfile_reads(path: Path) -> bool:
-    """True when libsndfile can open ``path``; the other formats go through PyAV (:mod:`~mgdm_audio.audio.decode`)."""
+def _libsndfile_info(path: Path) -> sf._SoundFileInfo | None:
+    """libsndfile's header facts, or None for a format it cannot open (those go through PyAV, :mod:`.decode`)."""
     try:
-        sf.info(str(path))
+        return sf.info(str(path))
     except (sf.LibsndfileError, RuntimeError, TypeError):
-        return False
-    return True
+        return None
 
 
 def audio_info(path: str | os.PathLike) -> AudioInfo:
@@ -138,12 +128,12 @@ def audio_info(path: str | os.PathLike) -> AudioInfo:
     Formats libsndfile cannot open (M4A/AAC, ...) are read through PyAV: ``frames`` is then the container's estimate
     and ``subtype`` is ``"LOSSY"``."""
     file = _check_file(path)
-    if not _libsndfile_reads(file):
+    info = _libsndfile_info(file)
+    if info is None:
         from mgdm_audio.audio.decode import av_info
 
         rate, frames, channels, codec = av_info(file)
         return AudioInfo(file, rate, frames, channels, codec.upper(), "LOSSY")
-    info = _open_info(file)
     return AudioInfo(file, int(info.samplerate), int(info.frames), int(info.channels), info.format, info.subtype)
 
 
@@ -162,10 +152,10 @@ def read_audio(
     (2 for separation). Every bad file gives one :class:`UserInputError`.
     """
     file = _check_file(path)
-    if not _libsndfile_reads(file):
+    info = _libsndfile_info(file)
+    if info is None:
         wav = torch.cat(list(_av_blocks(file, 1 << 18, False, max_channels)), -1)[..., int(start) : stop]
         return (to_mono(wav) if mono else wav), audio_info(file).sample_rate
-    info = _open_info(file)
     _check_header(file, info, max_channels)
     first = max(0, min(int(start), info.frames))
     last = info.frames if stop is None else max(first, min(int(stop), info.frames))
@@ -199,10 +189,10 @@ def iter_blocks(
     if block_frames < 1:
         raise UserInputError(f"block_frames must be at least 1, got {block_frames}.")
     file = _check_file(path)
-    if not _libsndfile_reads(file):
+    info = _libsndfile_info(file)
+    if info is None:
         yield from _av_blocks(file, block_frames, mono, max_channels)
         return
-    info = _open_info(file)
     _check_header(file, info, max_channels)
     total = 0
     try:
