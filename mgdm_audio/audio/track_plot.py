@@ -40,11 +40,11 @@ class SpectrogramSketch:
             self.buffer = self.buffer[:, usable * self.hop :]
 
     def finish(self) -> None:
-        """Frames over the end of the signal (zero padded)."""
-        n_frames = self.count.numel() * self.per_column
-        if self.buffer.shape[-1] and self.next_frame < n_frames:
-            self._add(torch.nn.functional.pad(self.buffer, (0, self.n_fft)))
-            self.buffer = self.buffer[:, :0]
+        """A signal shorter than one window gets one zero-padded frame; otherwise the frames that would cross the
+        signal's end are left out (a cut to zero would show as a broadband line)."""
+        if self.next_frame == 0 and self.buffer.shape[-1]:
+            self._add(torch.nn.functional.pad(self.buffer, (0, self.n_fft - self.buffer.shape[-1])))
+        self.buffer = self.buffer[:, :0]
 
     def _add(self, x: Tensor) -> None:
         frames = x.unfold(-1, self.n_fft, self.hop) * self.window  # (rows, n, N)
@@ -56,7 +56,9 @@ class SpectrogramSketch:
         self.next_frame += frames.shape[1]
 
     def db(self) -> Tensor:
-        return 10 * torch.log10(self.power / self.count.clamp_min(1) + 1e-12)
+        """``10 log10`` of the mean power per column, ``(rows, F, columns)``; columns without frames are dropped."""
+        used = self.count > 0
+        return 10 * torch.log10(self.power[..., used] / self.count[used] + 1e-12)
 
 
 def plot_sketch(sketch: SpectrogramSketch, target: Path) -> Path:
