@@ -79,12 +79,14 @@ def pooled(results: list) -> float:
     return float(torch.cat(values).mean())
 
 
-def mapped(stems: torch.Tensor, mix: torch.Tensor, prior_rate: int, exponent: float) -> tuple[torch.Tensor, float]:
-    """Map prior-rate stems ``(S, T_p)`` onto ``mix (C, T)``: ``(C, S, T)`` and the seconds spent mapping."""
-    mapper = ChannelMapper(stems.shape[0], mix.shape[0], RATE, prior_rate, exponent)
+def mapped(
+    stems: torch.Tensor, mix: torch.Tensor, prior_rate: int, exponent: float, rate: int = RATE
+) -> tuple[torch.Tensor, float]:
+    """Map prior-rate stems ``(S, T_p)`` onto ``mix (C, T)`` at ``rate``: ``(C, S, T)`` and the seconds spent."""
+    mapper = ChannelMapper(stems.shape[0], mix.shape[0], rate, prior_rate, exponent)
     mapper.push_mix(mix.float())
     tic = time.perf_counter()
-    blocks = [b for b, _ in map_to_input([stems[None].float()], mapper, prior_rate, RATE, mix.shape[-1])]
+    blocks = [b for b, _ in map_to_input([stems[None].float()], mapper, prior_rate, rate, mix.shape[-1])]
     return torch.cat(blocks, -1)[0].permute(1, 0, 2).double(), time.perf_counter() - tic
 
 
@@ -104,7 +106,7 @@ def main() -> None:
     sr = sep.sample_rate
     rows, prior_scores, input_scores = [], [], {e: [] for e in exponents}
     channel_scores: list = []
-    masked_scores: list = []
+    masked_scores: dict = {e: [] for e in exponents}
     for i in range(args.tracks):
         refs, mix = render_mix(args.split, i, args.seconds)
         sep.seed = i
@@ -113,15 +115,13 @@ def main() -> None:
         mid_refs = resample(refs.mean(0), RATE, sr)[:, : stems_p.shape[-1]]
         prior_scores.append(si_sdri_windows(stems_p, mid_refs, sr))
         row = {"track": i, "prior_rate": pooled(prior_scores[-1:]), "sampler_seconds": result.info["seconds"]}
-        # the masks alone (a Wiener-style post-filter), without the change of rate and channels: the mid's stems
-        # mapped back onto the mid at the prior's rate
         mid = mid_refs.sum(0, keepdim=True)
-        own = ChannelMapper(stems_p.shape[0], 1, sr, sr, exponents[-1])
-        own.push_mix(mid.float())
-        own_blocks = [b for b, _ in map_to_input([stems_p[None].float()], own, sr, sr, mid.shape[-1])]
-        masked_scores.append(si_sdri_windows(torch.cat(own_blocks, -1)[0, :, 0].double(), mid_refs, sr))
-        row["prior_rate_masked"] = pooled(masked_scores[-1:])
         for e in exponents:
+            # the masks alone (a Wiener-style post-filter), without the change of rate and channels: the mid's stems
+            # mapped back onto the mid at the prior's rate
+            est_mid, _ = mapped(stems_p, mid, sr, e, rate=sr)
+            masked_scores[e].append(si_sdri_windows(est_mid[0], mid_refs, sr))
+            row[f"prior_rate_masked_p{e:g}"] = pooled(masked_scores[e][-1:])
             est, spent = mapped(stems_p, mix, sr, e)
             assert float((est.sum(1) - mix).abs().max()) <= 1e-4 * float(mix.abs().max())
             scores = [si_sdri_windows(est[c], refs[c], RATE) for c in range(2)]
@@ -142,7 +142,7 @@ def main() -> None:
     audio = args.tracks * args.seconds
     summary = {
         "prior_rate": pooled(prior_scores),
-        "prior_rate_masked": pooled(masked_scores),
+        **{f"prior_rate_masked_p{e:g}": pooled(masked_scores[e]) for e in exponents},
         **{f"input_rate_p{e:g}": pooled(input_scores[e]) for e in exponents},
         "mapping_seconds_per_audio_second": sum(r["mapping_seconds"] for r in rows) / audio,
         "sampler_seconds_per_audio_second": sum(r["sampler_seconds"] for r in rows) / audio,
@@ -167,25 +167,19 @@ def main() -> None:
         "Made by `evaluation/separation/stereo_mapping.py` (command in its docstring). SI-SDRi in dB, pooled over the "
         "(4 s window, active stem) pairs; MGDM `" + args.preset + "`, prior `slakh-style-small` (22.05 kHz mono mid).",
         "",
-        "| track | prior rate (mid, 22.05 kHz) | masks on the mid (22.05 kHz) | "
-        + " | ".join(f"input rate, p = {e:g} (2 ch, 44.1 kHz)" for e in exponents)
+        "| track | prior rate (mid, 22.05 kHz) | "
+        + " | ".join(
+            f"masks p = {e:g} on the mid (22.05 kHz) | input rate, p = {e:g} (2 ch, 44.1 kHz)" for e in exponents
+        )
         + (" | per-channel separation (2 ch, 44.1 kHz)" if args.per_channel else "")
         + " |",
-        "|---|---|---|" + "---|" * len(exponents) + ("---|" if args.per_channel else ""),
+        "|---|---|" + "---|---|" * len(exponents) + ("---|" if args.per_channel else ""),
     ]
+    keys = ["prior_rate"] + [f"{k}_p{e:g}" for e in exponents for k in ("prior_rate_masked", "input_rate")]
+    keys += ["per_channel_input_rate"] if args.per_channel else []
     for r in rows:
-        cells = [f"{r['prior_rate']:.2f}", f"{r['prior_rate_masked']:.2f}"] + [
-            f"{r[f'input_rate_p{e:g}']:.2f}" for e in exponents
-        ]
-        if args.per_channel:
-            cells.append(f"{r['per_channel_input_rate']:.2f}")
-        lines.append(f"| {r['track']} | " + " | ".join(cells) + " |")
-    cells = [f"**{summary['prior_rate']:.2f}**", f"**{summary['prior_rate_masked']:.2f}**"] + [
-        f"**{summary[f'input_rate_p{e:g}']:.2f}**" for e in exponents
-    ]
-    if args.per_channel:
-        cells.append(f"**{summary['per_channel_input_rate']:.2f}**")
-    lines.append("| pooled | " + " | ".join(cells) + " |")
+        lines.append(f"| {r['track']} | " + " | ".join(f"{r[k]:.2f}" for k in keys) + " |")
+    lines.append("| pooled | " + " | ".join(f"**{summary[k]:.2f}**" for k in keys) + " |")
     lines += [
         "",
         f"Mapping cost: {summary['mapping_seconds_per_audio_second']:.3f} s per second of stereo 44.1 kHz audio "
