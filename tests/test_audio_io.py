@@ -242,3 +242,17 @@ def test_read_segment_equals_slicing_the_resampled_file(tmp_path: Path) -> None:
             seg = read_segment(path, start, stop, sample_rate=sr)
             ref = torch.nn.functional.pad(full[:, start:stop], (0, (stop - start) - full[:, start:stop].shape[-1]))
             torch.testing.assert_close(seg, ref, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize(("sr_in", "sr_out", "n"), [(44100, 22050, 50_000), (48000, 22050, 30_001), (22050, 44100, 9)])
+def test_streamed_soxr_resampling_equals_whole_signal_resampling(sr_in: int, sr_out: int, n: int) -> None:
+    import soxr
+
+    from mgdm_audio.audio.io import resample_blocks
+
+    x = torch.randn(2, n, generator=torch.Generator().manual_seed(4))
+    whole = soxr.resample(x.numpy().T, sr_in, sr_out, quality="VHQ").T
+    assert whole.shape[-1] == math.floor(n * sr_out / sr_in + 0.5)
+    for size in (1000, 4097, n):
+        parts = torch.cat(list(resample_blocks(x.split(size, -1), sr_in, sr_out)), -1)
+        assert torch.equal(parts, torch.from_numpy(np.ascontiguousarray(whole)))
