@@ -134,7 +134,7 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _separate(args: argparse.Namespace) -> int:
-    from mgdm_audio.audio.separate_files import OutputOptions, audio_seconds, expand_inputs, separate_files
+    from mgdm_audio.audio.separate_files import OutputOptions, expand_inputs, separate_files
     from mgdm_audio.audio.separator import Separator
 
     files = expand_inputs(args.files)
@@ -144,29 +144,34 @@ def _separate(args: argparse.Namespace) -> int:
         raise UserInputError(f"--n-samples must be at least 1, got {args.n_samples}.")
     if args.segment is not None and not args.segment > 0:
         raise UserInputError(f"--segment must be a positive number of seconds, got {args.segment}.")
+    if not 8 <= args.mp3_bitrate <= 320:
+        raise UserInputError(f"--mp3-bitrate must be between 8 and 320 kbit/s, got {args.mp3_bitrate}.")
     fmt = "mp3" if args.mp3 else "flac" if args.flac else "wav"
-    subtype = "FLOAT" if args.float32 else "PCM_24" if args.int24 else "PCM_16"
+    subtype = "FLOAT" if args.float32 else "PCM_24" if args.int24 else "PCM_16" if args.prior_rate_mono else None
     if fmt == "flac" and subtype == "FLOAT":
         raise UserInputError("FLAC stores integers only: use --int24 (or WAV with --float32).")
-    if fmt == "mp3":
-        subtype = "MPEG_LAYER_III"
-    total = audio_seconds(files)
     bar = None
-    if not args.no_progress and not args.json:
-        from tqdm import tqdm
+    show = not args.no_progress and not args.json
+    track = {"done_seconds": 0.0, "total_seconds": 0.0, "name": ""}
 
-        bar = tqdm(
-            total=round(total, 1),
-            unit="s",
-            desc="separating",
-            bar_format="{l_bar}{bar}| {n:.1f}/{total:.1f} s of audio [{elapsed}<{remaining}]",
-        )
-    done_before = [0.0]
+    def on_track(state: dict) -> None:  # every input has been checked: the bar appears when the work starts
+        nonlocal bar
+        track.update(done_seconds=state["done_seconds"], total_seconds=state["total_seconds"])
+        if show and bar is None:
+            from tqdm import tqdm
 
-    def progress(state: dict) -> None:
+            bar = tqdm(
+                total=round(state["total_seconds"], 1),
+                desc=f"[1/{state['count']}] {state['path'].name}",
+                unit="s",
+                bar_format="{l_bar}{bar}| {n:.1f}/{total:.1f} s of audio [{elapsed}<{remaining}]",
+            )
         if bar is not None:
-            bar.n = round(done_before[0] + state["done_seconds"], 1)
-            bar.refresh()
+            bar.set_description(f"[{state['index'] + 1}/{state['count']}] {state['path'].name}")
+
+    def progress(state: dict) -> None:  # per sampler step of every batch of chunks
+        if bar is not None:
+            bar.update(round(track["done_seconds"] + state["done_seconds"], 1) - bar.n)
 
     separator = Separator(
         prior=args.name,
@@ -179,31 +184,41 @@ def _separate(args: argparse.Namespace) -> int:
         n_samples=args.n_samples,
         seed=args.seed,
         callback=progress,
+        output="prior" if args.prior_rate_mono else "input",
     )
-    options = OutputOptions(fmt, subtype, args.two_stems, args.skip_existing, args.force, args.plot)
-
-    def on_track(path: Path, i: int, n: int) -> None:
-        if bar is not None and i > 0:
-            done_before[0] = audio_seconds(files[:i])
-        if bar is not None:
-            bar.set_description(f"[{i + 1}/{n}] {path.name}")
-
+    options = OutputOptions(
+        fmt, subtype, args.two_stems, args.skip_existing, args.force, args.plot, args.clip_mode, args.mp3_bitrate
+    )
     try:
         summaries = separate_files(files, Path(args.out), separator, options, on_track=on_track)
-    finally:
+    except BaseException:
         if bar is not None:
             bar.close()
+            sys.stderr.write("\n" if bar.n < bar.total else "")  # the error that follows gets a line of its own
+        raise
+    if bar is not None:
+        bar.close()
     if args.json:
         print(json.dumps(summaries, indent=2, default=str))
-    else:
-        for s in summaries:
-            if s.get("skipped"):
-                print(f"{s['input']}: outputs exist in {s['output']}, skipped")
-            else:
-                print(
-                    f"{s['input']} -> {Path(s['outputs'][0]).parent}  ({s['audio_seconds']:.1f} s of audio in "
-                    f"{s['seconds']:.1f} s, real-time factor {s['real_time_factor']:.2f}, {s['nfe']} NFE)"
-                )
+        return 0
+    for s in summaries:
+        if s.get("skipped"):
+            print(f"{s['input']}: outputs exist in {s['output']}, skipped")
+            continue
+        print(
+            f"{s['input']} -> {Path(s['outputs'][0]).parent}  ({s['audio_seconds']:.1f} s of audio in "
+            f"{s['seconds']:.1f} s, real-time factor {s['real_time_factor']:.2f}, {s['nfe']} NFE; "
+            f"{s['channels']} ch, {s['sample_rate']} Hz)"
+        )
+    clipped = [(s["input"], s["clipped_samples"]) for s in summaries if s.get("clipped_samples")]
+    if clipped:
+        files_clipped = sum(len(c) for _, c in clipped)
+        samples = sum(sum(c.values()) for _, c in clipped)
+        print(
+            f"note: {samples} samples in {files_clipped} stem file(s) of {len(clipped)} track(s) were beyond [-1, 1] "
+            "and were clamped; --clip-mode rescale scales each track's stems down together, --float32 keeps them.",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -301,7 +316,11 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("-o", "--out", required=True, help="output folder")
     gen.set_defaults(func=_generate)
     sep = sub.add_parser("separate", help="separate mixture files into stems (the main job)")
-    sep.add_argument("files", nargs="+", help="audio files or folders of audio files (wav, flac, mp3, ogg)")
+    sep.add_argument(
+        "files",
+        nargs="+",
+        help="audio files or folders of them (wav, flac, mp3, ogg, m4a, ...: what FFmpeg reads)",
+    )
     sep.add_argument("-n", "--name", default="slakh-style-small", help="prior: a shipped name or an export folder")
     sep.add_argument("-o", "--out", default="separated", help="output root: OUT/PRIOR/TRACK/STEM.wav")
     sep.add_argument("--sampler", default="mgdm", help="posterior sampler (see `mgdm-audio info`)")
@@ -312,12 +331,25 @@ def build_parser() -> argparse.ArgumentParser:
     sep.add_argument("--batch-chunks", type=int, default=4, help="even chunks separated together (one network batch)")
     sep.add_argument("--n-samples", type=int, default=1, help="posterior samples per track (mean + spread)")
     sep.add_argument("--seed", type=int, default=0)
+    sep.add_argument(
+        "--prior-rate-mono",
+        action="store_true",
+        help="write the prior's mono stems at its rate, 16-bit (default: the input's channels, rate and bit depth; "
+        "the stems sum to the input)",
+    )
     enc = sep.add_mutually_exclusive_group()
-    enc.add_argument("--mp3", action="store_true", help="write MP3")
+    enc.add_argument("--mp3", action="store_true", help="write MP3 (at the input's rate; see --mp3-bitrate)")
     enc.add_argument("--flac", action="store_true", help="write FLAC")
+    sep.add_argument("--mp3-bitrate", type=int, default=320, help="MP3 bit rate in kbit/s (default: 320)")
     depth = sep.add_mutually_exclusive_group()
-    depth.add_argument("--int24", action="store_true", help="24-bit integer samples")
-    depth.add_argument("--float32", action="store_true", help="32-bit float WAV")
+    depth.add_argument("--int24", action="store_true", help="24-bit integer samples (default: the input's depth)")
+    depth.add_argument("--float32", action="store_true", help="32-bit float WAV (default: the input's depth)")
+    sep.add_argument(
+        "--clip-mode",
+        choices=["clamp", "rescale"],
+        default="clamp",
+        help="integer and MP3 outputs: clamp samples beyond [-1, 1] (default), or rescale the track's stems together",
+    )
     sep.add_argument("--two-stems", default=None, metavar="STEM", help="write STEM and no_STEM only")
     sep.add_argument("--skip-existing", action="store_true", help="skip tracks whose outputs exist")
     sep.add_argument("--force", action="store_true", help="overwrite existing outputs")

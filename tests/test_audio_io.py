@@ -140,9 +140,19 @@ def test_streaming_writer_commit_abort_and_exception(tmp_path: Path) -> None:
         w2.write(wav[:, :100])
         raise RuntimeError("boom")
     assert os.listdir(tmp_path) == ["stream.wav"]
-    with pytest.warns(UserWarning, match="clipped"), StreamingWriter(tmp_path / "loud.wav", 8000, channels=1) as w3:
-        w3.write(torch.tensor([[0.2, 3.0]]))
-    assert w3.clipped
+    with StreamingWriter(tmp_path / "loud.wav", 8000, channels=1) as w3:  # counted, no warning: the caller notes it
+        w3.write(torch.tensor([[0.2, 3.0, -1.5]]))
+    assert w3.clipped and w3.clipped_samples == 2 and w3.peak == 3.0
+    torch.testing.assert_close(
+        read_audio(tmp_path / "loud.wav")[0], torch.tensor([[0.2, 1.0, -1.0]]), atol=1e-4, rtol=0
+    )
+    with StreamingWriter(tmp_path / "scaled.wav", 8000, channels=1, deferred=True) as w5:
+        w5.write(torch.tensor([[0.2, 3.0, -1.5]]))
+        w5.commit(1 / 3)  # deferred: encoded on commit, times the factor
+    torch.testing.assert_close(
+        read_audio(tmp_path / "scaled.wav")[0], torch.tensor([[0.2 / 3, 1.0, -0.5]]), atol=1e-4, rtol=0
+    )
+    assert w5.clipped_samples == 0 and not list(tmp_path.glob(".*.part"))
     with pytest.raises(InternalError, match="channels"), StreamingWriter(tmp_path / "m.wav", 8000, channels=1) as w4:
         w4.write(wav[:, :10])
     assert not (tmp_path / "m.wav").exists()
@@ -232,3 +242,17 @@ def test_read_segment_equals_slicing_the_resampled_file(tmp_path: Path) -> None:
             seg = read_segment(path, start, stop, sample_rate=sr)
             ref = torch.nn.functional.pad(full[:, start:stop], (0, (stop - start) - full[:, start:stop].shape[-1]))
             torch.testing.assert_close(seg, ref, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize(("sr_in", "sr_out", "n"), [(44100, 22050, 50_000), (48000, 22050, 30_001), (22050, 44100, 9)])
+def test_streamed_soxr_resampling_equals_whole_signal_resampling(sr_in: int, sr_out: int, n: int) -> None:
+    import soxr
+
+    from mgdm_audio.audio.io import resample_blocks
+
+    x = torch.randn(2, n, generator=torch.Generator().manual_seed(4))
+    whole = soxr.resample(x.numpy().T, sr_in, sr_out, quality="VHQ").T
+    assert whole.shape[-1] == math.floor(n * sr_out / sr_in + 0.5)
+    for size in (1000, 4097, n):
+        parts = torch.cat(list(resample_blocks(x.split(size, -1), sr_in, sr_out)), -1)
+        assert torch.equal(parts, torch.from_numpy(np.ascontiguousarray(whole)))

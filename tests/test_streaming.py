@@ -98,16 +98,3 @@ def test_plan_validation():
     w = ChunkPlan(40, 10).odd_weight()
     ramp = w[:10]
     assert torch.allclose(ramp + ramp.flip(0), torch.ones(10, dtype=torch.float64))
-
-
-@pytest.mark.parametrize(("sr_in", "sr_out", "n"), [(44100, 22050, 50_000), (48000, 22050, 30_001), (16000, 22050, 9)])
-def test_streamed_resampling_equals_whole_signal_resampling(sr_in, sr_out, n):
-    from mgdm_audio.audio.io import resample
-    from mgdm_audio.audio.streaming import resample_stream
-
-    x = torch.randn(n, generator=torch.Generator().manual_seed(4))
-    whole = resample(x, sr_in, sr_out)
-    for size in (1000, 4097, n):
-        parts = torch.cat(list(resample_stream(_blocks(x, size), sr_in, sr_out, resample)))
-        assert parts.shape == whole.shape
-        assert torch.allclose(parts, whole, atol=1e-5)

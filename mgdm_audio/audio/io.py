@@ -21,10 +21,11 @@ import os
 import re
 import tempfile
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import soundfile as sf
@@ -40,6 +41,7 @@ __all__ = [
     "read_audio",
     "read_segment",
     "resample",
+    "resample_blocks",
     "to_mono",
     "write_audio",
 ]
@@ -83,15 +85,6 @@ def _check_file(path: str | os.PathLike) -> Path:
     return path
 
 
-def _open_info(path: Path) -> sf._SoundFileInfo:
-    try:
-        return sf.info(str(path))
-    except (sf.LibsndfileError, RuntimeError, TypeError) as err:
-        raise UserInputError(
-            f"{path} is not a readable audio file ({_short(err)}); give a WAV, FLAC, OGG or MP3 file."
-        ) from err
-
-
 def _short(err: BaseException) -> str:
     return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
 
@@ -121,10 +114,26 @@ def _check_finite(path: Path, block: np.ndarray) -> None:
         raise UserInputError(f"Audio file {path} contains NaN or infinite samples; re-export it as valid audio.")
 
 
+def _libsndfile_info(path: Path) -> sf._SoundFileInfo | None:
+    """libsndfile's header facts, or None for a format it cannot open (those go through PyAV, :mod:`.decode`)."""
+    try:
+        return sf.info(str(path))
+    except (sf.LibsndfileError, RuntimeError, TypeError):
+        return None
+
+
 def audio_info(path: str | os.PathLike) -> AudioInfo:
-    """Header facts of an audio file (sample rate, frames, channels, format); raises UserInputError if unreadable."""
+    """Header facts of an audio file (sample rate, frames, channels, format); raises UserInputError if unreadable.
+
+    Formats libsndfile cannot open (M4A/AAC, ...) are read through PyAV: ``frames`` is then the container's estimate
+    and ``subtype`` is ``"LOSSY"``."""
     file = _check_file(path)
-    info = _open_info(file)
+    info = _libsndfile_info(file)
+    if info is None:
+        from mgdm_audio.audio.decode import av_info
+
+        rate, frames, channels, codec = av_info(file)
+        return AudioInfo(file, rate, frames, channels, codec.upper(), "LOSSY")
     return AudioInfo(file, int(info.samplerate), int(info.frames), int(info.channels), info.format, info.subtype)
 
 
@@ -143,7 +152,10 @@ def read_audio(
     (2 for separation). Every bad file gives one :class:`UserInputError`.
     """
     file = _check_file(path)
-    info = _open_info(file)
+    info = _libsndfile_info(file)
+    if info is None:
+        wav = torch.cat(list(_av_blocks(file, 1 << 18, False, max_channels)), -1)[..., int(start) : stop]
+        return (to_mono(wav) if mono else wav), audio_info(file).sample_rate
     _check_header(file, info, max_channels)
     first = max(0, min(int(start), info.frames))
     last = info.frames if stop is None else max(first, min(int(stop), info.frames))
@@ -177,7 +189,10 @@ def iter_blocks(
     if block_frames < 1:
         raise UserInputError(f"block_frames must be at least 1, got {block_frames}.")
     file = _check_file(path)
-    info = _open_info(file)
+    info = _libsndfile_info(file)
+    if info is None:
+        yield from _av_blocks(file, block_frames, mono, max_channels)
+        return
     _check_header(file, info, max_channels)
     total = 0
     try:
@@ -196,6 +211,25 @@ def iter_blocks(
         ) from err
     if total != info.frames:
         raise UserInputError(f"Audio file {file} is truncated (read {total} of {info.frames} frames); re-copy it.")
+
+
+def _av_blocks(file: Path, block_frames: int, mono: bool, max_channels: int | None) -> Iterator[torch.Tensor]:
+    from mgdm_audio.audio.decode import av_blocks, av_info
+
+    rate, _, channels, _ = av_info(file)
+    if max_channels is not None and channels > max_channels:
+        raise UserInputError(
+            f"Audio file {file} has {channels} channels but at most {max_channels} are supported; "
+            "down-mix it to mono or stereo first."
+        )
+    total = 0
+    for data in av_blocks(file, block_frames):
+        _check_finite(file, data)
+        total += data.shape[1]
+        wav = torch.from_numpy(np.ascontiguousarray(data))
+        yield to_mono(wav) if mono else wav
+    if total == 0:
+        raise UserInputError(f"Audio file {file} has zero length; re-export it with some audio in it.")
 
 
 # --------------------------------------------------------------------------------------------- writing
@@ -284,7 +318,10 @@ class StreamingWriter:
     ...         writer.write(block)        # (C, T) blocks
     ... # commit() on a clean exit, abort() (temporary file deleted) on an exception
 
-    ``clipped`` is True once any block was clipped to [-1, 1] (integer subtypes and MP3).
+    Integer subtypes and MP3 clamp samples to [-1, 1]: ``clipped_samples`` counts them (``clipped`` is True once any
+    was). ``deferred=True`` keeps the blocks in a float32 temporary file and encodes them on :meth:`commit`, which can
+    then scale them (``commit(scale)``: the ``rescale`` clip mode, one factor for every stem of a track). MP3 goes
+    through PyAV's libmp3lame at ``bitrate`` kbit/s.
     """
 
     def __init__(
@@ -295,22 +332,44 @@ class StreamingWriter:
         *,
         format: str | None = None,
         subtype: str = "PCM_16",
+        bitrate: int = 320,
+        deferred: bool = False,
     ) -> None:
         self.path = Path(path)
-        sf_format, sf_subtype = _resolve_format(self.path, format, subtype)
-        self._integer = sf_subtype != "FLOAT"
+        self.format, self.subtype = _resolve_format(self.path, format, subtype)
+        self._integer = self.subtype != "FLOAT"
         self.channels = int(channels)
         self.sample_rate = int(sample_rate)
+        self.bitrate, self.deferred = int(bitrate), deferred
         self.frames_written = 0
-        self.clipped = False
+        self.clipped_samples = 0
+        self.peak = 0.0
         self._tmp: Path | None = _temp_path(self.path)
         try:
-            self._handle: sf.SoundFile | None = sf.SoundFile(
-                str(self._tmp), "w", self.sample_rate, self.channels, subtype=sf_subtype, format=sf_format
-            )
+            self._handle: Any = self._open(self._tmp, "WAV" if deferred else self.format, "FLOAT" if deferred else None)
         except BaseException:
             self._tmp.unlink(missing_ok=True)
             raise
+
+    @property
+    def clipped(self) -> bool:
+        return self.clipped_samples > 0
+
+    def _open(self, target: Path, sf_format: str, sf_subtype: str | None) -> Any:
+        if sf_format == "MP3":
+            from mgdm_audio.audio.decode import Mp3Encoder
+
+            return Mp3Encoder(target, self.sample_rate, self.channels, self.bitrate)
+        subtype = sf_subtype or self.subtype
+        return sf.SoundFile(str(target), "w", self.sample_rate, self.channels, subtype=subtype, format=sf_format)
+
+    def _encode(self, handle: Any, frames: np.ndarray) -> None:
+        if self._integer:
+            over = np.abs(frames) > 1.0
+            if over.any():
+                self.clipped_samples += int(over.sum())
+                frames = np.clip(frames, -1.0, 1.0)
+        handle.write(frames)
 
     def write(self, block: torch.Tensor | np.ndarray) -> None:
         """Append a ``(C, T)`` block."""
@@ -319,20 +378,31 @@ class StreamingWriter:
         frames = _as_frames(block)
         if frames.shape[1] != self.channels:
             raise InternalError(f"Block has {frames.shape[1]} channels, the file {self.path} has {self.channels}.")
-        frames, clipped = _clip(frames, self._integer)
-        if clipped and not self.clipped:
-            warnings.warn(f"Audio written to {self.path} exceeded [-1, 1] and was clipped.", stacklevel=2)
-        self.clipped |= clipped
-        self._handle.write(frames)
+        self.peak = max(self.peak, float(np.abs(frames).max(initial=0.0)))
+        if self.deferred:
+            self._handle.write(frames)
+        else:
+            self._encode(self._handle, frames)
         self.frames_written += frames.shape[0]
 
-    def commit(self) -> Path:
-        """Close the file and rename it to its final name; returns that path."""
+    def commit(self, scale: float = 1.0) -> Path:
+        """Close the file (a deferred writer: encode it, times ``scale``) and rename it to its final name."""
         if self._handle is None or self._tmp is None:
             raise InternalError(f"StreamingWriter for {self.path} is already closed.")
         try:
             self._handle.close()
             self._handle = None
+            if self.deferred:
+                raw, self._tmp = self._tmp, _temp_path(self.path)
+                try:
+                    self._handle = self._open(self._tmp, self.format, None)
+                    with sf.SoundFile(str(raw)) as source:
+                        for frames in source.blocks(blocksize=1 << 16, dtype="float32", always_2d=True):
+                            self._encode(self._handle, frames * np.float32(scale))
+                    self._handle.close()
+                    self._handle = None
+                finally:
+                    raw.unlink(missing_ok=True)
             _publish(self._tmp, self.path)
             self._tmp = None
         except BaseException:
@@ -421,6 +491,30 @@ def resample(
     out = out.transpose(1, 2).reshape(flat.shape[0], -1)
     target = math.ceil(new * length / orig)
     return out[:, :target].reshape(*lead, target)
+
+
+def resample_blocks(blocks: Iterable[torch.Tensor], sr_in: int, sr_out: int) -> Iterator[torch.Tensor]:
+    """Resample a stream of ``(C, n)`` blocks with python-soxr's streaming resampler (very high quality: linear
+    phase, 0.913 of the lower Nyquist passband, about 170 dB stop band). The concatenated output equals
+    ``soxr.resample`` of the whole signal (``round(T * sr_out / sr_in)`` samples) whatever the block sizes."""
+    if sr_in == sr_out:
+        yield from blocks
+        return
+    import soxr
+
+    stream: soxr.ResampleStream | None = None
+    channels = 1
+    for block in blocks:
+        if stream is None:
+            channels = block.shape[0]
+            stream = soxr.ResampleStream(sr_in, sr_out, channels, dtype="float32", quality="VHQ")
+        out = stream.resample_chunk(np.ascontiguousarray(block.float().numpy().T))
+        if out.shape[0]:
+            yield torch.from_numpy(np.ascontiguousarray(out.T))
+    if stream is not None:
+        out = stream.resample_chunk(np.zeros((0, channels), dtype=np.float32), last=True)
+        if out.shape[0]:
+            yield torch.from_numpy(np.ascontiguousarray(out.T))
 
 
 def read_segment(

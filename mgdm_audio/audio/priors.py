@@ -56,6 +56,11 @@ class AudioPrior:
         return self
 
 
+def display_name(prior: Any) -> str:
+    """The name a prior goes by in output folders and reports: its config's ``name``, else its folder's name."""
+    return str(prior.config.get("name", Path(str(getattr(prior, "path", "prior"))).name))
+
+
 def available_priors() -> list[str]:
     """Names of the priors shipped inside the package."""
     return shipped_exports(WEIGHTS_DIR)

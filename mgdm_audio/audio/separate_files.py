@@ -1,9 +1,16 @@
 """The separation job behind ``mgdm-audio separate``: files in, ``OUT/PRIOR/TRACK/STEM.wav`` + ``run.json`` out.
 
-Every input is checked (exists, is audio, mono or stereo, not empty) and every output folder is checked (writable;
-no existing outputs unless ``force`` or ``skip_existing``) before any separation starts, so a user mistake costs
-nothing and leaves nothing behind. Stems are streamed into temporary files and renamed when a track is complete;
-an error or interruption removes the temporary files of the track in progress.
+Every input is probed once before any separation starts (:func:`~mgdm_audio.audio.source.probe_file`: it exists, is
+audio, mono or stereo, not empty, not truncated, no NaN; its frames and RMS are counted) and every output folder is
+checked (writable; no existing outputs unless ``force`` or ``skip_existing``), so a user mistake costs nothing and
+leaves nothing behind. Each input is then streamed once: the stems are written into temporary files as they come and
+renamed when the track is complete, while the figures of ``run.json`` and the plot are accumulated from the same
+blocks; an error or interruption removes the temporary files of the track in progress.
+
+Stems come at the input's channels and rate (``--prior-rate-mono``: the prior's mono stems at its rate), in the
+input's bit depth unless ``subtype`` says otherwise (16-bit for 8-bit and lossy inputs, FLAC: 24-bit for float
+inputs). Samples beyond [-1, 1] in integer and MP3 outputs are clamped (``clip_mode="clamp"``) or the track's stems
+are all scaled by ``1 / peak`` (``"rescale"``, Demucs's name; they then sum to the input times that factor).
 
 Layout per track (Demucs-like)::
 
@@ -16,7 +23,6 @@ Layout per track (Demucs-like)::
 from __future__ import annotations
 
 import json
-import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -24,23 +30,41 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import Tensor
 
-from mgdm_audio.audio.io import StreamingWriter, audio_info, read_audio
+from mgdm_audio.audio.decode import MP3_RATES
+from mgdm_audio.audio.io import StreamingWriter
 from mgdm_audio.audio.separator import Separator
-from mgdm_audio.core.atomic import save_figure_atomic, write_atomic
+from mgdm_audio.audio.source import MixtureSource, probe_file
+from mgdm_audio.audio.track_plot import SpectrogramSketch, plot_sketch
+from mgdm_audio.core.atomic import write_atomic
 from mgdm_audio.core.errors import UserInputError
 
-AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg", ".aiff", ".aif")
+AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".aiff", ".aif", ".m4a", ".aac", ".mp4", ".wma", ".webm")
+CLIP_MODES = ("clamp", "rescale")
 
 
 @dataclass
 class OutputOptions:
     format: str = "wav"  # wav | flac | mp3
-    subtype: str = "PCM_16"  # PCM_16 | PCM_24 | FLOAT
+    subtype: str | None = None  # PCM_16 | PCM_24 | FLOAT; None: the input's bit depth
     two_stems: str | None = None
     skip_existing: bool = False
     force: bool = False
     plot: bool = False
+    clip_mode: str = "clamp"  # clamp | rescale
+    mp3_bitrate: int = 320  # kbit/s
+
+
+def output_subtype(options: OutputOptions, source: MixtureSource) -> str:
+    """The sample format of the stems: the option, else the input's (see the module docstring)."""
+    if options.format == "mp3":
+        return "MP3"
+    if options.subtype is not None:
+        return options.subtype
+    if source.subtype in ("PCM_24", "PCM_32", "FLOAT", "DOUBLE"):
+        return "PCM_24" if options.format == "flac" or source.subtype == "PCM_24" else "FLOAT"
+    return "PCM_16"
 
 
 def expand_inputs(paths: Sequence[str | Path]) -> list[Path]:
@@ -88,146 +112,160 @@ def separate_files(
     separator: Separator,
     options: OutputOptions,
     *,
-    on_track: Callable[[Path, int, int], None] | None = None,
+    on_track: Callable[[dict[str, Any]], None] | None = None,
 ) -> list[dict[str, Any]]:
-    """Separate ``files`` into ``out``; returns one summary dict per track (``skipped`` for existing outputs)."""
-    prior_name = str(separator.prior.config.get("name", separator.prior.path.name))
+    """Separate ``files`` into ``out``; returns one summary dict per track (``skipped`` for existing outputs).
+
+    ``on_track(state)`` is called before each track with ``{"path", "index", "count", "done_seconds" (audio before
+    this track), "total_seconds"}``, once every input has been checked."""
+    if options.clip_mode not in CLIP_MODES:
+        raise UserInputError(f"--clip-mode must be one of {', '.join(CLIP_MODES)}, got {options.clip_mode!r}.")
     ext = {"wav": ".wav", "flac": ".flac", "mp3": ".mp3"}[options.format]
     names = output_names(separator.prior.stems, options)
-    plan: list[tuple[Path, Path, bool, float]] = []
+    plan: list[tuple[MixtureSource, Path, bool]] = []
     for f in files:
-        info = audio_info(f)  # every input is checked before any work
-        if info.channels > 2:
-            raise UserInputError(f"{f} has {info.channels} channels; only mono and stereo mixtures are supported.")
-        if info.frames == 0:
-            raise UserInputError(f"{f} contains no audio (zero samples).")
-        rms = separator.mixture_rms(f)  # decodes it all once: truncation and NaNs are found before any work
-        folder = track_dir(out, prior_name, f)
+        source = probe_file(f)  # every input is decoded once before any work: truncation and NaNs are found here
+        rate, _ = separator.output_format(source)
+        if options.format == "mp3" and rate not in MP3_RATES:
+            raise UserInputError(
+                f"{f}: MP3 cannot store {rate} Hz stems (it stores {', '.join(map(str, MP3_RATES))} Hz); "
+                "use WAV or FLAC, or --prior-rate-mono."
+            )
+        folder = track_dir(out, separator.prior_name, f)
         _check_writable(folder)
         existing = [folder / f"{n}{ext}" for n in names if (folder / f"{n}{ext}").exists()]
         if existing and not (options.force or options.skip_existing):
             raise UserInputError(
                 f"{existing[0]} already exists; use --force to overwrite or --skip-existing to keep it."
             )
-        plan.append((f, folder, bool(existing) and options.skip_existing and not options.force, rms))
+        plan.append((source, folder, bool(existing) and options.skip_existing and not options.force))
     summaries = []
-    for i, (f, folder, skip, rms) in enumerate(plan):
+    total = sum(source.seconds for source, _, _ in plan)
+    before = 0.0
+    for i, (source, folder, skip) in enumerate(plan):
+        path = files[i]
         if on_track is not None:
-            on_track(f, i, len(plan))
+            on_track({"path": path, "index": i, "count": len(plan), "done_seconds": before, "total_seconds": total})
+        before += source.seconds
         if skip:
-            summaries.append({"input": str(f), "output": str(folder), "skipped": True})
+            summaries.append({"input": str(path), "output": str(folder), "skipped": True})
             continue
-        summaries.append(_separate_one(f, folder, separator, options, names, ext, rms))
+        summaries.append(_separate_one(path, source, folder, separator, options, names, ext))
     return summaries
 
 
+class _TrackStats:
+    """What ``run.json`` and the plot need, accumulated from the streamed ``(K, S, C, n)`` blocks."""
+
+    def __init__(self, stems: list[str], k: int, sketch: SpectrogramSketch | None) -> None:
+        self.stems, self.k, self.sketch = stems, k, sketch
+        self.sum_sq = torch.zeros(len(stems), dtype=torch.float64)
+        self.var_sum = torch.zeros_like(self.sum_sq)
+        self.values = 0  # samples per stem over all channels
+
+    def add(self, block: Tensor, mean: Tensor) -> None:
+        self.sum_sq += mean.double().pow(2).sum((-2, -1))
+        if self.k > 1:
+            self.var_sum += block.double().var(0, unbiased=True).sum((-2, -1))
+        self.values += mean.shape[-1] * mean.shape[-2]
+        if self.sketch is not None:
+            mid = mean.mean(-2)  # (S, n): the stems' mid
+            rows = [mid.sum(0, keepdim=True), mid]
+            if self.k > 1:
+                rows.append(block.mean(-2).std(0, unbiased=True))
+            self.sketch.push(torch.cat(rows))
+
+    def summary(self) -> dict[str, Any]:
+        rms = (self.sum_sq / max(self.values, 1)).sqrt()
+        info: dict[str, Any] = {"stems": self.stems, "stem_rms": {n: float(rms[i]) for i, n in enumerate(self.stems)}}
+        if self.k > 1:
+            spread = (self.var_sum / max(self.values, 1)).sqrt()
+            info["spread_rms"] = {n: float(spread[i]) for i, n in enumerate(self.stems)}
+            info["relative_spread"] = {
+                n: float(spread[i] / rms[i]) if rms[i] > 0 else 0.0 for i, n in enumerate(self.stems)
+            }
+        return info
+
+
 def _separate_one(
-    path: Path, folder: Path, separator: Separator, options: OutputOptions, names: list[str], ext: str, rms: float
+    path: Path,
+    source: MixtureSource,
+    folder: Path,
+    separator: Separator,
+    options: OutputOptions,
+    names: list[str],
+    ext: str,
 ) -> dict[str, Any]:
     folder.mkdir(parents=True, exist_ok=True)
-    k = separator.n_samples
-    sr = separator.sample_rate
-    stem_index = {n: i for i, n in enumerate(separator.prior.stems)}
-    writers: dict[str, StreamingWriter] = {}
-    sample_writers: dict[tuple[str, int], StreamingWriter] = {}
+    k, stems = separator.n_samples, list(separator.prior.stems)
+    rate, channels = separator.output_format(source)
+    subtype = output_subtype(options, source)
+    index = {n: i for i, n in enumerate(stems)}
+    deferred = options.clip_mode == "rescale" and subtype != "FLOAT"
 
     def open_writer(target: Path) -> StreamingWriter:
-        return StreamingWriter(target, sr, 1, format=options.format, subtype=options.subtype)
+        return StreamingWriter(
+            target,
+            rate,
+            channels,
+            format=options.format,
+            subtype=subtype,
+            bitrate=options.mp3_bitrate,
+            deferred=deferred,
+        )
 
-    sum_sq = torch.zeros(len(separator.prior.stems), dtype=torch.float64)
-    var_sum = torch.zeros_like(sum_sq)
-    frames = 0
+    sketch = None
+    if options.plot:
+        titles = ["mixture", *stems] + ([f"{n} spread (std over {k} samples)" for n in stems] if k > 1 else [])
+        sketch = SpectrogramSketch(titles, rate, separator.output_frames(source))
+    stats = _TrackStats(stems, k, sketch)
+    writers: dict[str, StreamingWriter] = {}
+    sample_writers: dict[tuple[str, int], StreamingWriter] = {}
+    frames = [0]
+
+    def consume(block: Tensor) -> None:  # (K, S, C, n)
+        mean = block.mean(0)
+        stats.add(block, mean)
+        frames[0] += block.shape[-1]
+        for n in names:
+            if options.two_stems is not None and n.startswith("no_"):
+                writers[n].write(mean.sum(0) - mean[index[options.two_stems]])
+            else:
+                writers[n].write(mean[index[n]])
+        for (n, j), w in sample_writers.items():
+            w.write(block[j, index[n]])
+
     try:
         for n in names:
             writers[n] = open_writer(folder / f"{n}{ext}")
         if k > 1:
             (folder / "samples").mkdir(exist_ok=True)
-            for n in separator.prior.stems:
+            for n in stems:
                 for j in range(k):
                     sample_writers[(n, j)] = open_writer(folder / "samples" / f"{n}_{j}{ext}")
-        for block in separator.iter_separate_file(path, mixture_rms=rms):  # (K, S, n)
-            mean = block.mean(0)
-            sum_sq += mean.double().pow(2).sum(-1)
-            if k > 1:
-                var_sum += block.double().var(0, unbiased=True).sum(-1)
-            frames += block.shape[-1]
-            for n in names:
-                if options.two_stems is not None and n.startswith("no_"):
-                    writers[n].write(mean.sum(0, keepdim=True) - mean[stem_index[options.two_stems]][None])
-                else:
-                    writers[n].write(mean[stem_index[n]][None])
-            for (n, j), w in sample_writers.items():
-                w.write(block[j, stem_index[n]][None])
-        written = [w.commit() for w in writers.values()] + [w.commit() for w in sample_writers.values()]
+        info = separator.separate(source, consume)
+        every = [*writers.values(), *sample_writers.values()]
+        peak = max(w.peak for w in every)
+        scale = 1.0 / peak if deferred and peak > 1.0 else 1.0
+        written = [w.commit(scale) for w in every]
     except BaseException:
         for w in [*writers.values(), *sample_writers.values()]:
             w.abort()
         raise
-    info = dict(separator.last_info)
-    rms = (sum_sq / max(frames, 1)).sqrt()
-    info["stems"] = list(separator.prior.stems)
-    info["stem_rms"] = {n: float(rms[i]) for i, n in enumerate(separator.prior.stems)}
-    if k > 1:
-        spread = (var_sum / max(frames, 1)).sqrt()
-        info["spread_rms"] = {n: float(spread[i]) for i, n in enumerate(separator.prior.stems)}
-        info["relative_spread"] = {
-            n: float(spread[i] / rms[i]) if rms[i] > 0 else 0.0 for i, n in enumerate(separator.prior.stems)
-        }
+    info.update(stats.summary())
     info["input"] = str(path)
+    info["output_subtype"] = subtype
     info["outputs"] = [str(p) for p in written]
-    clipped = [str(w.path) for w in [*writers.values(), *sample_writers.values()] if w.clipped]
-    info["clipped_outputs"] = clipped
-    if options.plot:
-        info["plot"] = str(plot_track(path, folder, separator, ext, k))
+    info["clip_mode"] = options.clip_mode
+    info["rescale_factor"] = scale
+    info["clipped_samples"] = {str(w.path): w.clipped_samples for w in every if w.clipped}
+    if sketch is not None:
+        sketch.frames = frames[0]
+        sketch.finish()
+        info["plot"] = str(plot_sketch(sketch, folder / "separation.png"))
     _write_json(folder / "run.json", info)
     return info
 
 
 def _write_json(path: Path, payload: dict[str, Any]) -> None:
     write_atomic(path, json.dumps(payload, indent=2, default=str) + "\n")
-
-
-def plot_track(path: Path, folder: Path, separator: Separator, ext: str, k: int) -> Path:
-    """A PNG of the mixture's and each stem's log-magnitude spectrogram (and, with K > 1, the spread's)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    sr = separator.sample_rate
-    stems = list(separator.prior.stems)
-    rows: list[tuple[str, torch.Tensor]] = []
-    mix, sr_in = read_audio(path, mono=True)
-    from mgdm_audio.audio.io import resample
-
-    rows.append(("mixture", resample(mix[0], sr_in, sr)))
-    for n in stems:
-        target = folder / f"{n}{ext}"
-        if target.exists():
-            rows.append((n, read_audio(target, mono=True)[0][0]))
-    if k > 1:
-        for n in stems:
-            samples = [read_audio(folder / "samples" / f"{n}_{j}{ext}", mono=True)[0][0] for j in range(k)]
-            rows.append((f"{n} spread (std over {k} samples)", torch.stack(samples).std(0)))
-    n_fft = 1024
-    fig, axes = plt.subplots(len(rows), 1, figsize=(10, 1.8 * len(rows)), sharex=True, squeeze=False)
-    for ax, (title, wav) in zip(axes[:, 0], rows, strict=True):
-        spec = torch.stft(wav.float(), n_fft, n_fft // 4, window=torch.hann_window(n_fft), return_complex=True).abs()
-        db = 20 * torch.log10(spec + 1e-6)
-        seconds = wav.numel() / sr
-        ax.imshow(db.numpy(), origin="lower", aspect="auto", extent=(0, seconds, 0, sr / 2000), vmin=-80, vmax=20)
-        ax.set_ylabel("kHz")
-        ax.set_title(title, fontsize=9, loc="left")
-    axes[-1, 0].set_xlabel("seconds")
-    fig.tight_layout()
-    target = folder / "separation.png"
-    save_figure_atomic(fig, target, dpi=80)
-    return target
-
-
-def audio_seconds(files: Sequence[Path]) -> float:
-    total = 0.0
-    for f in files:
-        info = audio_info(f)
-        total += info.frames / info.sample_rate
-    return total if math.isfinite(total) else 0.0

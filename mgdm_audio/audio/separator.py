@@ -2,26 +2,26 @@ r"""The user-facing separator: a mixture (tensor or file) in, stems out.
 
 >>> sep = Separator(prior="slakh-style-small", sampler="mgdm", preset="fast")   # doctest: +SKIP
 >>> result = sep.separate_file("song.wav")                                       # doctest: +SKIP
->>> result.stems.shape   # (S, T) at the prior's sample rate                      # doctest: +SKIP
+>>> result.stems.shape   # (S, C, T) at the input's channels C and rate           # doctest: +SKIP
 
-What happens to a mixture:
+What happens to a mixture (:class:`~mgdm_audio.audio.source.MixtureSource`, probed once and streamed once):
 
-1. it is read in blocks, down-mixed to mono (stereo: the mid channel ``(L + R) / 2``, reported in ``info``) and
-   resampled to the prior's rate block by block (:func:`~mgdm_audio.audio.streaming.resample_stream`);
-2. it is scaled by ``g = r_train / rms(mix)`` so that its RMS matches the prior's training mixtures (``mix_rms`` in
-   the prior's metadata; silence is left unscaled), and the stems are scaled back by ``1 / g``;
+1. it is read in blocks; each block goes (a) to the channel mapper, unchanged, and (b) down-mixed to the mid
+   ``(L + R) / 2`` and resampled to the prior's rate (python-soxr, streaming) to the prior;
+2. the mid is scaled by ``g = r_train / rms(mid)`` so that its RMS matches the prior's training mixtures
+   (``mix_rms`` in the prior's metadata; silence is left unscaled), and the stems are scaled back by ``1 / g``;
 3. the streaming engine (:func:`~mgdm_audio.audio.streaming.separate_stream`) separates overlapping chunks with the
    chosen sampler, conditions each odd chunk on its neighbours' separated overlaps, cross-fades and projects the
-   stems onto the mixture (:math:`\sum_s \hat x_s = y` per sample);
-4. with ``n_samples = K > 1`` each chunk runs ``K`` chains (in one batch; ``info["nfe"]`` counts every chain): the
-   result holds all samples, their mean (the stems returned and written) and the per-sample standard deviation
-   across samples (the spread). The mean approaches the posterior mean (the MMSE estimate), which scores higher
-   than any single sample; the K chains share each network call (scores and times against K:
-   ``evaluation/results/separation.md``).
+   stems onto the mid (:math:`\sum_s \hat x_s = y` per sample);
+4. with ``n_samples = K > 1`` each chunk runs ``K`` chains in one batch (``info["nfe"]`` counts every chain); the
+   stems returned are the mean over the samples, and the spread is their standard deviation;
+5. with ``output="input"`` (the default) the stems are resampled to the input's rate and mapped onto every input
+   channel by ratio masks (:mod:`~mgdm_audio.audio.remix`), so that they sum to each input channel; a mono input
+   at the prior's rate needs no mapping. ``output="prior"`` returns the prior's mono stems at its rate.
 
 The separation problem per chunk is :math:`y = \sum_s x_s` (noiseless; the likelihood uses ``sigma_y = 1e-4`` as
-the MGDM reference does). Stems are produced at the prior's sample rate. A chunk whose mixture is silent gives
-silent stems without running the sampler.
+the MGDM reference does). A chunk whose mixture is silent gives silent stems without running the sampler.
+Quality and speed of the presets: ``evaluation/results/separation.md`` and ``separation_speed.md``.
 """
 
 from __future__ import annotations
@@ -37,10 +37,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from mgdm_audio.audio.io import audio_info, iter_blocks, resample
-from mgdm_audio.audio.priors import AudioPrior, load_prior
+from mgdm_audio.audio.io import resample_blocks
+from mgdm_audio.audio.priors import AudioPrior, display_name, load_prior
+from mgdm_audio.audio.remix import ChannelMapper, map_to_input
 from mgdm_audio.audio.separation import MixtureWithKnownStems, SumOfStems
-from mgdm_audio.audio.streaming import ChunkPlan, resample_stream, separate_stream
+from mgdm_audio.audio.source import MixtureSource, probe_file, tensor_source
+from mgdm_audio.audio.streaming import ChunkPlan, separate_stream
 from mgdm_audio.core.errors import UserInputError
 from mgdm_audio.core.likelihood import InverseProblem
 from mgdm_audio.core.rng import make_generator
@@ -57,8 +59,8 @@ SILENCE = 1e-6
 
 @dataclass
 class SeparationResult:
-    """Stems ``(S, T)`` at ``sample_rate`` (the mean over samples when ``K > 1``), and with ``K > 1`` all samples
-    ``(K, S, T)`` and the spread ``(S, T)`` (standard deviation across samples)."""
+    """Stems ``(S, C, T)`` at ``sample_rate`` (the mean over samples when ``K > 1``), and with ``K > 1`` all samples
+    ``(K, S, C, T)`` and the spread ``(S, C, T)`` (standard deviation across samples)."""
 
     stems: Tensor
     stem_names: tuple[str, ...]
@@ -77,7 +79,9 @@ class Separator:
     ``chunk_seconds`` defaults to the prior's training chunk; it is rounded up to the prior's length multiple.
     ``overlap`` is the fraction of a chunk shared with each neighbour (in (0, 0.5)). ``batch_chunks`` even chunks
     (and the odd chunks between them) run together. ``sampler_overrides`` change single sampler settings.
-    ``callback(state)`` receives ``{"done_seconds", "total_seconds"}`` as chunks finish.
+    ``callback(state)`` receives ``{"done_chunks", "total_chunks", "done_seconds", "total_seconds"}`` as the sampler
+    steps through each batch of chunks. ``output`` is ``"input"`` (stems at the input's channels and rate, summing to
+    it) or ``"prior"`` (the prior's mono stems at its rate); ``mask_exponent`` is the mapping's ``p``.
     """
 
     def __init__(
@@ -94,7 +98,12 @@ class Separator:
         callback: Callable[[dict[str, Any]], None] | None = None,
         sampler_overrides: dict[str, Any] | None = None,
         consistent: bool = True,
+        output: str = "input",
+        mask_exponent: float = 2.0,
     ) -> None:
+        if output not in ("input", "prior"):
+            raise UserInputError(f"output must be 'input' or 'prior', got {output!r}.")
+        self.output, self.mask_exponent = output, float(mask_exponent)
         if n_samples < 1:
             raise UserInputError(f"n_samples must be at least 1, got {n_samples}.")
         if batch_chunks < 1:
@@ -126,112 +135,100 @@ class Separator:
     def sample_rate(self) -> int:
         return self.prior.sample_rate
 
+    @property
+    def prior_name(self) -> str:
+        return display_name(self.prior)
+
+    def output_format(self, source: MixtureSource) -> tuple[int, int]:
+        """``(sample_rate, channels)`` of the stems of ``source``."""
+        if self.output == "prior":
+            return self.sample_rate, 1
+        return source.sample_rate, source.channels
+
+    def output_frames(self, source: MixtureSource) -> int:
+        """Samples per channel of the stems of ``source``."""
+        rate, _ = self.output_format(source)
+        return (
+            source.frames if rate == source.sample_rate else math.floor(source.frames * rate / source.sample_rate + 0.5)
+        )
+
     # ------------------------------------------------------------------------------------------------ public
     def separate_tensor(self, wav: Tensor, sample_rate: int) -> SeparationResult:
         """Separate a mixture ``(T,)`` or ``(C, T)`` (C = 1 or 2) given at ``sample_rate``."""
-        if not isinstance(wav, Tensor):
-            raise UserInputError("the mixture must be a torch tensor of shape (T,) or (channels, T).")
-        wav = wav[None] if wav.ndim == 1 else wav
-        if wav.ndim != 2 or wav.shape[0] not in (1, 2):
-            raise UserInputError(f"the mixture must be mono or stereo (1 or 2 channels), got shape {tuple(wav.shape)}.")
-        if wav.shape[1] == 0:
-            raise UserInputError("the mixture is empty (zero samples).")
-        if not bool(torch.isfinite(wav).all()):
-            raise UserInputError("the mixture contains NaN or infinite samples.")
-        mono = wav.float().mean(0)
-        rms = float(mono.double().pow(2).mean().sqrt())
-        channels = int(wav.shape[0])
+        return self._collect(tensor_source(wav, sample_rate))
 
-        def blocks() -> Iterator[Tensor]:
-            yield mono
+    def separate_file(self, path: str | Path) -> SeparationResult:
+        """Separate an audio file (anything libsndfile or FFmpeg reads), read in blocks."""
+        return self._collect(probe_file(path))
 
-        return self._run(blocks, channels, sample_rate, mono.numel(), rms)
-
-    def separate_file(self, path: str | Path, block_seconds: float = 10.0) -> SeparationResult:
-        """Separate an audio file (any format soundfile reads), read in blocks."""
-        return self._run(*self._file_source(path, block_seconds))
-
-    def iter_separate_file(
-        self, path: str | Path, block_seconds: float = 10.0, mixture_rms: float | None = None
-    ) -> Iterator[Tensor]:
-        """Stream a file's separation: yields ``(K, S, n)`` blocks at the prior's rate, to be written as they come
-        (memory bounded by the chunks in flight); ``self.last_info`` holds the cost once it is exhausted.
-        ``mixture_rms`` (from :meth:`mixture_rms`) saves the first reading pass when the caller already made it."""
-        yield from self._stream(*self._file_source(path, block_seconds, mixture_rms))
-
-    def mixture_rms(self, path: str | Path, block_seconds: float = 10.0) -> float:
-        """RMS of a file's mono mix, read once in full: a truncated file or NaN samples raise here."""
-        return self._file_source(path, block_seconds)[4]
-
-    def _file_source(
-        self, path: str | Path, block_seconds: float, rms: float | None = None
-    ) -> tuple[Callable[[], Iterator[Tensor]], int, int, int, float]:
-        info = audio_info(path)
-        if info.channels > 2:
-            raise UserInputError(f"{path} has {info.channels} channels; only mono and stereo mixtures are supported.")
-        if info.frames == 0:
-            raise UserInputError(f"{path} contains no audio (zero samples).")
-        block = max(1, int(block_seconds * info.sample_rate))
-
-        def blocks() -> Iterator[Tensor]:
-            yield from (b.reshape(-1) for b in iter_blocks(path, block, mono=True, max_channels=2))
-
-        if rms is None:  # first pass: the RMS for the input gain
-            rms = math.sqrt(sum(float(b.double().pow(2).sum()) for b in blocks()) / info.frames)
-        return blocks, info.channels, info.sample_rate, info.frames, rms
-
-    # ------------------------------------------------------------------------------------------------ engine
-    def _run(
-        self, blocks: Callable[[], Iterator[Tensor]], channels: int, sr_in: int, frames: int, rms: float
-    ) -> SeparationResult:
-        parts = list(self._stream(blocks, channels, sr_in, frames, rms))
+    def _collect(self, source: MixtureSource) -> SeparationResult:
+        parts: list[Tensor] = []
+        info = self.separate(source, parts.append)
+        rate, channels = self.output_format(source)
         k, s = self.n_samples, self.n_stems
-        samples = torch.cat(parts, -1) if parts else torch.zeros(k, s, 0)
-        mean = samples.mean(0)
-        spread = samples.std(0, unbiased=True) if k > 1 else None
+        samples = torch.cat(parts, -1) if parts else torch.zeros(k, s, channels, 0)
         return SeparationResult(
-            stems=mean,
+            stems=samples.mean(0),
             stem_names=tuple(self.prior.stems),
-            sample_rate=self.sample_rate,
+            sample_rate=rate,
             samples=samples if k > 1 else None,
-            spread=spread,
-            info=dict(self.last_info),
+            spread=samples.std(0, unbiased=True) if k > 1 else None,
+            info=info,
         )
 
-    def _stream(
-        self, blocks: Callable[[], Iterator[Tensor]], channels: int, sr_in: int, frames: int, rms: float
-    ) -> Iterator[Tensor]:
-        if sr_in <= 0:
-            raise UserInputError(f"the sample rate must be positive, got {sr_in}.")
-        gain = self.mix_rms / rms if rms > 1e-9 else 1.0
-        sr = self.sample_rate
-        total_seconds = frames / sr_in
+    # ------------------------------------------------------------------------------------------------ engine
+    def separate(self, source: MixtureSource, consume: Callable[[Tensor], None]) -> dict[str, Any]:
+        """Stream the separation of ``source``: ``consume`` receives the stems as ``(K, S, C, n)`` blocks in order (at
+        :meth:`output_format`; memory is bounded by the chunks in flight); returns the run's facts and cost."""
+        sr_in, channels, sr = source.sample_rate, source.channels, self.sample_rate
+        gain = self.mix_rms / source.rms if source.rms > 1e-9 else 1.0
+        mapper = None
+        if self.output == "input" and (channels > 1 or sr_in != sr):
+            mapper = ChannelMapper(self.n_stems, channels, sr_in, sr, self.mask_exponent)
         generator = make_generator(self.seed, self.device)
         cost = {"nfe": 0, "vjp": 0, "chunks": 0, "batched_nfe": 0, "silent_chunks": 0, "sampler_seconds": 0.0}
         conditioning = {"used": None}
+        total_chunks = self.plan.n_chunks(math.ceil(source.frames * sr / sr_in))
         start = time.perf_counter()
 
-        def chunk_fn(mix: Tensor, known: Tensor | None, mask: Tensor | None) -> Tensor:
-            return self._separate_chunks(mix, known, mask, generator, cost, conditioning)
-
-        def progress(done: int) -> None:
+        def progress(done_chunks: float) -> None:
             if self.callback is not None:
-                self.callback({"done_seconds": done / sr, "total_seconds": total_seconds})
+                done = min(done_chunks, total_chunks)
+                self.callback(
+                    {
+                        "done_chunks": done,
+                        "total_chunks": total_chunks,
+                        "done_seconds": source.seconds * done / total_chunks,
+                        "total_seconds": source.seconds,
+                    }
+                )
 
-        stream = resample_stream((b * gain for b in blocks()), sr_in, sr, resample)
-        for out in separate_stream(
-            stream,
-            chunk_fn,
-            self.plan,
-            self.n_stems,
-            batch_chunks=self.batch_chunks,
-            consistent=self.consistent,
-            progress=progress,
-        ):
-            yield out / gain
+        def chunk_fn(mix: Tensor, known: Tensor | None, mask: Tensor | None) -> Tensor:
+            return self._separate_chunks(mix, known, mask, generator, cost, conditioning, progress)
+
+        def mid_blocks() -> Iterator[Tensor]:
+            for block in source.blocks():  # (C, n) at the input's rate: read once
+                if mapper is not None:
+                    mapper.push_mix(block)
+                yield block.mean(0, keepdim=True) * gain
+
+        stream = (b.reshape(-1) for b in resample_blocks(mid_blocks(), sr_in, sr))
+        stems = separate_stream(
+            stream, chunk_fn, self.plan, self.n_stems, batch_chunks=self.batch_chunks, consistent=self.consistent
+        )
+        map_seconds = 0.0
+        if mapper is None:
+            for out in stems:
+                consume((out / gain)[:, :, None])
+        else:
+            for block, spent in map_to_input((out / gain for out in stems), mapper, sr, sr_in, source.frames):
+                map_seconds += spent
+                consume(block)
         seconds = time.perf_counter() - start
-        self.last_info = {
-            "prior": str(self.prior.config.get("name", self.prior.path.name)),
+        rate, out_channels = self.output_format(source)
+        total_seconds = source.seconds
+        return {
+            "prior": self.prior_name,
             "weights_sha256": self.prior.weights_sha256,
             "sampler": self.spec.name,
             "preset": self.preset,
@@ -239,10 +236,14 @@ class Separator:
             "seed": self.seed,
             "n_samples": self.n_samples,
             "device": str(self.device),
-            "sample_rate": sr,
+            "prior_sample_rate": sr,
             "input_sample_rate": sr_in,
             "input_channels": channels,
+            "sample_rate": rate,
+            "channels": out_channels,
             "downmix": "mid (L + R) / 2" if channels == 2 else "none (mono input)",
+            "channel_mapping": None if mapper is None else f"ratio masks, exponent {self.mask_exponent:g}",
+            "mapping_seconds": map_seconds,
             "input_gain": gain,
             "chunk_samples": self.plan.chunk,
             "overlap_samples": self.plan.overlap,
@@ -263,16 +264,25 @@ class Separator:
         generator: torch.Generator,
         cost: dict[str, Any],
         conditioning: dict[str, Any],
+        progress: Callable[[float], None],
     ) -> Tensor:
-        """``mix (n, 1, T)``, ``known (n, K, S, T)`` -> stems ``(n, K, S, T)``; silent chunks skip the sampler."""
+        """``mix (n, 1, T)``, ``known (n, K, S, T)`` -> stems ``(n, K, S, T)``; silent chunks skip the sampler.
+        ``progress(chunks)`` follows the sampler's steps (a batch of ``m`` chunks advances by ``m i / steps``)."""
         n, k, s, t = mix.shape[0], self.n_samples, self.n_stems, mix.shape[-1]
         out = torch.zeros(n, k, s, t)
         active = [i for i in range(n) if float(mix[i].abs().max()) > SILENCE]
+        done = cost["chunks"]
         cost["chunks"] += n
         cost["silent_chunks"] += n - len(active)
+        progress(done + n - len(active))
         if not active:
             return out
         m = len(active)
+
+        def step(state: dict[str, Any]) -> None:
+            if "i" in state and state.get("total"):
+                progress(done + n - m + m * int(state["i"]) / int(state["total"]))
+
         y_mix = mix[active].to(self.device).repeat_interleave(k, 0)  # (m K, 1, T)
         problem = InverseProblem(SumOfStems(s, t), y_mix, SIGMA_Y)
         if known is not None and mask is not None:  # an odd chunk: its neighbours' overlaps, if the sampler takes them
@@ -281,12 +291,15 @@ class Separator:
                 op = MixtureWithKnownStems(s, mask).to(self.device)
                 known_stems = known[active].to(self.device).reshape(m * k, s, t)
                 problem = InverseProblem(op, op.observe(y_mix, known_stems), SIGMA_Y)
-        result = run_posterior(self.prior, problem, self.run, m * k, generator, x_shape=(s, t), device=self.device)
+        result = run_posterior(
+            self.prior, problem, self.run, m * k, generator, step, x_shape=(s, t), device=self.device
+        )
         cost["nfe"] += result.nfe * m * k  # every chain of every chunk
         cost["vjp"] += result.vjp * m * k
         cost["batched_nfe"] += result.nfe
         cost["sampler_seconds"] += result.seconds
         out[active] = result.samples.float().cpu().reshape(m, k, s, t)
+        progress(done + n)
         return out
 
 

@@ -376,7 +376,7 @@ def prepare(
     device: str = "auto",
 ) -> BenchmarkSetup:
     """Load and check everything (prior, stems, dataset layout, samplers) before any separation starts."""
-    from mgdm_audio.audio.priors import load_prior
+    from mgdm_audio.audio.priors import display_name, load_prior
     from mgdm_audio.audio.separator import Separator
 
     if layout not in LAYOUT_STEMS:
@@ -385,7 +385,7 @@ def prepare(
         raise UserInputError(f"--max-chunks must be at least 1, got {max_chunks}.")
     dev = resolve_device(device)
     model = load_prior(prior, dev) if isinstance(prior, str | Path) else prior
-    prior_name = str(model.config.get("name", getattr(model, "path", Path(str(prior))).name))
+    prior_name = display_name(model)
     wanted = LAYOUT_STEMS[layout]
     if set(model.stems) != set(wanted):
         raise UserInputError(
@@ -585,7 +585,7 @@ def _compute(
         separator = setup.separators[run.name]
         separator.seed = this_seed
         result = separator.separate_tensor(references.sum(0), sr)
-        estimates = result.stems
+        estimates = result.stems[:, 0]  # (S, 1, T): a mono chunk at the prior's rate
         cost = {"nfe": result.info["nfe"], "vjp": result.info["vjp"], "seconds": result.info["seconds"]}
     rows = score_chunk(run, chunk, references, estimates.float(), stems, sr, cost, this_seed, bsseval)
     for row in rows:
