@@ -159,8 +159,9 @@ class PotentialFit:
         """
         with torch.no_grad():
             log_g = problem.log_likelihood(vp_denoise(prior, x_tau, abar_tau), dtype=torch.float64)
-            var_ratio = (2 * self.rho).exp() * self.s.reciprocal().square()
-            kl = 0.5 * (var_ratio + (self.mu - self.m).square() * self.s.reciprocal().square() - 1.0 - var_ratio.log())
+            inv_var = self.s.reciprocal().square()
+            var_ratio = (2 * self.rho).exp() * inv_var
+            kl = 0.5 * (var_ratio + (self.mu - self.m).square() * inv_var - 1.0 - var_ratio.log())
             return log_g - kl.reshape(kl.shape[0], -1).double().sum(1)
 
 
