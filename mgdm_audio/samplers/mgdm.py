@@ -28,7 +28,8 @@ returned in ``info["tau"]``. With ``x0_candidates = M > 1`` the steps ``i < cand
 (:func:`candidate_potential_step`).
 
 The reference code's quirks and the flags that keep or fix them are listed in :class:`MGDMConfig`; how the
-presets were chosen is in ``evaluation/gmm/README.md`` and the separation and image validation tables.
+presets were chosen is in the GMM tuning log (``evaluation/gmm/rounds/README.md``) and the separation and image
+validation tables (``evaluation/separation``, ``evaluation/image``).
 """
 
 from __future__ import annotations
