@@ -28,7 +28,8 @@ returned in ``info["tau"]``. With ``x0_candidates = M > 1`` the steps ``i < cand
 (:func:`candidate_potential_step`).
 
 The reference code's quirks and the flags that keep or fix them are listed in :class:`MGDMConfig`; how the
-presets were chosen is in ``evaluation/gmm/README.md`` and the separation and image validation tables.
+presets were chosen is in the GMM tuning log (``evaluation/gmm/rounds/README.md``) and the separation and image
+validation tables (``evaluation/separation``, ``evaluation/image``).
 """
 
 from __future__ import annotations
@@ -158,8 +159,9 @@ class PotentialFit:
         """
         with torch.no_grad():
             log_g = problem.log_likelihood(vp_denoise(prior, x_tau, abar_tau), dtype=torch.float64)
-            var_ratio = (2 * self.rho).exp() * self.s.reciprocal().square()
-            kl = 0.5 * (var_ratio + (self.mu - self.m).square() * self.s.reciprocal().square() - 1.0 - var_ratio.log())
+            inv_var = self.s.reciprocal().square()
+            var_ratio = (2 * self.rho).exp() * inv_var
+            kl = 0.5 * (var_ratio + (self.mu - self.m).square() * inv_var - 1.0 - var_ratio.log())
             return log_g - kl.reshape(kl.shape[0], -1).double().sum(1)
 
 
