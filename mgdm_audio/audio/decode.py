@@ -25,8 +25,9 @@ def _open(path: Path):  # noqa: ANN202 (av.container.InputContainer; av is impor
     try:
         container = av.open(str(path))
     except (av.FFmpegError, OSError, ValueError) as err:
+        reason = getattr(err, "strerror", None) or str(err)
         raise UserInputError(
-            f"{path} is not a readable audio file ({err}); give a WAV, FLAC, OGG, MP3 or M4A file."
+            f"{path} is not a readable audio file ({reason}); give a WAV, FLAC, OGG, MP3 or M4A file."
         ) from err
     if not container.streams.audio:
         container.close()
@@ -39,6 +40,11 @@ def av_info(path: Path) -> tuple[int, int, int, str]:
     with _open(path) as container:
         stream = container.streams.audio[0]
         rate, channels = int(stream.codec_context.sample_rate), int(stream.codec_context.channels)
+        if rate <= 0 or channels <= 0:  # FFmpeg picks a demuxer by the file name even for text
+            raise UserInputError(
+                f"{path} is not a readable audio file (no sample rate or channels in its header); "
+                "give a WAV, FLAC, OGG, MP3 or M4A file."
+            )
         if stream.duration is not None and stream.time_base is not None:
             seconds = float(stream.duration * stream.time_base)
         elif container.duration is not None:
@@ -73,7 +79,10 @@ def av_blocks(path: Path, block_frames: int) -> Iterator[np.ndarray]:
                     yield joined[:, :block_frames]
                     pending, held = [joined[:, block_frames:]], joined.shape[1] - block_frames
         except av.FFmpegError as err:
-            raise UserInputError(f"Audio file {path} could not be decoded ({err}); it is probably truncated.") from err
+            reason = getattr(err, "strerror", None) or str(err)
+            raise UserInputError(
+                f"Audio file {path} could not be decoded ({reason}); it is probably truncated."
+            ) from err
         if held:
             yield np.concatenate(pending, 1)
 
