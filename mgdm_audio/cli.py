@@ -12,7 +12,13 @@
     mgdm-audio info
 
 A user mistake prints one sentence on stderr and exits with status 2; outputs are written to a
-temporary name and renamed, so an interrupted run never leaves a half-written file.
+temporary name and renamed, so an interrupted run never leaves a half-written file. SIGTERM and SIGHUP stop a run
+as SIGINT (Ctrl-C) does: the files and folders of the unfinished work are removed, and the exit status is
+128 + the signal's number.
+
+This module imports only the standard library at load time: each subcommand imports what it needs when it runs
+(``mgdm-audio --help`` answers without loading torch), and the thread settings (:mod:`mgdm_audio.core.threads`) are
+made before torch is loaded.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import argparse
 import dataclasses
 import json
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,7 +36,10 @@ from mgdm_audio import __version__
 from mgdm_audio.core.atomic import write_atomic
 from mgdm_audio.core.errors import UserInputError
 from mgdm_audio.core.runtime import keep_freed_memory
+from mgdm_audio.core.threads import configure as configure_threads
 
+#: ``--segment`` below this is refused (the cost per second of audio grows as the chunks shrink)
+MIN_SEGMENT_SECONDS = 0.5
 KERNEL_WIZARD_HELP = (
     "bkse KernelWizard weights (GOPRO_wVAE.pth or .safetensors) for nonlinear_blur: the reference's blur network "
     "instead of the shipped stand-in (not downloadable here; bring your own)"
@@ -45,6 +55,10 @@ def _benchmark_gmm(args: argparse.Namespace) -> int:
         samplers = [s.strip() for s in args.samplers.split(",") if s.strip()]
         for name in samplers:
             get_sampler(name)  # one clear error for an unknown name, before any work
+    if args.workers is None:
+        from mgdm_audio.core.threads import available_cpus
+
+        args.workers = available_cpus()
     if args.workers < 1:
         raise UserInputError(f"--workers must be at least 1, got {args.workers}.")
     if not 0 <= args.seed_base < 2**62:
@@ -75,10 +89,6 @@ def _benchmark_separation(args: argparse.Namespace) -> int:
     runs = sepbench.make_runs(samplers, args.preset, args.sampler_set, oracles=not args.no_oracles)
     if not runs:
         raise UserInputError("nothing to run: give --samplers and/or --sampler-set (or drop --no-oracles).")
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
     if args.bsseval:
         from mgdm_audio.metrics.bsseval import require_museval
 
@@ -134,10 +144,6 @@ def _benchmark_image(args: argparse.Namespace) -> int:
     from mgdm_audio.benchmarks import image as imagebench
     from mgdm_audio.image.data import DEFAULT_ROOT
 
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
     setup = imagebench.prepare(
         args.prior,
         tasks=args.tasks,
@@ -231,23 +237,30 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _generate(args: argparse.Namespace) -> int:
-    import torch
-
     from mgdm_audio.audio.io import write_audio
     from mgdm_audio.audio.priors import generate, load_prior
+    from mgdm_audio.core.atomic import created_folders, remove_empty_folders
+    from mgdm_audio.core.outputs import refuse_existing
 
     if args.num_samples < 1:
         raise UserInputError(f"--num-samples must be at least 1, got {args.num_samples}.")
-    if args.threads:
-        torch.set_num_threads(args.threads)
     prior = load_prior(args.model, device=args.device)
-    samples = generate(prior, args.num_samples, args.seconds, args.seed, steps=args.steps, eta=args.eta)
     out = Path(args.out)
-    for k, stems in enumerate(samples):
-        folder = out / f"sample_{k}"
-        for name, wav in zip(prior.stems, stems, strict=True):
-            write_audio(folder / f"{name}.wav", wav.unsqueeze(0), prior.sample_rate, subtype="FLOAT")
-        write_audio(folder / "mix.wav", stems.sum(0, keepdim=True), prior.sample_rate, subtype="FLOAT")
+    targets = [[out / f"sample_{k}" / f"{name}.wav" for name in [*prior.stems, "mix"]] for k in range(args.num_samples)]
+    refuse_existing([t for sample in targets for t in sample], args.force)  # before any work
+    made = created_folders(out / "sample_0")
+    samples = generate(prior, args.num_samples, args.seconds, args.seed, steps=args.steps, eta=args.eta)
+    written: list[Path] = []
+    try:
+        for stems, paths in zip(samples, targets, strict=True):
+            for wav, path in zip([*stems, stems.sum(0)], paths, strict=True):
+                write_audio(path, wav.unsqueeze(0), prior.sample_rate, subtype="FLOAT")
+                written.append(path)
+    except BaseException:  # all samples or none
+        for path in written:
+            path.unlink(missing_ok=True)
+        remove_empty_folders(made + [t[0].parent for t in targets])
+        raise
     print(f"wrote {len(samples)} sample(s) of {args.seconds:g} s ({', '.join(prior.stems)} + mix) to {out}")
     return 0
 
@@ -256,13 +269,16 @@ def _separate(args: argparse.Namespace) -> int:
     from mgdm_audio.audio.separate_files import OutputOptions, audio_seconds, expand_inputs, separate_files
     from mgdm_audio.audio.separator import Separator
 
-    files = expand_inputs(args.files)
+    files = expand_inputs(args.files, recursive=args.recursive)
     if not 0 < args.overlap < 0.5:
         raise UserInputError(f"--overlap must be a fraction in (0, 0.5), got {args.overlap}.")
     if args.n_samples < 1:
         raise UserInputError(f"--n-samples must be at least 1, got {args.n_samples}.")
-    if args.segment is not None and not args.segment > 0:
-        raise UserInputError(f"--segment must be a positive number of seconds, got {args.segment}.")
+    if args.segment is not None and not args.segment >= MIN_SEGMENT_SECONDS:
+        raise UserInputError(
+            f"--segment must be at least {MIN_SEGMENT_SECONDS:g} seconds (shorter chunks give the prior too little "
+            f"context and multiply the cost per second of audio), got {args.segment:g}."
+        )
     fmt = "mp3" if args.mp3 else "flac" if args.flac else "wav"
     subtype = "FLOAT" if args.float32 else "PCM_24" if args.int24 else "PCM_16"
     if fmt == "flac" and subtype == "FLOAT":
@@ -299,7 +315,7 @@ def _separate(args: argparse.Namespace) -> int:
         seed=args.seed,
         callback=progress,
     )
-    options = OutputOptions(fmt, subtype, args.two_stems, args.skip_existing, args.force, args.plot)
+    options = OutputOptions(fmt, subtype, args.two_stems, args.skip_existing, args.force, args.plot, args.filename)
 
     def on_track(path: Path, i: int, n: int) -> None:
         if bar is not None and i > 0:
@@ -361,6 +377,7 @@ def _restore(args: argparse.Namespace) -> int:
             callback=progress,
             note=note,
             kernel_wizard=args.kernel_wizard,
+            force=args.force,
         )
     finally:
         for bar in bars:
@@ -377,12 +394,47 @@ def _restore(args: argparse.Namespace) -> int:
     return 0
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Every option's help ends with its default (unless the help already says it, or there is none to show)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if (
+            "default:" in text
+            or "(default" in text
+            or any(action.default is v for v in (None, False, True, argparse.SUPPRESS))
+            or (not action.option_strings and action.nargs not in ("?", "*"))
+        ):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+def _add_threads(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch CPU threads; 0 (default): OMP_NUM_THREADS if set, else the CPUs this process may use (affinity "
+        "and cgroup quota), one fewer while other processes keep a CPU busy",
+    )
+
+
+class _SubParser(argparse.ArgumentParser):
+    """Subcommand parsers show their defaults too (:class:`HelpFormatter`)."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mgdm-audio", description="Posterior sampling with diffusion priors.")
+    parser = argparse.ArgumentParser(
+        prog="mgdm-audio", description="Posterior sampling with diffusion priors.", formatter_class=HelpFormatter
+    )
     parser.add_argument("--version", action="version", version=__version__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_SubParser)
     bench = sub.add_parser("benchmark", help="run a benchmark suite")
-    bench_sub = bench.add_subparsers(dest="suite", required=True)
+    bench_sub = bench.add_subparsers(dest="suite", required=True, parser_class=_SubParser)
     g = bench_sub.add_parser("gmm", help="exact-posterior benchmark on a 25-component Gaussian mixture")
     g.add_argument("--quick", action="store_true", help="d in {8, 80}, d_y in {1, 2}, 5 problems, 1000 samples")
     g.add_argument("--json", metavar="PATH", help="write rows and summary as JSON")
@@ -399,8 +451,9 @@ def build_parser() -> argparse.ArgumentParser:
         "from both (e.g. 900000) gives new problems",
     )
     g.add_argument("--cache", metavar="PATH", help="JSON-lines cache of finished runs; a killed run resumes")
-    g.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes (default: all cores)")
-    g.add_argument("--no-progress", action="store_true")
+    g.add_argument("--workers", type=int, default=None, help="processes (default: the CPUs this process may use)")
+    _add_threads(g)
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
     g.set_defaults(func=_benchmark_gmm)
     bs = bench_sub.add_parser("separation", help="SI-SDRi (and BSSEval SDR) of samplers and oracles on test chunks")
     bs.add_argument("--root", required=True, help="dataset root holding the split folder")
@@ -426,8 +479,8 @@ def build_parser() -> argparse.ArgumentParser:
     bs.add_argument("--plot", metavar="PNG", help="plot average SI-SDRi against NFE per chunk")
     bs.add_argument("--cache", metavar="PATH", help="JSON-lines cache of finished chunks; a killed run resumes")
     bs.add_argument("-d", "--device", default="auto", help="auto | cpu | cuda")
-    bs.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    bs.add_argument("--no-progress", action="store_true")
+    _add_threads(bs)
+    bs.add_argument("--no-progress", action="store_true", help="no progress bar")
     bs.set_defaults(func=_benchmark_separation)
     bi = bench_sub.add_parser("image", help="PSNR / SSIM of every sampler on the ten image tasks (Fashion-MNIST test)")
     bi.add_argument("--prior", default="fashion-mnist-pixel", help="shipped image prior name or export folder")
@@ -454,16 +507,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="test: the held-out t10k images (reported results); validation: train images 55000..59999 (tuning)",
     )
     bi.add_argument("-d", "--device", default="auto", help="auto | cpu | cuda")
-    bi.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    bi.add_argument("--no-progress", action="store_true")
+    _add_threads(bi)
+    bi.add_argument("--no-progress", action="store_true", help="no progress bar")
     bi.add_argument("--kernel-wizard", metavar="WEIGHTS", help=KERNEL_WIZARD_HELP)
     bi.set_defaults(func=_benchmark_image)
     data = sub.add_parser("make-dataset", help="render a Slakh-style 4-stem dataset (bass, drums, guitar, piano)")
-    data.add_argument("kind", nargs="?", default="slakh-style", choices=["slakh-style"])
+    data.add_argument("kind", nargs="?", default="slakh-style", choices=["slakh-style"], help="dataset kind")
     data.add_argument("-o", "--out", required=True, metavar="OUT", help="tracks go to OUT/SPLIT/TrackNNNNN")
     data.add_argument("--recipe", metavar="PATH", help="render every split of a recipe YAML (recipes/data/*.yaml)")
     data.add_argument("--split", default="train", help="split folder name (test*: held-out chorale titles)")
-    data.add_argument("--tracks", type=int, default=10)
+    data.add_argument("--tracks", type=int, default=10, help="tracks to render (without --recipe)")
     data.add_argument("--seconds", type=float, default=30.0, help="track length (chorales: at most)")
     data.add_argument("--seed", type=int, default=0, help="track i uses seed + i")
     data.add_argument("--soundfont", metavar="PATH", help="SF2 file (default: FluidR3_GM, else pretty_midi's TimGM6mb)")
@@ -477,38 +530,54 @@ def build_parser() -> argparse.ArgumentParser:
         default=True,
         help="keep complete tracks (those with metadata.json)",
     )
-    data.add_argument("--no-progress", action="store_true")
+    _add_threads(data)
+    data.add_argument("--no-progress", action="store_true", help="no progress bar")
     data.set_defaults(func=_make_dataset)
     train = sub.add_parser("train", help="train a diffusion prior from a recipe (DDP: torchrun -m mgdm_audio.training)")
     from mgdm_audio.training.__main__ import add_train_arguments
 
     add_train_arguments(train)
+    _add_threads(train)
     train.set_defaults(func=_train)
     gen = sub.add_parser("generate", help="unconditional multi-stem samples from a prior")
     gen.add_argument("-n", "--model", required=True, help="shipped prior name or export folder")
     gen.add_argument("--seconds", type=float, default=4.0, help="length of each sample")
-    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--seed", type=int, default=0, help="noise seed (same seed, same samples)")
     gen.add_argument("--steps", type=int, default=50, help="DDIM steps on the prior's noise-level table")
     gen.add_argument(
         "--eta", type=float, default=0.0, help="DDIM eta (0: deterministic, the default; 1: ancestral, noisier here)"
     )
     gen.add_argument("--num-samples", type=int, default=1, help="how many samples (OUT/sample_K/)")
-    gen.add_argument("--device", default="cpu")
-    gen.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    gen.add_argument("-o", "--out", required=True, help="output folder")
+    gen.add_argument("--device", default="cpu", help="cpu | cuda")
+    _add_threads(gen)
+    gen.add_argument("-o", "--out", required=True, help="output folder (OUT/sample_K/STEM.wav and mix.wav)")
+    gen.add_argument("--force", action="store_true", help="overwrite existing outputs")
     gen.set_defaults(func=_generate)
     sep = sub.add_parser("separate", help="separate mixture files into stems (the main job)")
     sep.add_argument("files", nargs="+", help="audio files or folders of audio files (wav, flac, mp3, ogg)")
+    sep.add_argument("-r", "--recursive", action="store_true", help="also search the subfolders of folder inputs")
     sep.add_argument("-n", "--name", default="slakh-style-small", help="prior: a shipped name or an export folder")
     sep.add_argument("-o", "--out", default="separated", help="output root: OUT/PRIOR/TRACK/STEM.wav")
+    sep.add_argument(
+        "--filename",
+        default="{track}/{stem}.{ext}",
+        help="output file names under OUT/PRIOR, a template of {track} (the input's name; inputs with the same name "
+        "get distinct ones, e.g. a_song and b_song), {trackext} (the input's extension), {stem} and {ext}",
+    )
     sep.add_argument("--sampler", default="mgdm", help="posterior sampler (see `mgdm-audio info`)")
     sep.add_argument("--preset", default="default", help="fast | default | paper, or one of the sampler's presets")
     sep.add_argument("-d", "--device", default="auto", help="auto | cpu | cuda")
-    sep.add_argument("--segment", type=float, default=None, help="chunk length in seconds (default: the prior's)")
+    sep.add_argument(
+        "--segment",
+        type=float,
+        default=None,
+        help=f"chunk length in seconds, at least {MIN_SEGMENT_SECONDS:g} (default: the prior's, rounded up to its "
+        "length multiple)",
+    )
     sep.add_argument("--overlap", type=float, default=0.25, help="overlap fraction between chunks, in (0, 0.5)")
     sep.add_argument("--batch-chunks", type=int, default=4, help="even chunks separated together (one network batch)")
     sep.add_argument("--n-samples", type=int, default=1, help="posterior samples per track (mean + spread)")
-    sep.add_argument("--seed", type=int, default=0)
+    sep.add_argument("--seed", type=int, default=0, help="sampler seed (the same seed gives the same stems)")
     enc = sep.add_mutually_exclusive_group()
     enc.add_argument("--mp3", action="store_true", help="write MP3")
     enc.add_argument("--flac", action="store_true", help="write FLAC")
@@ -520,16 +589,13 @@ def build_parser() -> argparse.ArgumentParser:
     sep.add_argument("--force", action="store_true", help="overwrite existing outputs")
     sep.add_argument("--plot", action="store_true", help="write separation.png (spectrograms, spread)")
     sep.add_argument("--json", action="store_true", help="print the run summaries as JSON")
-    sep.add_argument("--no-progress", action="store_true")
+    _add_threads(sep)
+    sep.add_argument("--no-progress", action="store_true", help="no progress bar")
     sep.set_defaults(func=_separate)
-    from mgdm_audio.image.operators import TASKS
-    from mgdm_audio.image.restore import INPUT_RULES
+    from mgdm_audio.image.tasks import INPUT_RULES, TASKS
 
     rs = sub.add_parser(
-        "restore",
-        help="restore an image (ten tasks) with an image prior and a posterior sampler",
-        epilog=INPUT_RULES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "restore", help="restore an image (ten tasks) with an image prior and a posterior sampler", epilog=INPUT_RULES
     )
     rs.add_argument("image", help="image file (PNG, JPEG, ...) or .npy array; see the input rules below")
     rs.add_argument("--task", required=True, help="one of: " + ", ".join(TASKS))
@@ -545,9 +611,13 @@ def build_parser() -> argparse.ArgumentParser:
     rs.add_argument("--seed", type=int, default=0, help="sampler seed (the measurement noise uses seed + 1000003)")
     rs.add_argument("--sigma-y", type=float, default=0.05, help="measurement noise std on [-1, 1] images")
     rs.add_argument("-d", "--device", default="auto", help="auto | cpu | cuda")
-    rs.add_argument("-o", "--out", required=True, metavar="OUT.png", help="figure; OUT_restored.png is the image")
+    rs.add_argument(
+        "-o", "--out", required=True, metavar="OUT.png", help="the restored image; OUT_figure.png is the figure"
+    )
+    rs.add_argument("--force", action="store_true", help="overwrite existing outputs")
+    _add_threads(rs)
     rs.add_argument("--json", action="store_true", help="print the run summary as JSON")
-    rs.add_argument("--no-progress", action="store_true")
+    rs.add_argument("--no-progress", action="store_true", help="no progress bar")
     rs.add_argument("--kernel-wizard", metavar="WEIGHTS", help=KERNEL_WIZARD_HELP)
     rs.set_defaults(func=_restore)
 
@@ -556,15 +626,43 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised in the main thread: every clean-up path of SIGINT (Ctrl-C) runs."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated(signum)
+
+
+def handle_termination() -> None:
+    """SIGTERM and SIGHUP raise :class:`Terminated` (main thread only; a signal the user ignores stays ignored)."""
+    for name in ("SIGTERM", "SIGHUP"):
+        signum = getattr(signal, name, None)
+        if signum is not None and signal.getsignal(signum) is not signal.SIG_IGN:
+            signal.signal(signum, _raise_terminated)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     keep_freed_memory()  # large temporaries are reused instead of re-faulted on every sampler step (core/runtime.py)
+    handle_termination()
     try:
+        threads = getattr(args, "threads", None)
+        if threads is not None and threads < 0:
+            raise UserInputError(f"--threads must be 0 (automatic) or a positive count, got {threads}.")
+        configure_threads(threads)  # before torch is imported (core/threads.py)
         return int(args.func(args))
     except UserInputError as err:
         print(f"mgdm-audio: error: {err}", file=sys.stderr)
         return 2
+    except Terminated as stop:
+        print(f"mgdm-audio: stopped by {signal.Signals(stop.signum).name}", file=sys.stderr)
+        return 128 + stop.signum
     except KeyboardInterrupt:
         print("mgdm-audio: interrupted", file=sys.stderr)
         return 130

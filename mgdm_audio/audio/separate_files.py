@@ -1,11 +1,13 @@
 """The separation job behind ``mgdm-audio separate``: files in, ``OUT/PRIOR/TRACK/STEM.wav`` + ``run.json`` out.
 
 Every input is checked (exists, is audio, mono or stereo, not empty) and every output folder is checked (writable;
-no existing outputs unless ``force`` or ``skip_existing``) before any separation starts, so a user mistake costs
-nothing and leaves nothing behind. Stems are streamed into temporary files and renamed when a track is complete;
-an error or interruption removes the temporary files of the track in progress.
+no existing outputs unless ``force`` or ``skip_existing``; no two inputs or outputs on one path: the naming rule of
+:mod:`mgdm_audio.core.outputs`) before any separation starts, so a user mistake costs nothing and leaves nothing
+behind. Stems are streamed into temporary files and renamed when a track is complete; an error or interruption
+(SIGINT, SIGTERM, SIGHUP) removes the temporary files of the track in progress and the folders the run made that
+stayed empty, and a run removes the temporary files that a killed earlier run left in its folders.
 
-Layout per track (Demucs-like)::
+Layout per track (Demucs-like; ``filename`` is a template such as Demucs's ``{track}/{stem}.{ext}``, the default)::
 
     OUT/PRIOR/TRACK/bass.wav ... (the stems; with --two-stems STEM: STEM.wav and no_STEM.wav)
     OUT/PRIOR/TRACK/samples/STEM_k.wav   (with n_samples K > 1: every posterior sample)
@@ -27,8 +29,21 @@ import torch
 
 from mgdm_audio.audio.io import StreamingWriter, audio_info, read_audio
 from mgdm_audio.audio.separator import Separator
-from mgdm_audio.core.atomic import save_figure_atomic, write_atomic
+from mgdm_audio.core.atomic import (
+    created_folders,
+    remove_empty_folders,
+    remove_stale_parts,
+    save_figure_atomic,
+    write_atomic,
+)
 from mgdm_audio.core.errors import UserInputError
+from mgdm_audio.core.outputs import (
+    DEFAULT_TEMPLATE,
+    check_template,
+    distinct_track_names,
+    format_target,
+    refuse_duplicate_targets,
+)
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg", ".aiff", ".aif")
 
@@ -41,17 +56,26 @@ class OutputOptions:
     skip_existing: bool = False
     force: bool = False
     plot: bool = False
+    filename: str = DEFAULT_TEMPLATE  # relative to OUT/PRIOR: {track}, {trackext}, {stem}, {ext}
 
 
-def expand_inputs(paths: Sequence[str | Path]) -> list[Path]:
-    """Files as given; folders contribute their audio files (sorted). One clear error for a missing path or a
-    folder without audio."""
+def expand_inputs(paths: Sequence[str | Path], recursive: bool = False) -> list[Path]:
+    """Files as given; folders contribute their audio files (sorted; with ``recursive`` also those in subfolders,
+    hidden files and folders skipped). One clear error for a missing path or a folder without audio."""
     files: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            found = sorted(q for q in p.iterdir() if q.is_file() and q.suffix.lower() in AUDIO_SUFFIXES)
+            candidates = p.rglob("*") if recursive else p.iterdir()
+            found = sorted(
+                q
+                for q in candidates
+                if q.is_file()
+                and q.suffix.lower() in AUDIO_SUFFIXES
+                and not any(part.startswith(".") for part in q.relative_to(p).parts)
+            )
             if not found:
-                raise UserInputError(f"folder {p} contains no audio files ({', '.join(AUDIO_SUFFIXES)}).")
+                where = " or its subfolders" if recursive else " (--recursive searches subfolders)"
+                raise UserInputError(f"folder {p}{where} contains no audio files ({', '.join(AUDIO_SUFFIXES)}).")
             files.extend(found)
         elif p.exists():
             files.append(p)
@@ -62,8 +86,38 @@ def expand_inputs(paths: Sequence[str | Path]) -> list[Path]:
     return files
 
 
-def track_dir(out: Path, prior_name: str, path: Path) -> Path:
-    return out / prior_name / path.stem
+@dataclass
+class TrackTargets:
+    """Where one track's files go (:func:`track_targets`)."""
+
+    stems: dict[str, Path]
+    samples: dict[tuple[str, int], Path]
+    run_json: Path
+    plot: Path
+
+    @property
+    def folder(self) -> Path:
+        """The folder of the first stem (the track folder in the default layout)."""
+        return next(iter(self.stems.values())).parent
+
+    def files(self) -> list[tuple[Path, str]]:
+        named = [(p, n) for n, p in self.stems.items()] + [(p, f"{n} sample {j}") for (n, j), p in self.samples.items()]
+        return [*named, (self.run_json, "run.json"), (self.plot, "plot")]
+
+    def folders(self) -> set[Path]:
+        return {p.parent for p, _ in self.files()}
+
+
+def track_targets(
+    root: Path, track: str, source: Path, names: Sequence[str], stems: Sequence[str], k: int, ext: str, template: str
+) -> TrackTargets:
+    """The paths of one track's outputs under ``root`` (= OUT/PRIOR) by the ``--filename`` template."""
+
+    def target(stem: str, suffix: str) -> Path:
+        return root / format_target(template, track, source.suffix, stem, suffix)
+
+    samples = {(n, j): target(f"samples/{n}_{j}", ext) for n in stems for j in range(k)} if k > 1 else {}
+    return TrackTargets({n: target(n, ext) for n in names}, samples, target("run", "json"), target("separation", "png"))
 
 
 def output_names(stems: Sequence[str], options: OutputOptions) -> list[str]:
@@ -94,57 +148,77 @@ def separate_files(
     prior_name = str(separator.prior.config.get("name", separator.prior.path.name))
     ext = {"wav": ".wav", "flac": ".flac", "mp3": ".mp3"}[options.format]
     names = output_names(separator.prior.stems, options)
-    plan: list[tuple[Path, Path, bool, float]] = []
-    for f in files:
+    template = check_template(options.filename)
+    tracks = distinct_track_names(files)
+    targets = [
+        track_targets(out / prior_name, t, f, names, separator.prior.stems, separator.n_samples, ext, template)
+        for f, t in zip(files, tracks, strict=True)
+    ]
+    refuse_duplicate_targets(
+        [(p, f"{f}'s {what}") for f, t in zip(files, targets, strict=True) for p, what in t.files()]
+    )
+    plan: list[tuple[Path, TrackTargets, bool, float]] = []
+    for f, target in zip(files, targets, strict=True):
         info = audio_info(f)  # every input is checked before any work
         if info.channels > 2:
             raise UserInputError(f"{f} has {info.channels} channels; only mono and stereo mixtures are supported.")
         if info.frames == 0:
             raise UserInputError(f"{f} contains no audio (zero samples).")
         rms = separator.mixture_rms(f)  # decodes it all once: truncation and NaNs are found before any work
-        folder = track_dir(out, prior_name, f)
-        _check_writable(folder)
-        existing = [folder / f"{n}{ext}" for n in names if (folder / f"{n}{ext}").exists()]
+        for folder in target.folders():
+            _check_writable(folder)
+        existing = [p for p in target.stems.values() if p.exists()]
         if existing and not (options.force or options.skip_existing):
             raise UserInputError(
                 f"{existing[0]} already exists; use --force to overwrite or --skip-existing to keep it."
             )
-        plan.append((f, folder, bool(existing) and options.skip_existing and not options.force, rms))
+        plan.append((f, target, bool(existing) and options.skip_existing and not options.force, rms))
+    made = [d for _, target, _, _ in plan for folder in target.folders() for d in created_folders(folder)]
     summaries = []
-    for i, (f, folder, skip, rms) in enumerate(plan):
-        if on_track is not None:
-            on_track(f, i, len(plan))
-        if skip:
-            summaries.append({"input": str(f), "output": str(folder), "skipped": True})
-            continue
-        summaries.append(_separate_one(f, folder, separator, options, names, ext, rms))
+    try:
+        for i, (f, target, skip, rms) in enumerate(plan):
+            if on_track is not None:
+                on_track(f, i, len(plan))
+            if skip:
+                summaries.append({"input": str(f), "output": str(target.folder), "skipped": True})
+                continue
+            for folder in target.folders():
+                remove_stale_parts(folder)  # what a killed earlier run left behind
+            summaries.append(_separate_one(f, target, separator, options, names, rms))
+    except BaseException:  # an error or a signal: no temporary files and no empty track folders remain
+        for _, target, _, _ in plan:
+            for folder in target.folders():
+                remove_stale_parts(folder, own=True)
+        remove_empty_folders(made)
+        raise
     return summaries
 
 
 def _separate_one(
-    path: Path, folder: Path, separator: Separator, options: OutputOptions, names: list[str], ext: str, rms: float
+    path: Path,
+    target: TrackTargets,
+    separator: Separator,
+    options: OutputOptions,
+    names: list[str],
+    rms: float,
 ) -> dict[str, Any]:
-    folder.mkdir(parents=True, exist_ok=True)
     k = separator.n_samples
     sr = separator.sample_rate
     stem_index = {n: i for i, n in enumerate(separator.prior.stems)}
     writers: dict[str, StreamingWriter] = {}
     sample_writers: dict[tuple[str, int], StreamingWriter] = {}
 
-    def open_writer(target: Path) -> StreamingWriter:
-        return StreamingWriter(target, sr, 1, format=options.format, subtype=options.subtype)
+    def open_writer(dest: Path) -> StreamingWriter:
+        return StreamingWriter(dest, sr, 1, format=options.format, subtype=options.subtype)
 
     sum_sq = torch.zeros(len(separator.prior.stems), dtype=torch.float64)
     var_sum = torch.zeros_like(sum_sq)
     frames = 0
     try:
         for n in names:
-            writers[n] = open_writer(folder / f"{n}{ext}")
-        if k > 1:
-            (folder / "samples").mkdir(exist_ok=True)
-            for n in separator.prior.stems:
-                for j in range(k):
-                    sample_writers[(n, j)] = open_writer(folder / "samples" / f"{n}_{j}{ext}")
+            writers[n] = open_writer(target.stems[n])
+        for key, sample_path in target.samples.items():
+            sample_writers[key] = open_writer(sample_path)
         for block in separator.iter_separate_file(path, mixture_rms=rms):  # (K, S, n)
             mean = block.mean(0)
             sum_sq += mean.double().pow(2).sum(-1)
@@ -178,8 +252,8 @@ def _separate_one(
     clipped = [str(w.path) for w in [*writers.values(), *sample_writers.values()] if w.clipped]
     info["clipped_outputs"] = clipped
     if options.plot:
-        info["plot"] = str(plot_track(path, folder, separator, ext, k))
-    _write_json(folder / "run.json", info)
+        info["plot"] = str(plot_track(path, target, separator))
+    _write_json(target.run_json, info)
     return info
 
 
@@ -187,7 +261,7 @@ def _write_json(path: Path, payload: dict[str, Any]) -> None:
     write_atomic(path, json.dumps(payload, indent=2, default=str) + "\n")
 
 
-def plot_track(path: Path, folder: Path, separator: Separator, ext: str, k: int) -> Path:
+def plot_track(path: Path, target: TrackTargets, separator: Separator) -> Path:
     """A PNG of the mixture's and each stem's log-magnitude spectrogram (and, with K > 1, the spread's)."""
     import matplotlib
 
@@ -202,12 +276,12 @@ def plot_track(path: Path, folder: Path, separator: Separator, ext: str, k: int)
 
     rows.append(("mixture", resample(mix[0], sr_in, sr)))
     for n in stems:
-        target = folder / f"{n}{ext}"
-        if target.exists():
-            rows.append((n, read_audio(target, mono=True)[0][0]))
+        if n in target.stems and target.stems[n].exists():
+            rows.append((n, read_audio(target.stems[n], mono=True)[0][0]))
+    k = separator.n_samples
     if k > 1:
         for n in stems:
-            samples = [read_audio(folder / "samples" / f"{n}_{j}{ext}", mono=True)[0][0] for j in range(k)]
+            samples = [read_audio(target.samples[(n, j)], mono=True)[0][0] for j in range(k)]
             rows.append((f"{n} spread (std over {k} samples)", torch.stack(samples).std(0)))
     n_fft = 1024
     fig, axes = plt.subplots(len(rows), 1, figsize=(10, 1.8 * len(rows)), sharex=True, squeeze=False)
@@ -220,9 +294,8 @@ def plot_track(path: Path, folder: Path, separator: Separator, ext: str, k: int)
         ax.set_title(title, fontsize=9, loc="left")
     axes[-1, 0].set_xlabel("seconds")
     fig.tight_layout()
-    target = folder / "separation.png"
-    save_figure_atomic(fig, target, dpi=80)
-    return target
+    save_figure_atomic(fig, target.plot, dpi=80)
+    return target.plot
 
 
 def audio_seconds(files: Sequence[Path]) -> float:
