@@ -89,19 +89,22 @@ _state = _State()
 def configure(threads: int | None = None, environ: dict[str, str] | None = None) -> int:
     """Choose the thread count before torch is imported; returns it.
 
-    ``threads`` > 0 fixes the count; ``None`` or 0 means ``OMP_NUM_THREADS`` when the user set it (fixed), else
-    :func:`available_cpus`, adapted to other processes' load by :func:`adapt`. Environment variables the user set are
-    never replaced, except the thread counts when ``threads`` is given explicitly. If torch is already imported (a
-    library caller, the tests) the count is applied with ``torch.set_num_threads``; the wait policy then stays as
-    the OpenMP runtime read it.
+    ``threads`` > 0 fixes the count (and sets the thread variables, replacing the user's); ``None`` or 0 means
+    ``OMP_NUM_THREADS`` when the user set it (fixed), else :func:`available_cpus`, adapted to other processes' load
+    by :func:`adapt`. Other variables the user set are never replaced. If torch is already loaded (a program that
+    embeds this package, the tests), an explicit count is applied with ``torch.set_num_threads`` and otherwise
+    torch's current count is kept, fixed: the program that loaded torch chose it.
     """
     env = os.environ if environ is None else environ
     cpus = available_cpus()
     user_count = env.get("OMP_NUM_THREADS", "").strip()
+    loaded = "torch" in sys.modules
     if threads:
         count, adaptive = int(threads), False
         for name in _THREAD_VARIABLES:
             env[name] = str(count)
+    elif loaded:
+        count, adaptive = int(sys.modules["torch"].get_num_threads()), False
     elif user_count.isdigit() and int(user_count) > 0:
         count, adaptive = int(user_count), False
     else:
@@ -112,7 +115,7 @@ def configure(threads: int | None = None, environ: dict[str, str] | None = None)
         env.setdefault("OMP_WAIT_POLICY", DEFAULT_WAIT_POLICY)
     global _state
     _state = _State(cpus=cpus, threads=count, adaptive=adaptive)
-    if "torch" in sys.modules:
+    if loaded:
         _set_torch_threads(count)
     return count
 
@@ -160,11 +163,14 @@ def threads_for_load(cpus: int, others: float) -> int:
 def adapt(now: float | None = None) -> int:
     """Re-read the load and set torch's thread count (main thread only: OpenMP's count is per calling thread).
 
-    A no-op (returns the current count) unless :func:`configure` chose an adaptive count and
-    :data:`ADAPT_INTERVAL` seconds passed since the last reading.
+    A no-op (returns the current count) unless :func:`configure` chose an adaptive count, nobody else has set
+    torch's count since, and :data:`ADAPT_INTERVAL` seconds passed since the last reading.
     """
     s = _state
     if not s.adaptive or threading.current_thread() is not threading.main_thread():
+        return s.threads
+    if "torch" in sys.modules and sys.modules["torch"].get_num_threads() != s.threads:
+        s.adaptive = False  # the count was set by someone else (e.g. a benchmark's worker): theirs stands
         return s.threads
     now = time.monotonic() if now is None else now
     if s.last_wall is not None and now - s.last_wall < ADAPT_INTERVAL:

@@ -67,7 +67,12 @@ class FactorySpec:
             raise UserInputError(f"recipe factory '{self.describe()['factory']}': {err}; check its kwargs.") from None
         except ValueError:  # no signature to check (a builtin)
             pass
-        return factory(**self.kwargs)
+        try:
+            return factory(**self.kwargs)
+        except TypeError as err:  # a factory taking **kwargs passes them on (e.g. into a config dataclass)
+            if "keyword argument" not in str(err):
+                raise
+            raise UserInputError(f"recipe factory '{self.describe()['factory']}': {err}; check its kwargs.") from None
 
     def describe(self) -> dict[str, Any]:
         f = self.factory
