@@ -415,7 +415,7 @@ def _add_threads(p: argparse.ArgumentParser) -> None:
         type=int,
         default=0,
         help="torch CPU threads; 0 (default): OMP_NUM_THREADS if set, else the CPUs this process may use (affinity "
-        "and cgroup quota), one fewer while other processes keep a CPU busy",
+        "and cgroup quota), fewer while other processes keep CPUs busy",
     )
 
 
