@@ -163,3 +163,17 @@ def test_adapt_takes_a_thread_away_while_others_are_busy(monkeypatch):
         assert threads.adapt(now=3.0) == 2 and not threads._state.adaptive and torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_checkpoints_and_weights_get_the_usual_mode(tmp_path):
+    from mgdm_audio.training.checkpoint import save_checkpoint
+    from mgdm_audio.training.export import save_weights
+
+    umask = os.umask(0o022)
+    try:
+        save_checkpoint(tmp_path / "checkpoint.pt", {"step": 1})
+        save_weights(tmp_path / "model.safetensors", {"w": torch.zeros(2)})
+    finally:
+        os.umask(umask)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt", "model.safetensors"]  # no temporaries
+    assert all(p.stat().st_mode & 0o777 == 0o644 for p in tmp_path.iterdir())
