@@ -14,7 +14,9 @@ while the network runs. A prefetched tensor is handed out only if it is exactly 
 
 So the stream of numbers, and every seeded result, is bit-identical to drawing serially (tested); only *when* the
 numbers are drawn changes. It applies to CPU tensors of at least :data:`PREFETCH_MIN_NUMEL` elements drawn from an
-explicit CPU generator; ``MGDM_AUDIO_NOISE_PREFETCH=0`` turns it off. Measured on the bundled example (MGDM ``fast``,
+explicit CPU generator; ``MGDM_AUDIO_NOISE_PREFETCH=0`` turns it off. The prefetch thread draws serially (one core,
+only while the network runs); when the thread count adapts to other processes' load (:mod:`mgdm_audio.core.threads`)
+its CPU time counts as this process's own, not as a competitor's. Measured on the bundled example (MGDM ``fast``,
 2 threads, ``evaluation/results/separation_speed.md``): sampler time outside the network 3.2-3.7 % of wall with it,
 5.5-5.7 % without, at the same wall time within the machine's drift (``evaluation/separation/README.md``).
 """
