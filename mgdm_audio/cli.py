@@ -14,7 +14,12 @@
 A user mistake prints one sentence on stderr and exits with status 2; a bug of the package (a broken internal
 invariant) prints one "this is a bug" line and exits with status 1, with the traceback under ``--debug`` or
 ``MGDM_AUDIO_DEBUG=1``. Outputs are written to a temporary name and renamed, so an interrupted run never leaves a
-half-written file.
+half-written file. SIGTERM and SIGHUP stop a run as SIGINT (Ctrl-C) does: the files and folders of the unfinished
+work are removed, and the exit status is 128 + the signal's number.
+
+This module imports only the standard library at load time: each subcommand imports what it needs when it runs
+(``mgdm-audio --help`` answers without loading torch; a benchmark engine's flags are loaded only when that engine
+is named), and the thread settings (:mod:`mgdm_audio.core.threads`) are made before torch is loaded.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,9 +35,12 @@ from pathlib import Path
 from mgdm_audio import __version__
 from mgdm_audio.core.errors import InternalError, UserInputError
 from mgdm_audio.core.runtime import keep_freed_memory
+from mgdm_audio.core.threads import configure as configure_threads
 
 DEBUG_ENV = "MGDM_AUDIO_DEBUG"
 """Set to 1 to see the traceback of an internal error (as ``--debug`` does)."""
+#: ``--segment`` below this is refused (the cost per second of audio grows as the chunks shrink)
+MIN_SEGMENT_SECONDS = 0.5
 
 
 def _benchmark(args: argparse.Namespace) -> int:
@@ -39,10 +48,6 @@ def _benchmark(args: argparse.Namespace) -> int:
     from mgdm_audio.benchmarks import load_engine
     from mgdm_audio.benchmarks.harness import write_outputs
 
-    if getattr(args, "threads", 0):
-        import torch
-
-        torch.set_num_threads(args.threads)
     report = load_engine(args.suite).run(args)
     if report is None:  # a torchrun rank other than 0: rank 0 writes the outputs
         return 0
@@ -112,23 +117,30 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _generate(args: argparse.Namespace) -> int:
-    import torch
-
     from mgdm_audio.audio.io import write_audio
     from mgdm_audio.audio.priors import generate, load_prior
+    from mgdm_audio.core.atomic import created_folders, remove_empty_folders
+    from mgdm_audio.core.outputs import refuse_existing
 
     if args.num_samples < 1:
         raise UserInputError(f"--num-samples must be at least 1, got {args.num_samples}.")
-    if args.threads:
-        torch.set_num_threads(args.threads)
     prior = load_prior(args.model, device=args.device)
-    samples = generate(prior, args.num_samples, args.seconds, args.seed, steps=args.steps, eta=args.eta)
     out = Path(args.out)
-    for k, stems in enumerate(samples):
-        folder = out / f"sample_{k}"
-        for name, wav in zip(prior.stems, stems, strict=True):
-            write_audio(folder / f"{name}.wav", wav.unsqueeze(0), prior.sample_rate, subtype="FLOAT")
-        write_audio(folder / "mix.wav", stems.sum(0, keepdim=True), prior.sample_rate, subtype="FLOAT")
+    targets = [[out / f"sample_{k}" / f"{name}.wav" for name in [*prior.stems, "mix"]] for k in range(args.num_samples)]
+    refuse_existing([t for sample in targets for t in sample], args.force)  # before any work
+    made = created_folders(out / "sample_0")
+    samples = generate(prior, args.num_samples, args.seconds, args.seed, steps=args.steps, eta=args.eta)
+    written: list[Path] = []
+    try:
+        for stems, paths in zip(samples, targets, strict=True):
+            for wav, path in zip([*stems, stems.sum(0)], paths, strict=True):
+                write_audio(path, wav.unsqueeze(0), prior.sample_rate, subtype="FLOAT")
+                written.append(path)
+    except BaseException:  # all samples or none
+        for path in written:
+            path.unlink(missing_ok=True)
+        remove_empty_folders(made + [t[0].parent for t in targets])
+        raise
     print(f"wrote {len(samples)} sample(s) of {args.seconds:g} s ({', '.join(prior.stems)} + mix) to {out}")
     return 0
 
@@ -137,13 +149,16 @@ def _separate(args: argparse.Namespace) -> int:
     from mgdm_audio.audio.separate_files import OutputOptions, expand_inputs, separate_files
     from mgdm_audio.audio.separator import Separator
 
-    files = expand_inputs(args.files)
+    files = expand_inputs(args.files, recursive=args.recursive)
     if not 0 < args.overlap < 0.5:
         raise UserInputError(f"--overlap must be a fraction in (0, 0.5), got {args.overlap}.")
     if args.n_samples < 1:
         raise UserInputError(f"--n-samples must be at least 1, got {args.n_samples}.")
-    if args.segment is not None and not args.segment > 0:
-        raise UserInputError(f"--segment must be a positive number of seconds, got {args.segment}.")
+    if args.segment is not None and not args.segment >= MIN_SEGMENT_SECONDS:
+        raise UserInputError(
+            f"--segment must be at least {MIN_SEGMENT_SECONDS:g} seconds (shorter chunks give the prior too little "
+            f"context and multiply the cost per second of audio), got {args.segment:g}."
+        )
     if not 8 <= args.mp3_bitrate <= 320:
         raise UserInputError(f"--mp3-bitrate must be between 8 and 320 kbit/s, got {args.mp3_bitrate}.")
     fmt = "mp3" if args.mp3 else "flac" if args.flac else "wav"
@@ -187,7 +202,15 @@ def _separate(args: argparse.Namespace) -> int:
         output="prior" if args.prior_rate_mono else "input",
     )
     options = OutputOptions(
-        fmt, subtype, args.two_stems, args.skip_existing, args.force, args.plot, args.clip_mode, args.mp3_bitrate
+        fmt,
+        subtype,
+        args.two_stems,
+        args.skip_existing,
+        args.force,
+        args.plot,
+        clip_mode=args.clip_mode,
+        mp3_bitrate=args.mp3_bitrate,
+        filename=args.filename,
     )
     try:
         summaries = separate_files(files, Path(args.out), separator, options, on_track=on_track)
@@ -242,7 +265,7 @@ def _restore(args: argparse.Namespace) -> int:
         print(f"note: {text}", file=sys.stderr)
 
     try:
-        flags = ("task", "prior", "sampler", "preset", "n_samples", "degrade", "seed", "sigma_y", "device")
+        flags = ("task", "prior", "sampler", "preset", "n_samples", "degrade", "seed", "sigma_y", "device", "force")
         options = {name: getattr(args, name) for name in (*flags, "kernel_wizard")}
         summary = restore(args.image, args.out, callback=progress, note=note, **options)
     finally:
@@ -260,28 +283,71 @@ def _restore(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mgdm-audio", description="Posterior sampling with diffusion priors.")
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Every option's help ends with its default (unless the help already says it, or there is none to show)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if (
+            "default:" in text
+            or "(default" in text
+            or any(action.default is v for v in (None, False, True, argparse.SUPPRESS))
+            or (not action.option_strings and action.nargs not in ("?", "*"))
+        ):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+def _add_threads(p: argparse.ArgumentParser) -> None:
+    from mgdm_audio.core.threads import THREADS_HELP
+
+    p.add_argument("--threads", type=int, default=0, help=THREADS_HELP)
+
+
+def _add_benchmark_engines(bench_sub: argparse._SubParsersAction, argv: Sequence[str]) -> None:
+    """One subcommand per registered engine; only the engine named on the command line is imported (for its flags),
+    so that ``--help`` loads no torch."""
+    from mgdm_audio.benchmarks import ENGINES, load_engine
+
+    words = [a for a in argv if not a.startswith("-")]
+    chosen = words[1] if len(words) > 1 and words[0] == "benchmark" else None
+    for name, (_, help_line) in ENGINES.items():
+        engine_parser = bench_sub.add_parser(name, help=help_line)
+        engine_parser.set_defaults(func=_benchmark)
+        if name == chosen:
+            from mgdm_audio.benchmarks.harness import add_output_arguments
+
+            engine = load_engine(name)
+            engine.add_arguments(engine_parser)
+            add_output_arguments(engine_parser, engine.PLOT)
+
+
+class _SubParser(argparse.ArgumentParser):
+    """Subcommand parsers show their defaults too (:class:`HelpFormatter`)."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The command line; ``argv`` (default: ``sys.argv[1:]``) only decides which benchmark engine's flags load."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(
+        prog="mgdm-audio", description="Posterior sampling with diffusion priors.", formatter_class=HelpFormatter
+    )
     parser.add_argument("--version", action="version", version=__version__)
     parser.add_argument("--debug", action="store_true", help="show the traceback of an internal error (a bug)")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_SubParser)
     bench = sub.add_parser("benchmark", help="run a benchmark suite")
-    bench_sub = bench.add_subparsers(dest="suite", required=True)
-    from mgdm_audio.benchmarks import ENGINES, load_engine
-    from mgdm_audio.benchmarks.harness import add_output_arguments
-
-    for name in ENGINES:
-        engine = load_engine(name)
-        engine_parser = bench_sub.add_parser(name, help=engine.HELP)
-        engine.add_arguments(engine_parser)
-        add_output_arguments(engine_parser, engine.PLOT)
-        engine_parser.set_defaults(func=_benchmark)
+    bench_sub = bench.add_subparsers(dest="suite", required=True, parser_class=_SubParser)
+    _add_benchmark_engines(bench_sub, argv)
     data = sub.add_parser("make-dataset", help="render a Slakh-style 4-stem dataset (bass, drums, guitar, piano)")
-    data.add_argument("kind", nargs="?", default="slakh-style", choices=["slakh-style"])
+    data.add_argument("kind", nargs="?", default="slakh-style", choices=["slakh-style"], help="dataset kind")
     data.add_argument("-o", "--out", required=True, metavar="OUT", help="tracks go to OUT/SPLIT/TrackNNNNN")
     data.add_argument("--recipe", metavar="PATH", help="render every split of a recipe YAML (recipes/data/*.yaml)")
     data.add_argument("--split", default="train", help="split folder name (test*: held-out chorale titles)")
-    data.add_argument("--tracks", type=int, default=10)
+    data.add_argument("--tracks", type=int, default=10, help="tracks to render (without --recipe)")
     data.add_argument("--seconds", type=float, default=30.0, help="track length (chorales: at most)")
     data.add_argument("--seed", type=int, default=0, help="track i uses seed + i")
     data.add_argument("--soundfont", metavar="PATH", help="SF2 file (default: FluidR3_GM, else pretty_midi's TimGM6mb)")
@@ -295,25 +361,28 @@ def build_parser() -> argparse.ArgumentParser:
         default=True,
         help="keep complete tracks (those with metadata.json)",
     )
-    data.add_argument("--no-progress", action="store_true")
+    _add_threads(data)
+    data.add_argument("--no-progress", action="store_true", help="no progress bar")
     data.set_defaults(func=_make_dataset)
     train = sub.add_parser("train", help="train a diffusion prior from a recipe (DDP: torchrun -m mgdm_audio.training)")
     from mgdm_audio.training.__main__ import add_train_arguments
 
     add_train_arguments(train)
+    _add_threads(train)
     train.set_defaults(func=_train)
     gen = sub.add_parser("generate", help="unconditional multi-stem samples from a prior")
     gen.add_argument("-n", "--model", required=True, help="shipped prior name or export folder")
     gen.add_argument("--seconds", type=float, default=4.0, help="length of each sample")
-    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--seed", type=int, default=0, help="noise seed (same seed, same samples)")
     gen.add_argument("--steps", type=int, default=50, help="DDIM steps on the prior's noise-level table")
     gen.add_argument(
         "--eta", type=float, default=0.0, help="DDIM eta (0: deterministic, the default; 1: ancestral, noisier here)"
     )
     gen.add_argument("--num-samples", type=int, default=1, help="how many samples (OUT/sample_K/)")
-    gen.add_argument("--device", default="cpu")
-    gen.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    gen.add_argument("-o", "--out", required=True, help="output folder")
+    gen.add_argument("--device", default="cpu", help="cpu | cuda")
+    _add_threads(gen)
+    gen.add_argument("-o", "--out", required=True, help="output folder (OUT/sample_K/STEM.wav and mix.wav)")
+    gen.add_argument("--force", action="store_true", help="overwrite existing outputs")
     gen.set_defaults(func=_generate)
     sep = sub.add_parser("separate", help="separate mixture files into stems (the main job)")
     sep.add_argument(
@@ -321,16 +390,29 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         help="audio files or folders of them (wav, flac, mp3, ogg, m4a, ...: what FFmpeg reads)",
     )
+    sep.add_argument("-r", "--recursive", action="store_true", help="also search the subfolders of folder inputs")
     sep.add_argument("-n", "--name", default="slakh-style-small", help="prior: a shipped name or an export folder")
     sep.add_argument("-o", "--out", default="separated", help="output root: OUT/PRIOR/TRACK/STEM.wav")
+    sep.add_argument(
+        "--filename",
+        default="{track}/{stem}.{ext}",
+        help="output file names under OUT/PRIOR, a template of {track} (the input's name; inputs with the same name "
+        "get distinct ones, e.g. a_song and b_song), {trackext} (the input's extension), {stem} and {ext}",
+    )
     sep.add_argument("--sampler", default="mgdm", help="posterior sampler (see `mgdm-audio info`)")
     sep.add_argument("--preset", default="default", help="fast | default | paper, or one of the sampler's presets")
     sep.add_argument("-d", "--device", default="auto", help="auto | cpu | cuda")
-    sep.add_argument("--segment", type=float, default=None, help="chunk length in seconds (default: the prior's)")
+    sep.add_argument(
+        "--segment",
+        type=float,
+        default=None,
+        help=f"chunk length in seconds, at least {MIN_SEGMENT_SECONDS:g} (default: the prior's, rounded up to its "
+        "length multiple)",
+    )
     sep.add_argument("--overlap", type=float, default=0.25, help="overlap fraction between chunks, in (0, 0.5)")
     sep.add_argument("--batch-chunks", type=int, default=4, help="even chunks separated together (one network batch)")
     sep.add_argument("--n-samples", type=int, default=1, help="posterior samples per track (mean + spread)")
-    sep.add_argument("--seed", type=int, default=0)
+    sep.add_argument("--seed", type=int, default=0, help="sampler seed (the same seed gives the same stems)")
     sep.add_argument(
         "--prior-rate-mono",
         action="store_true",
@@ -355,17 +437,13 @@ def build_parser() -> argparse.ArgumentParser:
     sep.add_argument("--force", action="store_true", help="overwrite existing outputs")
     sep.add_argument("--plot", action="store_true", help="write separation.png (spectrograms, spread)")
     sep.add_argument("--json", action="store_true", help="print the run summaries as JSON")
-    sep.add_argument("--no-progress", action="store_true")
+    _add_threads(sep)
+    sep.add_argument("--no-progress", action="store_true", help="no progress bar")
     sep.set_defaults(func=_separate)
-    from mgdm_audio.benchmarks.image import KERNEL_WIZARD_HELP
-    from mgdm_audio.image.operators import TASKS
-    from mgdm_audio.image.restore import INPUT_RULES
+    from mgdm_audio.image.tasks import INPUT_RULES, KERNEL_WIZARD_HELP, TASKS
 
     rs = sub.add_parser(
-        "restore",
-        help="restore an image (ten tasks) with an image prior and a posterior sampler",
-        epilog=INPUT_RULES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "restore", help="restore an image (ten tasks) with an image prior and a posterior sampler", epilog=INPUT_RULES
     )
     rs.add_argument("image", help="image file (PNG, JPEG, ...) or .npy array; see the input rules below")
     rs.add_argument("--task", required=True, help="one of: " + ", ".join(TASKS))
@@ -381,9 +459,13 @@ def build_parser() -> argparse.ArgumentParser:
     rs.add_argument("--seed", type=int, default=0, help="sampler seed (the measurement noise uses seed + 1000003)")
     rs.add_argument("--sigma-y", type=float, default=0.05, help="measurement noise std on [-1, 1] images")
     rs.add_argument("-d", "--device", default="auto", help="auto | cpu | cuda")
-    rs.add_argument("-o", "--out", required=True, metavar="OUT.png", help="figure; OUT_restored.png is the image")
+    rs.add_argument(
+        "-o", "--out", required=True, metavar="OUT.png", help="the restored image; OUT_figure.png is the figure"
+    )
+    rs.add_argument("--force", action="store_true", help="overwrite existing outputs")
+    _add_threads(rs)
     rs.add_argument("--json", action="store_true", help="print the run summary as JSON")
-    rs.add_argument("--no-progress", action="store_true")
+    rs.add_argument("--no-progress", action="store_true", help="no progress bar")
     rs.add_argument("--kernel-wizard", metavar="WEIGHTS", help=KERNEL_WIZARD_HELP)
     rs.set_defaults(func=_restore)
 
@@ -392,12 +474,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised in the main thread: every clean-up path of SIGINT (Ctrl-C) runs."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated(signum)
+
+
+def handle_termination() -> None:
+    """SIGTERM and SIGHUP raise :class:`Terminated` (main thread only; a signal the user ignores stays ignored)."""
+    for name in ("SIGTERM", "SIGHUP"):
+        signum = getattr(signal, name, None)
+        if signum is not None and signal.getsignal(signum) is not signal.SIG_IGN:
+            signal.signal(signum, _raise_terminated)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # the command that regenerates an output
     keep_freed_memory()  # large temporaries are reused instead of re-faulted on every sampler step (core/runtime.py)
+    handle_termination()
     try:
+        threads = getattr(args, "threads", None)
+        if threads is not None and threads < 0:
+            raise UserInputError(f"--threads must be 0 (automatic) or a positive count, got {threads}.")
+        configure_threads(threads)  # before torch is imported (core/threads.py)
         return int(args.func(args))
     except UserInputError as err:
         print(f"mgdm-audio: error: {err}", file=sys.stderr)
@@ -408,6 +515,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         what = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
         print(f"mgdm-audio: this is a bug, please report it: {what} (--debug shows the traceback)", file=sys.stderr)
         return 1
+    except Terminated as stop:
+        print(f"mgdm-audio: stopped by {signal.Signals(stop.signum).name}", file=sys.stderr)
+        return 128 + stop.signum
     except KeyboardInterrupt:
         print("mgdm-audio: interrupted", file=sys.stderr)
         return 130

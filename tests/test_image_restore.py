@@ -21,9 +21,9 @@ from mgdm_audio.image.restore import (
     SELECTION_TASKS,
     SUPER_RESOLUTION_TASKS,
     InputFile,
+    figure_path,
     read_input,
     restore,
-    restored_path,
 )
 from tests.image_priors_for_tests import IMAGE_SHAPE, export_tiny_latent_prior, export_tiny_pixel_prior
 
@@ -77,10 +77,11 @@ def test_every_task_runs_end_to_end_on_the_pixel_prior(task, priors, tmp_path, c
     assert summary["nfe"] > 0 and summary["vjp"] > 0 and summary["seconds"] > 0
     assert math.isfinite(summary["psnr"]) and -1.0 <= summary["ssim"] <= 1.0
     assert summary["notes"] == []  # a 16x16 grey image needs no conversion
-    assert _files(out.parent) == ["fig.png", "fig_restored.png"]
-    restored = Image.open(restored_path(out))
+    assert _files(out.parent) == ["fig.png", "fig_figure.png"]
+    restored = Image.open(out)
     assert restored.size == (SIZE, SIZE) and restored.mode == "L"
-    assert Image.open(out).size[0] > 2 * Image.open(out).size[1]  # three panels in a row
+    figure = Image.open(figure_path(out))
+    assert figure.size[0] > 2 * figure.size[1]  # three panels in a row
 
 
 @pytest.mark.parametrize("task", ["sr4", "outpainting_half"])
@@ -91,7 +92,7 @@ def test_latent_prior_restores(task, priors, tmp_path, capsys):
     code, summary, err = _run([*argv, "-o", str(out)], capsys)
     assert code == 0, err
     assert summary["prior"] == "tiny-latent" and math.isfinite(summary["psnr"])
-    assert Image.open(restored_path(out)).size == (SIZE, SIZE)
+    assert Image.open(out).size == (SIZE, SIZE)
 
 
 def test_two_samples_add_mean_and_spread_panels_and_a_progress_bar(priors, tmp_path, capsys):
@@ -103,14 +104,14 @@ def test_two_samples_add_mean_and_spread_panels_and_a_progress_bar(priors, tmp_p
     assert code == 0, captured.err
     assert "blur: mgdm (fast), K=2" in captured.out and "NFE" in captured.out and "VJP" in captured.out
     assert "restoring (mgdm)" in captured.err and "100%" in captured.err  # the tqdm bar ran to the end
-    width, height = Image.open(out).size
+    width, height = Image.open(figure_path(out)).size
     assert width / height == pytest.approx(2.8 * 5 / 3.4, rel=0.02)  # clean, y, sample, mean, spread
     code, summary, _ = _run([*argv, "--n-samples", "2", "-o", str(tmp_path / "again.png")], capsys)
     assert summary["panels"] == ["clean", "measurement", "restoration", "mean", "spread"]
     assert set(summary["scores"]) == {"measurement", "sample", "mean"}
     assert summary["psnr"] == summary["scores"]["mean"]["psnr"]  # the written image is the mean
-    first = np.asarray(Image.open(restored_path(out)))
-    assert np.array_equal(first, np.asarray(Image.open(tmp_path / "again_restored.png")))  # same seed, same output
+    first = np.asarray(Image.open(out))
+    assert np.array_equal(first, np.asarray(Image.open(tmp_path / "again.png")))  # same seed, same output
 
 
 def test_rgb_input_of_another_size_is_converted_with_notes(priors, tmp_path, capsys):
@@ -132,7 +133,7 @@ def test_sr4_accepts_a_low_resolution_measurement(priors, tmp_path, capsys):
     assert code == 0, err
     assert summary["notes"] == [] and summary["psnr"] is None  # used as it is; no clean image, no scores
     assert summary["panels"] == ["measurement", "restoration"]
-    assert Image.open(restored_path(out)).size == (SIZE, SIZE)
+    assert Image.open(out).size == (SIZE, SIZE)
 
 
 def test_phase_retrieval_accepts_a_npy_measurement(priors, tmp_path, capsys):
@@ -196,7 +197,24 @@ def test_a_failure_while_writing_leaves_no_files(priors, tmp_path, monkeypatch):
     image = _grey_image(tmp_path / "clean.png")
     with pytest.raises(RuntimeError, match="disk full"):
         restore(image, tmp_path / "out" / "fig.png", "sr16", priors["pixel"], preset="fast", degrade=True)
-    assert _files(tmp_path / "out") == []
+    assert not (tmp_path / "out").exists()  # nor the folder it would have made
+
+
+def test_existing_outputs_are_refused_before_any_work_unless_force(priors, tmp_path, capsys):
+    image = _grey_image(tmp_path / "clean.png")
+    out = tmp_path / "restored.png"  # the README's name: restored.png and restored_figure.png
+    argv = [str(image), "--task", "sr4", "--prior", str(priors["pixel"]), "--preset", "fast", "--degrade"]
+    figure_path(out).write_bytes(b"keep me")
+    code, _, err = _run([*argv, "-o", str(out)], capsys)
+    assert code == 2 and f"{figure_path(out)} already exists; use --force" in err and "Traceback" not in err
+    assert figure_path(out).read_bytes() == b"keep me" and not out.exists()  # nothing was written
+    code, summary, err = _run([*argv, "-o", str(out), "--force"], capsys)
+    assert code == 0, err
+    assert summary["outputs"] == [str(out), str(figure_path(out))]
+    assert Image.open(out).size == (SIZE, SIZE) and figure_path(out).read_bytes() != b"keep me"
+    assert _files(tmp_path) == ["clean.png", "restored.png", "restored_figure.png"]
+    code, _, err = _run([*argv, "-o", str(out)], capsys)  # a second run without --force: refused
+    assert code == 2 and f"{out} already exists" in err
 
 
 def test_reading_converts_alpha_channels_and_16_bit_images(tmp_path):

@@ -15,7 +15,7 @@ from tests import toy_engine
 @pytest.fixture
 def plugged(monkeypatch):
     monkeypatch.setitem(SAMPLER_MODULES, "one_step", "tests.toy_sampler")  # the one registry line
-    monkeypatch.setitem(ENGINES, "toy", "tests.toy_engine")  # the one engine line
+    monkeypatch.setitem(ENGINES, "toy", ("tests.toy_engine", "test engine"))  # the one engine line
     toy_engine.COMPUTED.clear()
 
 

@@ -14,7 +14,6 @@ from mgdm_audio.core.gmm import GaussianMixture
 from mgdm_audio.core.rng import make_generator
 from mgdm_audio.samplers.run import RunSpec, parse_run_specs, resolve, run_posterior
 
-HELP = "test engine: distance of the sample mean to a Gaussian mixture's mean"
 PLOT = "no plot"
 COMPUTED: list[str] = []  # the cells this process computed (the test reads it to see what the cache served)
 

@@ -173,6 +173,9 @@ def main() -> None:
         "",
     ]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    old = Path(args.out).read_text() if Path(args.out).exists() else ""
+    if "<!-- contention:start -->" in old:  # the rows of contention.py stay
+        lines += ["<!-- contention:start -->" + old.split("<!-- contention:start -->", 1)[1]]
     tmp = Path(args.out).with_suffix(".tmp")
     tmp.write_text("\n".join(lines))
     os.replace(tmp, args.out)

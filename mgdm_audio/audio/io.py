@@ -19,7 +19,6 @@ from __future__ import annotations
 import math
 import os
 import re
-import tempfile
 import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
+from mgdm_audio.core.atomic import publish, temp_sibling
 from mgdm_audio.core.errors import InternalError, UserInputError
 
 __all__ = [
@@ -267,18 +267,8 @@ def _clip(frames: np.ndarray, integer: bool) -> tuple[np.ndarray, bool]:
     return (np.clip(frames, -1.0, 1.0) if clipped else frames), clipped
 
 
-def _temp_path(path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(fd)
-    return Path(tmp)
-
-
-def _publish(tmp: Path, path: Path) -> None:
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    os.replace(tmp, path)
+_temp_path = temp_sibling  # .NAME.PID.XXXX.part beside the target (mgdm_audio.core.atomic)
+_publish = publish
 
 
 def write_audio(

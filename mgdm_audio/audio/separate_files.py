@@ -2,17 +2,19 @@
 
 Every input is probed once before any separation starts (:func:`~mgdm_audio.audio.source.probe_file`: it exists, is
 audio, mono or stereo, not empty, not truncated, no NaN; its frames and RMS are counted) and every output folder is
-checked (writable; no existing outputs unless ``force`` or ``skip_existing``), so a user mistake costs nothing and
-leaves nothing behind. Each input is then streamed once: the stems are written into temporary files as they come and
-renamed when the track is complete, while the figures of ``run.json`` and the plot are accumulated from the same
-blocks; an error or interruption removes the temporary files of the track in progress.
+checked (writable; no existing outputs unless ``force`` or ``skip_existing``; no two inputs or outputs on one path:
+the naming rule of :mod:`mgdm_audio.core.outputs`), so a user mistake costs nothing and leaves nothing behind. Each
+input is then streamed once: the stems are written into temporary files as they come and renamed when the track is
+complete, while the figures of ``run.json`` and the plot are accumulated from the same blocks. An error or an
+interruption (SIGINT, SIGTERM, SIGHUP) removes the temporary files of the track in progress and the folders the run
+made that stayed empty, and a run removes the temporary files that a killed earlier run left in its folders.
 
 Stems come at the input's channels and rate (``--prior-rate-mono``: the prior's mono stems at its rate), in the
 input's bit depth unless ``subtype`` says otherwise (16-bit for 8-bit and lossy inputs, FLAC: 24-bit for float
 inputs). Samples beyond [-1, 1] in integer and MP3 outputs are clamped (``clip_mode="clamp"``) or the track's stems
 are all scaled by ``1 / peak`` (``"rescale"``, Demucs's name; they then sum to the input times that factor).
 
-Layout per track (Demucs-like)::
+Layout per track (Demucs-like; ``filename`` is a template such as Demucs's ``{track}/{stem}.{ext}``, the default)::
 
     OUT/PRIOR/TRACK/bass.wav ... (the stems; with --two-stems STEM: STEM.wav and no_STEM.wav)
     OUT/PRIOR/TRACK/samples/STEM_k.wav   (with n_samples K > 1: every posterior sample)
@@ -37,8 +39,15 @@ from mgdm_audio.audio.io import StreamingWriter
 from mgdm_audio.audio.separator import Separator
 from mgdm_audio.audio.source import MixtureSource, probe_file
 from mgdm_audio.audio.track_plot import SpectrogramSketch, plot_sketch
-from mgdm_audio.core.atomic import write_atomic
+from mgdm_audio.core.atomic import created_folders, remove_empty_folders, remove_stale_parts, write_atomic
 from mgdm_audio.core.errors import UserInputError
+from mgdm_audio.core.outputs import (
+    DEFAULT_TEMPLATE,
+    check_template,
+    distinct_track_names,
+    format_target,
+    refuse_duplicate_targets,
+)
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".aiff", ".aif", ".m4a", ".aac", ".mp4", ".wma", ".webm")
 CLIP_MODES = ("clamp", "rescale")
@@ -54,6 +63,7 @@ class OutputOptions:
     plot: bool = False
     clip_mode: str = "clamp"  # clamp | rescale
     mp3_bitrate: int = 320  # kbit/s
+    filename: str = DEFAULT_TEMPLATE  # relative to OUT/PRIOR: {track}, {trackext}, {stem}, {ext}
 
 
 def output_subtype(options: OutputOptions, source: MixtureSource) -> str:
@@ -67,15 +77,23 @@ def output_subtype(options: OutputOptions, source: MixtureSource) -> str:
     return "PCM_16"
 
 
-def expand_inputs(paths: Sequence[str | Path]) -> list[Path]:
-    """Files as given; folders contribute their audio files (sorted). One clear error for a missing path or a
-    folder without audio."""
+def expand_inputs(paths: Sequence[str | Path], recursive: bool = False) -> list[Path]:
+    """Files as given; folders contribute their audio files (sorted; with ``recursive`` also those in subfolders,
+    hidden files and folders skipped). One clear error for a missing path or a folder without audio."""
     files: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            found = sorted(q for q in p.iterdir() if q.is_file() and q.suffix.lower() in AUDIO_SUFFIXES)
+            candidates = p.rglob("*") if recursive else p.iterdir()
+            found = sorted(
+                q
+                for q in candidates
+                if q.is_file()
+                and q.suffix.lower() in AUDIO_SUFFIXES
+                and not any(part.startswith(".") for part in q.relative_to(p).parts)
+            )
             if not found:
-                raise UserInputError(f"folder {p} contains no audio files ({', '.join(AUDIO_SUFFIXES)}).")
+                where = " or its subfolders" if recursive else " (--recursive searches subfolders)"
+                raise UserInputError(f"folder {p}{where} contains no audio files ({', '.join(AUDIO_SUFFIXES)}).")
             files.extend(found)
         elif p.exists():
             files.append(p)
@@ -86,8 +104,38 @@ def expand_inputs(paths: Sequence[str | Path]) -> list[Path]:
     return files
 
 
-def track_dir(out: Path, prior_name: str, path: Path) -> Path:
-    return out / prior_name / path.stem
+@dataclass
+class TrackTargets:
+    """Where one track's files go (:func:`track_targets`)."""
+
+    stems: dict[str, Path]
+    samples: dict[tuple[str, int], Path]
+    run_json: Path
+    plot: Path
+
+    @property
+    def folder(self) -> Path:
+        """The folder of the first stem (the track folder in the default layout)."""
+        return next(iter(self.stems.values())).parent
+
+    def files(self) -> list[tuple[Path, str]]:
+        named = [(p, n) for n, p in self.stems.items()] + [(p, f"{n} sample {j}") for (n, j), p in self.samples.items()]
+        return [*named, (self.run_json, "run.json"), (self.plot, "plot")]
+
+    def folders(self) -> set[Path]:
+        return {p.parent for p, _ in self.files()}
+
+
+def track_targets(
+    root: Path, track: str, source: Path, names: Sequence[str], stems: Sequence[str], k: int, ext: str, template: str
+) -> TrackTargets:
+    """The paths of one track's outputs under ``root`` (= OUT/PRIOR) by the ``--filename`` template."""
+
+    def target(stem: str, suffix: str) -> Path:
+        return root / format_target(template, track, source.suffix, stem, suffix)
+
+    samples = {(n, j): target(f"samples/{n}_{j}", ext) for n in stems for j in range(k)} if k > 1 else {}
+    return TrackTargets({n: target(n, ext) for n in names}, samples, target("run", "json"), target("separation", "png"))
 
 
 def output_names(stems: Sequence[str], options: OutputOptions) -> list[str]:
@@ -122,8 +170,17 @@ def separate_files(
         raise UserInputError(f"--clip-mode must be one of {', '.join(CLIP_MODES)}, got {options.clip_mode!r}.")
     ext = {"wav": ".wav", "flac": ".flac", "mp3": ".mp3"}[options.format]
     names = output_names(separator.prior.stems, options)
-    plan: list[tuple[MixtureSource, Path, bool]] = []
-    for f in files:
+    template = check_template(options.filename)
+    root = out / separator.prior_name
+    targets = [
+        track_targets(root, t, f, names, separator.prior.stems, separator.n_samples, ext, template)
+        for f, t in zip(files, distinct_track_names(files), strict=True)
+    ]
+    refuse_duplicate_targets(
+        [(p, f"{f}'s {what}") for f, t in zip(files, targets, strict=True) for p, what in t.files()]
+    )
+    plan: list[tuple[MixtureSource, TrackTargets, bool]] = []
+    for f, target in zip(files, targets, strict=True):
         source = probe_file(f)  # every input is decoded once before any work: truncation and NaNs are found here
         rate, _ = separator.output_format(source)
         if options.format == "mp3" and rate not in MP3_RATES:
@@ -131,26 +188,37 @@ def separate_files(
                 f"{f}: MP3 cannot store {rate} Hz stems (it stores {', '.join(map(str, MP3_RATES))} Hz); "
                 "use WAV or FLAC, or --prior-rate-mono."
             )
-        folder = track_dir(out, separator.prior_name, f)
-        _check_writable(folder)
-        existing = [folder / f"{n}{ext}" for n in names if (folder / f"{n}{ext}").exists()]
+        for folder in target.folders():
+            _check_writable(folder)
+        existing = [p for p in target.stems.values() if p.exists()]
         if existing and not (options.force or options.skip_existing):
             raise UserInputError(
                 f"{existing[0]} already exists; use --force to overwrite or --skip-existing to keep it."
             )
-        plan.append((source, folder, bool(existing) and options.skip_existing and not options.force))
+        plan.append((source, target, bool(existing) and options.skip_existing and not options.force))
+    made = [d for _, target, _ in plan for folder in target.folders() for d in created_folders(folder)]
     summaries = []
     total = sum(source.seconds for source, _, _ in plan)
     before = 0.0
-    for i, (source, folder, skip) in enumerate(plan):
-        path = files[i]
-        if on_track is not None:
-            on_track({"path": path, "index": i, "count": len(plan), "done_seconds": before, "total_seconds": total})
-        before += source.seconds
-        if skip:
-            summaries.append({"input": str(path), "output": str(folder), "skipped": True})
-            continue
-        summaries.append(_separate_one(path, source, folder, separator, options, names, ext))
+    try:
+        for i, (source, target, skip) in enumerate(plan):
+            path = files[i]
+            if on_track is not None:
+                state = {"path": path, "index": i, "count": len(plan), "done_seconds": before, "total_seconds": total}
+                on_track(state)
+            before += source.seconds
+            if skip:
+                summaries.append({"input": str(path), "output": str(target.folder), "skipped": True})
+                continue
+            for folder in target.folders():
+                remove_stale_parts(folder)  # what a killed earlier run left behind
+            summaries.append(_separate_one(path, source, target, separator, options, names))
+    except BaseException:  # an error or a signal: no temporary files and no empty track folders remain
+        for _, target, _ in plan:
+            for folder in target.folders():
+                remove_stale_parts(folder, own=True)
+        remove_empty_folders(made)
+        raise
     return summaries
 
 
@@ -190,22 +258,22 @@ class _TrackStats:
 def _separate_one(
     path: Path,
     source: MixtureSource,
-    folder: Path,
+    target: TrackTargets,
     separator: Separator,
     options: OutputOptions,
     names: list[str],
-    ext: str,
 ) -> dict[str, Any]:
-    folder.mkdir(parents=True, exist_ok=True)
+    for folder in target.folders():
+        folder.mkdir(parents=True, exist_ok=True)
     k, stems = separator.n_samples, list(separator.prior.stems)
     rate, channels = separator.output_format(source)
     subtype = output_subtype(options, source)
     index = {n: i for i, n in enumerate(stems)}
     deferred = options.clip_mode == "rescale" and subtype != "FLOAT"
 
-    def open_writer(target: Path) -> StreamingWriter:
+    def open_writer(dest: Path) -> StreamingWriter:
         return StreamingWriter(
-            target,
+            dest,
             rate,
             channels,
             format=options.format,
@@ -237,12 +305,9 @@ def _separate_one(
 
     try:
         for n in names:
-            writers[n] = open_writer(folder / f"{n}{ext}")
-        if k > 1:
-            (folder / "samples").mkdir(exist_ok=True)
-            for n in stems:
-                for j in range(k):
-                    sample_writers[(n, j)] = open_writer(folder / "samples" / f"{n}_{j}{ext}")
+            writers[n] = open_writer(target.stems[n])
+        for key, sample_path in target.samples.items():
+            sample_writers[key] = open_writer(sample_path)
         info = separator.separate(source, consume)
         every = [*writers.values(), *sample_writers.values()]
         peak = max(w.peak for w in every)
@@ -262,8 +327,8 @@ def _separate_one(
     if sketch is not None:
         sketch.frames = frames[0]
         sketch.finish()
-        info["plot"] = str(plot_sketch(sketch, folder / "separation.png"))
-    _write_json(folder / "run.json", info)
+        info["plot"] = str(plot_sketch(sketch, target.plot))
+    _write_json(target.run_json, info)
     return info
 
 

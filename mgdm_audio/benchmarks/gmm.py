@@ -16,7 +16,6 @@ import argparse
 import dataclasses
 import json
 import math
-import os
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
@@ -419,7 +418,6 @@ def plot_scaling(payload: dict[str, Any], path: Path) -> None:
 
 
 # ============================================================================================ command line
-HELP = "exact-posterior benchmark on a 25-component Gaussian mixture"
 PLOT = "plot SW against NFE (MGDM's sweeps and the other samplers)"
 
 
@@ -440,12 +438,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "presets were tuned on; problem i of setting (d, d_y) uses seed base + 10007 d + 101 d_y + i, so a base far "
         "from both (e.g. 900000) gives new problems",
     )
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes (default: all cores)")
+    parser.add_argument("--workers", type=int, default=None, help="processes (default: the CPUs this process may use)")
 
 
 def run(args: argparse.Namespace) -> Report:
     """``mgdm-audio benchmark gmm``: the flags checked, the suite run, its report."""
     samplers = [s.strip() for s in args.samplers.split(",") if s.strip()] if args.samplers else None
+    if args.workers is None:
+        from mgdm_audio.core.threads import available_cpus
+
+        args.workers = available_cpus()
     if args.workers < 1:
         raise UserInputError(f"--workers must be at least 1, got {args.workers}.")
     if not 0 <= args.seed_base < 2**62:

@@ -39,6 +39,7 @@ from tqdm import tqdm
 from mgdm_audio.core.atomic import write_atomic
 from mgdm_audio.core.errors import UserInputError
 from mgdm_audio.core.runtime import resolve_device
+from mgdm_audio.core.threads import THREADS_HELP
 
 Row = dict[str, Any]
 
@@ -261,7 +262,7 @@ def write_outputs(
 
 def add_output_arguments(parser: argparse.ArgumentParser, plot_help: str) -> None:
     """The flags every engine has: ``--json``, ``--markdown``, ``--plot`` (the engine's figure), ``--cache``,
-    ``--no-progress``."""
+    ``--threads``, ``--no-progress``."""
     parser.add_argument("--json", metavar="PATH", help="write the document (rows, summary, settings) as JSON")
     parser.add_argument("--markdown", metavar="PATH", help="write the tables as Markdown")
     parser.add_argument("--plot", metavar="PNG", help=plot_help)
@@ -271,7 +272,8 @@ def add_output_arguments(parser: argparse.ArgumentParser, plot_help: str) -> Non
         help="JSON-lines cache of finished cells, keyed by everything that changes their numbers (a folder is "
         "given the file cells.jsonl); a killed run resumes",
     )
-    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--threads", type=int, default=0, help=THREADS_HELP)
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def cache_file(path: str | Path | None) -> Path | None:

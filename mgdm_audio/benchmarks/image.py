@@ -66,6 +66,7 @@ from mgdm_audio.image import solve as image_solve
 from mgdm_audio.image.data import DEFAULT_ROOT, load_fashion_mnist
 from mgdm_audio.image.operators import TASKS, make_operator
 from mgdm_audio.image.priors import ImagePrior, load_image_prior
+from mgdm_audio.image.tasks import KERNEL_WIZARD_HELP
 from mgdm_audio.samplers.run import RunSpec, parse_run_specs
 
 SAMPLERS = ("mgdm", "dps", "pigdm", "diffpir", "ddrm", "reddiff", "daps", "vml_map")
@@ -760,12 +761,7 @@ def plot_examples(setup: BenchmarkSetup, result: BenchmarkResult, path: Path) ->
 
 
 # ============================================================================================ command line
-HELP = "PSNR / SSIM of every sampler on the ten image tasks (Fashion-MNIST test)"
 PLOT = "grid of the first image per task: clean, measurement, samplers"
-KERNEL_WIZARD_HELP = (
-    "bkse KernelWizard weights (GOPRO_wVAE.pth or .safetensors) for nonlinear_blur: the reference's blur network "
-    "instead of the shipped stand-in (not downloadable here; bring your own)"
-)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -792,7 +788,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="test: the held-out t10k images (reported results); validation: train images 55000..59999 (tuning)",
     )
     parser.add_argument("-d", "--device", default="auto", help="auto | cpu | cuda")
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--kernel-wizard", metavar="WEIGHTS", help=KERNEL_WIZARD_HELP)
 
 

@@ -737,7 +737,6 @@ def payload(rows: list[dict[str, Any]], info: dict[str, Any]) -> dict[str, Any]:
 
 
 # ============================================================================================ command line
-HELP = "SI-SDRi (and BSSEval SDR) of samplers and oracles on test chunks"
 PLOT = "plot average SI-SDRi against NFE per chunk"
 
 
@@ -764,7 +763,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--chunk-seconds", type=float, default=None, help="chunk length (default: the prior's)")
     parser.add_argument("--bsseval", action="store_true", help="also BSSEval v4 SDR via museval (needs ffmpeg)")
     parser.add_argument("-d", "--device", default="auto", help="auto | cpu | cuda")
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
 
 
 def run(args: argparse.Namespace) -> Report | None:

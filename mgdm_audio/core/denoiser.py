@@ -31,6 +31,7 @@ from torch import Tensor
 from mgdm_audio.core.errors import InternalError
 from mgdm_audio.core.rng import start_prefetch
 from mgdm_audio.core.schedules import NoiseLevels
+from mgdm_audio.core.threads import adapt as adapt_threads
 
 
 @runtime_checkable
@@ -163,6 +164,7 @@ class CountingDenoiser:
     def __call__(self, x: Tensor, sigma: Tensor | float) -> Tensor:
         units = self._units(x)
         self.nfe += units
+        adapt_threads()  # fewer torch threads while other processes are busy (mgdm_audio.core.threads)
         start_prefetch()  # the next noise draw runs beside the network (mgdm_audio.core.rng)
         out = self.inner(x, sigma)
         if out.requires_grad:

@@ -14,7 +14,9 @@ a direct draw would give:
 
 So the stream of numbers, and every seeded result, is bit-identical to drawing serially (tested); only *when* the
 numbers are drawn changes. It applies to CPU tensors of at least :data:`PREFETCH_MIN_NUMEL` elements drawn from an
-explicit CPU generator; ``MGDM_AUDIO_NOISE_PREFETCH=0`` turns it off. Its effect on the sampler time outside the
+explicit CPU generator; ``MGDM_AUDIO_NOISE_PREFETCH=0`` turns it off. The prefetch thread draws serially (one core,
+only while the network runs); when the thread count adapts to other processes' load (:mod:`mgdm_audio.core.threads`)
+its CPU time counts as this process's own, not as a competitor's. Its effect on the sampler time outside the
 network is measured in ``evaluation/results/separation_speed.md`` (the serial-noise rows).
 """
 

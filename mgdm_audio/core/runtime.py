@@ -13,10 +13,12 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import sys
-
-import torch
+from typing import TYPE_CHECKING
 
 from mgdm_audio.core.errors import UserInputError
+
+if TYPE_CHECKING:  # torch loads when a device is resolved, not with the module: the CLI imports this before torch
+    import torch
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
@@ -42,6 +44,8 @@ def keep_freed_memory(mmap_threshold: int = 256 << 20, trim_threshold: int = 1 <
 def resolve_device(device: str | torch.device) -> torch.device:
     """The one device resolver of every job: ``auto`` is CUDA when present, else the CPU; a CUDA device that is
     not there, or a name torch does not know, is one clear error."""
+    import torch
+
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:

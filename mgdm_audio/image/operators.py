@@ -41,6 +41,7 @@ from torch import Tensor
 
 from mgdm_audio.core.errors import UserInputError
 from mgdm_audio.core.operators import LinearOperator, Operator, SVDPieces, ones_complement_basis
+from mgdm_audio.image.tasks import TASKS
 
 __all__ = [
     "TASKS",
@@ -637,19 +638,6 @@ class NonlinearBlur(Operator):
 # --------------------------------------------------------------------------------------------------
 # Factory
 # --------------------------------------------------------------------------------------------------
-
-TASKS = (
-    "outpainting_half",
-    "inpainting_center",
-    "sr4",
-    "sr16",
-    "blur",
-    "motion_blur",
-    "phase_retrieval",
-    "high_dynamic_range",
-    "jpeg2",
-    "nonlinear_blur",
-)
 
 
 def make_operator(task: str, image_shape: tuple[int, ...], kernel_wizard: str | Path | None = None) -> Operator:

@@ -3,16 +3,17 @@ r"""``mgdm-audio restore``: restore one image (or measurement) with an image pri
 :func:`restore` reads ``IMAGE``, turns it into a measurement ``y`` of the task's operator ``A`` at the prior's
 image shape ``(C, H, W)``, runs :func:`mgdm_audio.image.solve.solve` (``K`` posterior samples) and writes
 
-* ``OUT.png``: a figure with the panels ``[clean reference (with --degrade)], measurement, restoration
+* ``OUT.png``: the restoration (sample 1, or the posterior mean when ``K > 1``) at the prior's resolution, 8-bit
+  (``u = round(255 (x + 1) / 2)``);
+* ``OUT_figure.png``: a figure with the panels ``[clean reference (with --degrade)], measurement, restoration
   (sample 1)`` and, when ``K > 1``, the posterior mean and the per-pixel spread (standard deviation over the
   ``K`` samples, mean over channels, own colour bar); with ``--degrade`` the titles give PSNR / SSIM against
-  the clean image (:mod:`mgdm_audio.metrics.image`);
-* ``OUT_restored.png``: the restoration (sample 1, or the posterior mean when ``K > 1``) at the prior's
-  resolution, 8-bit (``u = round(255 (x + 1) / 2)``).
+  the clean image (:mod:`mgdm_audio.metrics.image`).
 
 Both files are written to temporary names in the output folder and renamed at the end: a failed run writes
-nothing. Every user mistake (unreadable file, unknown task / prior / sampler / preset, a sampler that cannot
-handle the task, e.g. ``ddrm`` without SVD pieces) raises one :class:`UserInputError` before any sampling.
+nothing. Existing outputs are refused before any work unless ``force`` (:mod:`mgdm_audio.core.outputs`). Every
+user mistake (unreadable file, unknown task / prior / sampler / preset, a sampler that cannot handle the task, e.g.
+``ddrm`` without SVD pieces) raises one :class:`UserInputError` before any sampling.
 
 How the input file is read (the rules of ``--degrade`` and of each task):
 
@@ -42,7 +43,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -53,12 +53,15 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from mgdm_audio.core.atomic import created_folders, publish, remove_empty_folders, temp_sibling
 from mgdm_audio.core.errors import UserInputError
 from mgdm_audio.core.operators import Operator
+from mgdm_audio.core.outputs import refuse_existing
 from mgdm_audio.core.runtime import resolve_device
 from mgdm_audio.image.operators import TASKS, SuperResolution, make_operator
 from mgdm_audio.image.priors import ImagePrior, load_image_prior
 from mgdm_audio.image.solve import SIGMA_Y, Restoration, image_run, measure, sampler_applicable, solve
+from mgdm_audio.image.tasks import INPUT_RULES
 from mgdm_audio.samplers.base import Callback
 
 __all__ = [
@@ -71,7 +74,7 @@ __all__ = [
     "InputFile",
     "read_input",
     "restore",
-    "restored_path",
+    "figure_path",
 ]
 
 #: tasks whose measurement is an image of the prior's size (the given image is ``y``)
@@ -86,21 +89,6 @@ MEASUREMENT_ONLY_TASKS = ("phase_retrieval",)
 MEASUREMENT_SEED_OFFSET = 1_000_003
 #: ITU-R BT.601 luma weights (what Pillow's ``convert("L")`` uses)
 LUMA_WEIGHTS = (0.299, 0.587, 0.114)
-
-INPUT_RULES = """\
-input rules:
-  --degrade          IMAGE is a clean image; the measurement y = A(x) + sigma_y z is made from it
-                     (a .npy then holds the clean image in [-1, 1], shape (C, H, W) or (H, W))
-  without --degrade  IMAGE is the measurement:
-    .npy                                   an array of A(x)'s shape, for any task
-    blur, motion_blur, high_dynamic_range,
-    jpeg2, nonlinear_blur                  the image itself is y
-    outpainting_half, inpainting_center    y = the observed pixels of the image
-    sr4, sr16                              a low-res (H/f x W/f) image is y; a full-size image is
-                                           block-averaged
-    phase_retrieval                        not an image: use --degrade or a .npy measurement
-  RGB/grey is converted and a wrong size is resized (bicubic) to the prior's shape, with a note;
-  an alpha channel is composited on black."""
 
 
 @dataclass
@@ -124,9 +112,9 @@ class Panel:
     colorbar: bool = False
 
 
-def restored_path(out: Path) -> Path:
-    """``OUT.png`` -> ``OUT_restored.png`` (same folder)."""
-    return out.with_name(f"{out.stem}_restored{out.suffix}")
+def figure_path(out: Path) -> Path:
+    """``OUT.png`` (the restored image) -> ``OUT_figure.png`` (the figure, same folder)."""
+    return out.with_name(f"{out.stem}_figure{out.suffix}")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -370,27 +358,23 @@ def _to_uint8(image: Tensor) -> np.ndarray:
 
 
 def _write_outputs(out: Path, panels: list[Panel], title: str, restored: np.ndarray) -> list[Path]:
-    """Write the figure and ``OUT_restored.png`` through temporary files, then rename both (nothing on error)."""
+    """Write ``OUT.png`` and the figure through temporary files, then rename both (nothing on error)."""
     from PIL import Image
 
-    targets = [out, restored_path(out)]
-    out.parent.mkdir(parents=True, exist_ok=True)
+    targets = [out, figure_path(out)]
+    made = created_folders(out.parent)
     temps: list[Path] = []
     try:
         for target in targets:
-            fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".png", dir=target.parent)
-            os.close(fd)
-            temps.append(Path(name))
-        plot_panels(panels, temps[0], title)
-        Image.fromarray(restored).save(temps[1], format="PNG")
-        umask = os.umask(0)
-        os.umask(umask)
+            temps.append(temp_sibling(target))
+        Image.fromarray(restored).save(temps[0], format="PNG")
+        plot_panels(panels, temps[1], title)
         for temp, target in zip(temps, targets, strict=True):
-            os.chmod(temp, 0o666 & ~umask)
-            os.replace(temp, target)
+            publish(temp, target)
     finally:
         for temp in temps:
             temp.unlink(missing_ok=True)
+        remove_empty_folders(made)  # only those left empty by a failure
     return targets
 
 
@@ -400,7 +384,7 @@ def _write_outputs(out: Path, panels: list[Panel], title: str, restored: np.ndar
 
 
 def _check_request(
-    image: Path, out: Path, task: str, sampler: str, preset: str, n_samples: int, sigma_y: float
+    image: Path, out: Path, task: str, sampler: str, preset: str, n_samples: int, sigma_y: float, force: bool
 ) -> None:
     """The checks that need no file and no model (one clear error each)."""
     if task not in TASKS:
@@ -411,7 +395,7 @@ def _check_request(
     if not (math.isfinite(sigma_y) and sigma_y > 0):
         raise UserInputError(f"--sigma-y must be a positive number, got {sigma_y}.")
     if out.suffix.lower() != ".png":
-        raise UserInputError(f"-o {out}: the output must be a .png file name (OUT_restored.png is written beside it).")
+        raise UserInputError(f"-o {out}: the output must be a .png file name (OUT_figure.png is written beside it).")
     if out.is_dir():
         raise UserInputError(f"-o {out} is a folder; give a .png file name.")
     folder = out.parent  # checked now: the outputs are only written after sampling
@@ -419,8 +403,9 @@ def _check_request(
         folder = folder.parent
     if not folder.is_dir() or not os.access(folder, os.W_OK):
         raise UserInputError(f"-o {out}: {folder} is not a writable folder; choose another output path.")
-    if image.resolve() in (out.resolve(), restored_path(out).resolve()):
+    if image.resolve() in (out.resolve(), figure_path(out).resolve()):
         raise UserInputError(f"-o {out} would overwrite the input {image}; choose another name.")
+    refuse_existing([out, figure_path(out)], force)
 
 
 def restore(
@@ -438,8 +423,10 @@ def restore(
     callback: Callback | None = None,
     note: Callable[[str], None] | None = None,
     kernel_wizard: str | Path | None = None,
+    force: bool = False,
 ) -> dict[str, Any]:
-    """Restore ``image`` (see the module docstring for the input rules); write ``out`` and ``OUT_restored.png``.
+    """Restore ``image`` (see the module docstring for the input rules); write ``out`` and ``OUT_figure.png``
+    (existing files only with ``force``).
 
     ``callback`` receives the sampler's step states (``i``, ``total``, ...); ``note`` receives one sentence per
     conversion applied to the input.
@@ -456,7 +443,7 @@ def restore(
             note(text)
 
     image, out = Path(image), Path(out)
-    _check_request(image, out, task, sampler, preset, n_samples, sigma_y)
+    _check_request(image, out, task, sampler, preset, n_samples, sigma_y, force)
     if kernel_wizard is not None and task != "nonlinear_blur":
         raise UserInputError(f"--kernel-wizard applies to --task nonlinear_blur only, not {task}.")
     device = str(resolve_device(device))

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from mgdm_audio.core.errors import UserInputError
@@ -19,9 +20,19 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("recipe", help="training recipe YAML (e.g. recipes/prior/slakh-style-small.yaml)")
     p.add_argument("--out", default=None, help="run folder (default: runs/<recipe name>)")
     p.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint")
-    p.add_argument("--max-steps", type=int, default=None, help="stop after this many optimiser steps in total")
-    p.add_argument("--max-minutes", type=float, default=None, help="wall-clock budget of this invocation")
-    p.add_argument("--data-root", default=None, help="replace the recipe's data root folder")
+    p.add_argument(
+        "--max-steps",
+        type=int,
+        default=None,
+        help="stop after this many optimiser steps in total (default: the recipe's training.max_steps)",
+    )
+    p.add_argument(
+        "--max-minutes",
+        type=float,
+        default=None,
+        help="wall-clock budget of this invocation (default: the recipe's training.max_minutes, else none)",
+    )
+    p.add_argument("--data-root", default=None, help="replace the recipe's data root folder (default: the recipe's)")
     p.add_argument("--export", default=None, help="export folder (default: <out>/export)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument(
@@ -30,6 +41,26 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
         help="export <out>/checkpoint.pt (EMA weights, config.json, MODEL_CARD.md) without training; "
         "safe while that run is still training",
     )
+
+
+@contextmanager
+def _nothing_left_without_checkpoint(out: Path) -> Iterator[None]:
+    """A run that fails (or is stopped) before its first checkpoint leaves nothing behind: the log it started and
+    the folders it made are removed. Files that were there before are kept."""
+    from mgdm_audio.core.atomic import created_folders, remove_empty_folders
+    from mgdm_audio.training.checkpoint import CHECKPOINT_NAME
+    from mgdm_audio.training.trainer import LOG_NAME
+
+    made = created_folders(out)
+    new_log = not (out / LOG_NAME).exists()
+    try:
+        yield
+    except BaseException:
+        if not (out / CHECKPOINT_NAME).exists():
+            if new_log:
+                (out / LOG_NAME).unlink(missing_ok=True)
+            remove_empty_folders(made)
+        raise
 
 
 def run_from_args(args: argparse.Namespace) -> int:
@@ -48,15 +79,16 @@ def run_from_args(args: argparse.Namespace) -> int:
         print(f"exported the checkpoint of {out} at step {step} to {exported}")
         return 0
     info = init_distributed()
-    result = train(
-        recipe,
-        out,
-        resume=args.resume,
-        max_steps=args.max_steps,
-        max_minutes=args.max_minutes,
-        export_dir=args.export,
-        progress=not args.no_progress,
-    )
+    with _nothing_left_without_checkpoint(out):
+        result = train(
+            recipe,
+            out,
+            resume=args.resume,
+            max_steps=args.max_steps,
+            max_minutes=args.max_minutes,
+            export_dir=args.export,
+            progress=not args.no_progress,
+        )
     if info.rank == 0:
         last = f"{result.losses[-1][1]:.5f}" if result.losses else "n/a"
         print(f"trained {result.step} steps ({result.stopped_by}); last loss {last}; exported to {result.export_dir}")

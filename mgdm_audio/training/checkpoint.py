@@ -8,29 +8,26 @@ refuses anything but tensors and primitive containers. Exported weights use safe
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from mgdm_audio.core.atomic import publish, temp_sibling
 from mgdm_audio.core.errors import UserInputError
 
 CHECKPOINT_NAME = "checkpoint.pt"
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """``torch.save(state)`` to a temporary file beside ``path``, then ``os.replace``."""
+    """``torch.save(state)`` to a temporary file beside ``path``, then a rename (:mod:`mgdm_audio.core.atomic`)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
+    tmp = temp_sibling(path)
     try:
         torch.save(state, tmp)
-        os.replace(tmp, path)
+        publish(tmp, path)  # the usual file mode (umask), not mkstemp's 0600
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 

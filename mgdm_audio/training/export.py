@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,7 +22,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from mgdm_audio.core.atomic import file_sha256
+from mgdm_audio.core.atomic import file_sha256, publish, temp_sibling, write_atomic
 from mgdm_audio.core.errors import UserInputError
 
 WEIGHTS_NAME = "model.safetensors"
@@ -32,33 +30,15 @@ CONFIG_NAME = "config.json"
 CARD_NAME = "MODEL_CARD.md"
 
 
-def _atomic_target(path: Path) -> str:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    return tmp
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    tmp = _atomic_target(path)
-    try:
-        Path(tmp).write_text(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_weights(path: Path, state_dict: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> str:
     """Write ``state_dict`` as safetensors (atomically); returns the file's sha256."""
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state_dict.items()}
-    tmp = _atomic_target(path)
+    tmp = temp_sibling(path)
     try:
-        save_file(tensors, tmp, metadata=metadata)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
+        save_file(tensors, str(tmp), metadata=metadata)
+        publish(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     return file_sha256(path)
 
@@ -120,8 +100,8 @@ def export_model(
     config = dict(config)
     config["recipe_sha256"] = hashlib.sha256(recipe_text.encode()).hexdigest()
     config["weights_sha256"] = save_weights(out_dir / WEIGHTS_NAME, state_dict)
-    write_text_atomic(out_dir / CONFIG_NAME, json.dumps(config, indent=1, sort_keys=True) + "\n")
-    write_text_atomic(out_dir / CARD_NAME, model_card(config, recipe_text))
+    write_atomic(out_dir / CONFIG_NAME, json.dumps(config, indent=1, sort_keys=True) + "\n")
+    write_atomic(out_dir / CARD_NAME, model_card(config, recipe_text))
     return config
 
 

@@ -24,14 +24,16 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import inspect
 import json
 import math
 import os
 import time
+import types
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Union, get_args, get_origin, get_type_hints
 
 import torch
 import torch.distributed as dist
@@ -58,7 +60,19 @@ class FactorySpec:
     kwargs: dict[str, Any] = field(default_factory=dict)
 
     def build(self) -> Any:
-        return resolve_factory(self.factory)(**self.kwargs)
+        factory = resolve_factory(self.factory)
+        try:
+            inspect.signature(factory).bind(**self.kwargs)
+        except TypeError as err:  # an unknown or missing keyword argument in the recipe
+            raise UserInputError(f"recipe factory '{self.describe()['factory']}': {err}; check its kwargs.") from None
+        except ValueError:  # no signature to check (a builtin)
+            pass
+        try:
+            return factory(**self.kwargs)
+        except TypeError as err:  # a factory taking **kwargs passes them on (e.g. into a config dataclass)
+            if "keyword argument" not in str(err):
+                raise
+            raise UserInputError(f"recipe factory '{self.describe()['factory']}': {err}; check its kwargs.") from None
 
     def describe(self) -> dict[str, Any]:
         f = self.factory
@@ -148,6 +162,37 @@ class Recipe:
     text: str = ""
 
 
+def _fits(value: Any, hint: Any) -> bool:
+    """Whether a YAML value fits a settings field's type (``int`` also fits ``float``; ``bool`` fits neither)."""
+    origin, args = get_origin(hint), get_args(hint)
+    if hint is Any:
+        return True
+    if origin in (Union, types.UnionType):
+        return any(_fits(value, a) for a in args)
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            return False
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(_fits(v, args[0]) for v in value)
+        return len(value) == len(args) and all(_fits(v, a) for v, a in zip(value, args, strict=True))
+    return True  # other types are checked where they are used
+
+
+def _type_name(hint: Any) -> str:
+    text = str(hint).replace("typing.", "")
+    return text[len("<class '") : -2] if text.startswith("<class '") else text
+
+
 def _section(raw: Any, cls: type, where: str) -> Any:
     raw = raw or {}
     if not isinstance(raw, dict):
@@ -156,6 +201,12 @@ def _section(raw: Any, cls: type, where: str) -> Any:
     unknown = sorted(set(raw) - known)
     if unknown:
         raise UserInputError(f"recipe section '{where}' has unknown keys {unknown}; known: {sorted(known)}.")
+    hints = get_type_hints(cls)
+    for key, value in raw.items():
+        if not _fits(value, hints[key]):
+            raise UserInputError(
+                f"recipe value {where}.{key} must be {_type_name(hints[key])}, got {value!r} ({type(value).__name__})."
+            )
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()}
     return cls(**values)
 
@@ -174,11 +225,19 @@ def load_recipe(path: str | Path, data_root: str | None = None) -> Recipe:
     path = Path(path)
     if not path.is_file():
         raise UserInputError(f"recipe {path} does not exist; pass a recipe YAML such as recipes/prior/*.yaml.")
-    text = path.read_text()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise UserInputError(
+            f"recipe {path} is not a text file; pass a recipe YAML such as recipes/prior/*.yaml."
+        ) from None
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as err:
-        raise UserInputError(f"recipe {path} is not valid YAML ({err}).") from None
+        problem = " ".join(str(getattr(err, "problem", None) or err).split())
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise UserInputError(f"recipe {path} is not valid YAML ({problem}{where}).") from None
     if not isinstance(raw, dict):
         raise UserInputError(f"recipe {path} must be a YAML mapping.")
     unknown = sorted(set(raw) - {"name", "model", "data", "training", "validation", "export"})
