@@ -214,13 +214,9 @@ def _separate(args: argparse.Namespace) -> int:
     )
     try:
         summaries = separate_files(files, Path(args.out), separator, options, on_track=on_track)
-    except BaseException:
+    finally:
         if bar is not None:
-            bar.close()
-            sys.stderr.write("\n" if bar.n < bar.total else "")  # the error that follows gets a line of its own
-        raise
-    if bar is not None:
-        bar.close()
+            bar.close()  # ends its line: an error printed after it stands on a line of its own
     if args.json:
         print(json.dumps(summaries, indent=2, default=str))
         return 0
