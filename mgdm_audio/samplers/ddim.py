@@ -2,8 +2,8 @@ r"""Unconditional DDIM(eta) sampling (Song et al. 2021), as in the MGDM referenc
 
 On the grid ``ts = floor(linspace(0, T - 1, N))`` it steps ``ts[N-1] -> ... -> ts[1]`` with the
 bridge kernel ``x_{k'} ~ q_eta(x_{k'} | x0 = D_k(x_k), x_k)`` and returns ``D_{ts[1]}(x)``.
-The start is ``x_T = sqrt(1 - abar[ts[-1]]) * x_init`` in VP coordinates (``start_scale="vp"``)
-or plain ``x_init`` (``start_scale="unit"``, the reference's image convention).
+The start is ``x_T = sqrt(1 - abar[ts[-1]]) * x_init`` in VP coordinates (the run's ``start_scale="vp"``,
+:mod:`mgdm_audio.samplers.run`) or plain ``x_init`` (``"unit"``, the reference's image convention).
 Cost: ``N - 1`` NFE, no VJP.
 """
 
