@@ -24,6 +24,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from mgdm_audio import __version__
 from mgdm_audio.core.atomic import write_atomic
@@ -377,6 +378,33 @@ def _restore(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_convert(sub: Any) -> None:
+    """``convert msdm CKPT -o DIR``: a published MSDM checkpoint into the project's export (no code from it runs)."""
+    conv = sub.add_parser("convert", help="convert a published checkpoint into a prior export folder")
+    kinds = conv.add_subparsers(dest="kind", required=True)
+    m = kinds.add_parser(
+        "msdm", help="MSDM's Lightning .ckpt or a whole pickled MSDM Model (audio-diffusion-pytorch 0.0.43)"
+    )
+    m.add_argument("checkpoint", type=Path, help="the .ckpt (Lightning) or the pickled Model file")
+    m.add_argument("-o", "--out", type=Path, required=True, help="export folder to write (usable as separate -n DIR)")
+    m.add_argument("--architecture", default="published", help="published (default), tiny, or a JSON of UNet1d kwargs")
+    m.add_argument("--stems", default="bass,drums,guitar,piano", help="stem names in channel order")
+    m.add_argument("--name", help="prior name in run records (default: the checkpoint's file stem)")
+
+    def run(args: argparse.Namespace) -> int:
+        from mgdm_audio.audio.msdm_convert import convert_msdm
+
+        stems = tuple(s.strip() for s in args.stems.split(",") if s.strip())
+        config = convert_msdm(args.checkpoint, args.out, args.architecture, stems=stems, name=args.name)
+        print(
+            f"{args.out}: {config['parameters']:,} parameters from {args.checkpoint.name} "
+            f"(sha256 {config['converted_from']['sha256']})"
+        )
+        return 0
+
+    m.set_defaults(func=run)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mgdm-audio", description="Posterior sampling with diffusion priors.")
     parser.add_argument("--version", action="version", version=__version__)
@@ -551,6 +579,7 @@ def build_parser() -> argparse.ArgumentParser:
     rs.add_argument("--kernel-wizard", metavar="WEIGHTS", help=KERNEL_WIZARD_HELP)
     rs.set_defaults(func=_restore)
 
+    _add_convert(sub)
     info = sub.add_parser("info", help="list samplers, their presets and requirements")
     info.set_defaults(func=_info)
     return parser

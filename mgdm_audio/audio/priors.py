@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from mgdm_audio.audio.model import EDMPrior, prior_from_export_config
+from mgdm_audio.audio.msdm_net import MSDMPrior
 from mgdm_audio.core.errors import UserInputError
 from mgdm_audio.core.schedules import NoiseLevels
 from mgdm_audio.training.export import find_export, load_export, shipped_exports
@@ -31,7 +32,7 @@ CONFIG_NAME = "config.json"
 class AudioPrior:
     """A loaded prior: ``prior(x, sigma)`` is ``D(x, sigma)`` on ``(B, S, T)`` (the core Denoiser protocol)."""
 
-    module: EDMPrior
+    module: EDMPrior | MSDMPrior
     stems: tuple[str, ...]
     sample_rate: int
     chunk_samples: int
@@ -84,7 +85,7 @@ def load_prior(name_or_path: str | Path, device: torch.device | str = "cpu") -> 
         raise UserInputError(
             f"{folder / CONFIG_NAME} lacks the audio metadata ({type(err).__name__}: {err})."
         ) from None
-    assert isinstance(module, EDMPrior)
+    assert isinstance(module, EDMPrior | MSDMPrior)
     if len(stems) != module.unet_config.stems:
         raise UserInputError(
             f"{folder / CONFIG_NAME} lists {len(stems)} stems but the model has {module.unet_config.stems}."

@@ -259,6 +259,7 @@ class Separator:
         self.last_info = {
             "prior": str(self.prior.config.get("name", self.prior.path.name)),
             "weights_sha256": self.prior.weights_sha256,
+            **({"prior_source": src} if (src := self.prior.config.get("converted_from")) else {}),
             "sampler": self.spec.name,
             "preset": self.preset,
             "sampler_preset": self.sampler_preset,
