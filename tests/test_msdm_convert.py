@@ -236,6 +236,14 @@ def test_checkpoint_that_runs_code_is_refused_and_the_code_does_not_run(tmp_path
     assert not marker.exists() and not out.exists()
 
 
+def test_corrupt_file_is_one_sentence(tmp_path: Path, capsys) -> None:
+    path = tmp_path / "broken.ckpt"
+    path.write_bytes(b"\x80\x02}q\x00(X\x05\x00\x00\x00trunc")
+    assert main(["convert", "msdm", str(path), "-o", str(tmp_path / "export")]) == 2
+    assert "is not a readable PyTorch checkpoint" in capsys.readouterr().err
+    assert not (tmp_path / "export").exists()
+
+
 def test_torchscript_archive_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "scripted.pt"
     torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), str(path))

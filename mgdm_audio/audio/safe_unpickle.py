@@ -218,14 +218,14 @@ def load_checkpoint(path: Path) -> tuple[Any, str]:
             obj = load(f)
     except RefusedGlobal:
         raise
-    except (pickle.UnpicklingError, EOFError, OSError, RuntimeError, ValueError, zipfile.BadZipFile) as err:
+    except Exception as err:  # a corrupt or hostile file can fail anywhere inside the unpickler
         raise UserInputError(f"{path} is not a readable PyTorch checkpoint ({type(err).__name__}: {err}).") from None
     if isinstance(obj, int):  # torch's legacy (pre-1.6) format starts with a magic number
         try:
             return _torch_load(str(path), is_path=False), "torch-legacy"
         except RefusedGlobal:
             raise
-        except (pickle.UnpicklingError, EOFError, OSError, RuntimeError, ValueError) as err:
+        except Exception as err:
             raise UserInputError(
                 f"{path} is not a readable PyTorch checkpoint ({type(err).__name__}: {err})."
             ) from None
