@@ -379,30 +379,37 @@ def _restore(args: argparse.Namespace) -> int:
 
 
 def _add_convert(sub: Any) -> None:
-    """``convert msdm CKPT -o DIR``: a published MSDM checkpoint into the project's export (no code from it runs)."""
+    """``convert msdm CKPT -o DIR`` / ``convert isdm CKPT x4 -o DIR``: published MSDM checkpoints into the project's
+    export (no code from the files runs)."""
     conv = sub.add_parser("convert", help="convert a published checkpoint into a prior export folder")
     kinds = conv.add_subparsers(dest="kind", required=True)
     m = kinds.add_parser(
         "msdm", help="MSDM's Lightning .ckpt or a whole pickled MSDM Model (audio-diffusion-pytorch 0.0.43)"
     )
     m.add_argument("checkpoint", type=Path, help="the .ckpt (Lightning) or the pickled Model file")
-    m.add_argument("-o", "--out", type=Path, required=True, help="export folder to write (usable as separate -n DIR)")
-    m.add_argument("--architecture", default="published", help="published (default), tiny, or a JSON of UNet1d kwargs")
-    m.add_argument("--stems", default="bass,drums,guitar,piano", help="stem names in channel order")
-    m.add_argument("--name", help="prior name in run records (default: the checkpoint's file stem)")
+    i = kinds.add_parser("isdm", help="MSDM's four single-stem (weakly supervised) checkpoints as one product prior")
+    i.add_argument("checkpoints", type=Path, nargs="+", help="one checkpoint per stem, in --stems order")
+    for p in (m, i):
+        p.add_argument("-o", "--out", type=Path, required=True, help="export folder to write (for separate -n DIR)")
+        p.add_argument(
+            "--architecture", default="published", help="published (default), tiny, or a JSON of UNet1d kwargs"
+        )
+        p.add_argument("--stems", default="bass,drums,guitar,piano", help="stem names in channel order")
+        p.add_argument("--name", help="prior name in run records (default: the checkpoint's file stem)")
 
     def run(args: argparse.Namespace) -> int:
-        from mgdm_audio.audio.msdm_convert import convert_msdm
+        from mgdm_audio.audio.msdm_convert import convert_isdm, convert_msdm
 
         stems = tuple(s.strip() for s in args.stems.split(",") if s.strip())
-        config = convert_msdm(args.checkpoint, args.out, args.architecture, stems=stems, name=args.name)
-        print(
-            f"{args.out}: {config['parameters']:,} parameters from {args.checkpoint.name} "
-            f"(sha256 {config['converted_from']['sha256']})"
-        )
+        if args.kind == "isdm":
+            config = convert_isdm(args.checkpoints, args.out, args.architecture, stems=stems, name=args.name)
+        else:
+            config = convert_msdm(args.checkpoint, args.out, args.architecture, stems=stems, name=args.name)
+        src = config["converted_from"]
+        print(f"{args.out}: {config['parameters']:,} parameters from {src['file']} (sha256 {src['sha256']})")
         return 0
 
-    m.set_defaults(func=run)
+    conv.set_defaults(func=run)
 
 
 def _add_paper_audio(bench_sub: Any) -> None:

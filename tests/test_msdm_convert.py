@@ -250,3 +250,54 @@ def test_torchscript_archive_is_refused(tmp_path: Path) -> None:
     with pytest.raises(UserInputError, match="TorchScript archive"):
         convert_msdm(path, tmp_path / "export", architecture="tiny")
     assert not (tmp_path / "export").exists()
+
+
+def test_bf16_autocast_is_for_the_network_only() -> None:
+    _package()
+    from mgdm_audio.audio.msdm_net import build_msdm_prior
+
+    torch.manual_seed(0)
+    prior = build_msdm_prior("tiny").eval()
+    seen: list[torch.dtype] = []
+    prior.net.register_forward_hook(lambda module, args, out: seen.append(out.dtype))
+    x = 0.1 * torch.randn(2, 4, 128)
+    with torch.no_grad():
+        full = prior(x, 0.3)
+        prior.autocast_bf16 = True
+        half = prior(x, 0.3)
+        prior.autocast_bf16 = False
+        with torch.autocast("cpu", dtype=torch.bfloat16):  # a caller's autocast (the trainer's) stays on
+            prior(x, 0.3)
+    assert seen == [torch.float32, torch.bfloat16, torch.bfloat16]
+    assert full.dtype == half.dtype == torch.float32
+    rel = float((half - full).norm() / (full - 0.2**2 / (0.3**2 + 0.2**2) * x).norm())  # relative to F's part
+    assert 0 < rel < 0.05
+
+
+def test_isdm_product_prior_is_the_four_denoisers_channel_wise(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from mgdm_audio.audio.priors import load_prior
+
+    nets, paths = [], []
+    for k, stem in enumerate(STEMS):
+        torch.manual_seed(10 + k)
+        net = _audio_diffusion_model(replace(MSDM_CONFIGS["tiny"], in_channels=1))
+        with torch.no_grad():
+            for p in net.parameters():
+                p.copy_(0.1 * torch.randn_like(p))
+        paths.append(tmp_path / f"{stem}.ckpt")
+        torch.save({"state_dict": {f"model.{key}": v for key, v in net.state_dict().items()}}, paths[-1])
+        nets.append(net)
+    out = tmp_path / "isdm"
+    assert main(["convert", "isdm", *map(str, paths), "-o", str(out), "--architecture", "tiny"]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert [m["file"] for m in config["converted_from"]["members"]] == [p.name for p in paths]
+    prior = load_prior(out)
+    assert prior.downsampling == MSDM_CONFIGS["tiny"].downsampling and len(prior.stems) == 4
+    x = 0.1 * torch.randn(2, 4, 128)
+    with torch.no_grad():
+        for sigma in (1e-2, 0.4, 3.0):
+            theirs = torch.cat([n.diffusion.denoise_fn(x[:, k : k + 1], sigma=sigma) for k, n in enumerate(nets)], 1)
+            torch.testing.assert_close(prior(x, sigma), theirs, atol=1e-5, rtol=0)
+    assert main(["convert", "isdm", str(paths[0]), "-o", str(tmp_path / "bad"), "--architecture", "tiny"]) == 2

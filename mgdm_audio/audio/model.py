@@ -387,9 +387,9 @@ def prior_from_export_config(config: dict[str, Any]) -> EDMPrior:
     """Rebuild the module from :meth:`EDMPrior.export_config` output (an export of MSDM's package network, whose
     ``kind`` is set, gives an :class:`~mgdm_audio.audio.msdm_net.MSDMPrior`)."""
     if config.get("kind") is not None:
-        from mgdm_audio.audio.msdm_net import MSDM_KIND, msdm_prior_from_export_config
+        from mgdm_audio.audio.msdm_net import ISDM_KIND, MSDM_KIND, msdm_prior_from_export_config
 
-        if config["kind"] != MSDM_KIND:
+        if config["kind"] not in (MSDM_KIND, ISDM_KIND):
             raise ValueError(f"unknown architecture kind {config['kind']!r}")
         return msdm_prior_from_export_config(config)  # type: ignore[return-value]  # same Denoiser interface
     skip = config.get("spectral_skip")

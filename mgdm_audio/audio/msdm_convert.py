@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ import torch
 from torch import Tensor
 
 from mgdm_audio.audio.msdm_net import (
+    ISDM_KIND,
     MGDM_AUDIO_LEVELS,
     MSDM_CONFIGS,
     MSDM_KIND,
@@ -130,25 +132,14 @@ def resolve_architecture(architecture: str | Path | MSDMNetConfig) -> MSDMNetCon
         raise UserInputError(f"--architecture {path} is not a JSON object of UNet1d arguments ({err}).") from None
 
 
-def convert_msdm(
-    checkpoint: Path,
-    out_dir: Path,
-    architecture: str | Path | MSDMNetConfig = "published",
-    stems: tuple[str, ...] = STEMS,
-    sample_rate: int = 22050,
-    chunk_samples: int = 262144,
-    name: str | None = None,
-) -> dict[str, Any]:
-    """Convert ``checkpoint`` into an export folder ``out_dir``; returns the export's config. Nothing is written
-    unless every check passed."""
-    checkpoint, out_dir = Path(checkpoint), Path(out_dir)
+def read_msdm_checkpoint(
+    checkpoint: Path, net_config: MSDMNetConfig, architecture: str
+) -> tuple[dict[str, Tensor], EDMConfig, dict[str, str]]:
+    """The ``UNet1d`` tensors of ``checkpoint`` (checked against ``net_config``), its EDM parameters and the record
+    of the source file (name, sha256, format)."""
+    checkpoint = Path(checkpoint)
     if not checkpoint.is_file():
         raise UserInputError(f"checkpoint {checkpoint} does not exist.")
-    if (out_dir / CONFIG_NAME).exists():
-        raise UserInputError(f"-o {out_dir} already holds an export ({CONFIG_NAME}); choose an empty folder.")
-    net_config = resolve_architecture(architecture)
-    if len(stems) != net_config.stems:
-        raise UserInputError(f"--stems lists {len(stems)} stems but the network has {net_config.stems} channels.")
     try:
         obj, file_format = load_checkpoint(checkpoint)
     except RefusedGlobal as err:
@@ -166,28 +157,42 @@ def convert_msdm(
         raise UserInputError(
             f"{checkpoint} does not match the {architecture} MSDM network ({detail}); pass the right --architecture."
         )
-    weights = {f"net.{k}": v.float() for k, v in unet.items()}
     source = {
         "file": checkpoint.name,
         "sha256": file_sha256(checkpoint),
         "format": f"{file_format}, {layout}",
         "package": "audio-diffusion-pytorch==0.0.43",
     }
-    n_params = sum(v.numel() for k, v in expected.items())
+    return {k: v.float() for k, v in unet.items()}, edm, source
+
+
+def _write_export(
+    out_dir: Path,
+    weights: dict[str, Tensor],
+    architecture: dict[str, Any],
+    sources: list[dict[str, str]],
+    stems: tuple[str, ...],
+    sample_rate: int,
+    chunk_samples: int,
+    name: str,
+    command: str,
+) -> dict[str, Any]:
+    names = ", ".join(f"{s['file']} (sha256 {s['sha256'][:12]}...)" for s in sources)
     config = {
-        "name": name or checkpoint.stem,
-        "parameters": n_params,
+        "name": name,
+        "parameters": sum(v.numel() for v in weights.values()),
         "training_steps": None,
-        "converted_from": source,
-        "model": {
-            "factory": "mgdm_audio.audio.msdm_net:build_msdm_prior",
-            "architecture": {"kind": MSDM_KIND, "unet1d": net_config.to_dict(), "edm": edm.to_dict()},
+        "converted_from": sources[0]
+        if len(sources) == 1
+        else {
+            "file": " + ".join(s["file"] for s in sources),
+            "sha256": " + ".join(s["sha256"] for s in sources),
+            "format": sources[0]["format"],
+            "members": sources,
         },
+        "model": {"factory": "mgdm_audio.audio.msdm_net:msdm_prior_from_export_config", "architecture": architecture},
         "metadata": {
-            "description": (
-                f"MSDM prior converted from {checkpoint.name} (sha256 {source['sha256'][:12]}...): "
-                f"audio-diffusion-pytorch 0.0.43 UNet1d, EDM sigma_data {edm.sigma_data}, clamp [-1, 1]."
-            ),
+            "description": f"MSDM prior converted from {names}: audio-diffusion-pytorch 0.0.43 UNet1d, EDM.",
             "stems": list(stems),
             "sample_rate": sample_rate,
             "chunk_samples": chunk_samples,
@@ -195,9 +200,73 @@ def convert_msdm(
             "licence": "That of the source checkpoint; the converter adds nothing.",
         },
     }
-    recipe_text = (
-        f"# converted, not trained here:\n# mgdm-audio convert msdm {checkpoint.name} -o {out_dir.name} "
-        f"--architecture {architecture if not isinstance(architecture, MSDMNetConfig) else 'custom'}\n"
-        f"source: {json.dumps(source)}\n"
-    )
+    recipe_text = f"# converted, not trained here:\n# {command}\nsources: {json.dumps(sources)}\n"
     return export_model(out_dir, weights, config, recipe_text)
+
+
+def _check_out(out_dir: Path) -> None:
+    if (out_dir / CONFIG_NAME).exists():
+        raise UserInputError(f"-o {out_dir} already holds an export ({CONFIG_NAME}); choose an empty folder.")
+
+
+def convert_msdm(
+    checkpoint: Path,
+    out_dir: Path,
+    architecture: str | Path | MSDMNetConfig = "published",
+    stems: tuple[str, ...] = STEMS,
+    sample_rate: int = 22050,
+    chunk_samples: int = 262144,
+    name: str | None = None,
+) -> dict[str, Any]:
+    """Convert ``checkpoint`` into an export folder ``out_dir``; returns the export's config. Nothing is written
+    unless every check passed."""
+    checkpoint, out_dir = Path(checkpoint), Path(out_dir)
+    _check_out(out_dir)
+    net_config = resolve_architecture(architecture)
+    if len(stems) != net_config.stems:
+        raise UserInputError(f"--stems lists {len(stems)} stems but the network has {net_config.stems} channels.")
+    arch_name = architecture if not isinstance(architecture, MSDMNetConfig) else "custom"
+    unet, edm, source = read_msdm_checkpoint(checkpoint, net_config, str(arch_name))
+    architecture_config = {"kind": MSDM_KIND, "unet1d": net_config.to_dict(), "edm": edm.to_dict()}
+    command = f"mgdm-audio convert msdm {checkpoint.name} -o {out_dir.name} --architecture {arch_name}"
+    weights = {f"net.{k}": v for k, v in unet.items()}
+    return _write_export(
+        out_dir, weights, architecture_config, [source], stems, sample_rate, chunk_samples, name or checkpoint.stem,
+        command,
+    )  # fmt: skip
+
+
+def convert_isdm(
+    checkpoints: list[Path],
+    out_dir: Path,
+    architecture: str | Path | MSDMNetConfig = "published",
+    stems: tuple[str, ...] = STEMS,
+    sample_rate: int = 22050,
+    chunk_samples: int = 262144,
+    name: str | None = None,
+) -> dict[str, Any]:
+    """Convert MSDM's four single-stem (ISDM, "weakly MSDM") checkpoints, one per stem in ``stems`` order, into one
+    export of the product prior (:class:`~mgdm_audio.audio.msdm_net.ISDMPrior`). ``architecture`` is the 4-stem
+    name or file; each member is the same network with one input channel."""
+    out_dir = Path(out_dir)
+    _check_out(out_dir)
+    if len(checkpoints) != len(stems):
+        raise UserInputError(
+            f"convert isdm needs one checkpoint per stem ({', '.join(stems)}), got {len(checkpoints)}."
+        )
+    net_config = replace(resolve_architecture(architecture), in_channels=1)
+    arch_name = architecture if not isinstance(architecture, MSDMNetConfig) else "custom"
+    weights: dict[str, Tensor] = {}
+    members, sources = [], []
+    for i, checkpoint in enumerate(checkpoints):
+        unet, edm, source = read_msdm_checkpoint(Path(checkpoint), net_config, f"{arch_name} (one channel)")
+        weights.update({f"stems.{i}.net.{k}": v for k, v in unet.items()})
+        members.append({"kind": MSDM_KIND, "unet1d": net_config.to_dict(), "edm": edm.to_dict()})
+        sources.append(source)
+    if len({json.dumps(m["edm"], sort_keys=True) for m in members}) != 1:
+        raise UserInputError("the ISDM checkpoints were trained with different EDM parameters.")
+    command = f"mgdm-audio convert isdm {' '.join(Path(c).name for c in checkpoints)} -o {out_dir.name}"
+    return _write_export(
+        out_dir, weights, {"kind": ISDM_KIND, "members": members}, sources, stems, sample_rate, chunk_samples,
+        name or out_dir.name, command,
+    )  # fmt: skip

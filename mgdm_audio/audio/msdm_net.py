@@ -31,6 +31,8 @@ from mgdm_audio.core.errors import UserInputError
 
 #: ``model.architecture.kind`` of an export built from the package's ``UNet1d``.
 MSDM_KIND = "audio-diffusion-pytorch-0.0.43-unet1d"
+#: ... and of the product of single-stem networks (ISDM).
+ISDM_KIND = "audio-diffusion-pytorch-0.0.43-unet1d-per-stem"
 PACKAGE_VERSION = "0.0.43"
 INSTALL_HINT = (
     "pip install --no-deps audio-diffusion-pytorch==0.0.43 einops-exts==0.0.4 "
@@ -167,13 +169,52 @@ def build_msdm_prior(config: str = "published", edm: dict[str, Any] | None = Non
     return MSDMPrior(msdm_config(config, **overrides), EDMConfig(**(edm or {})))
 
 
-def msdm_prior_from_export_config(config: dict[str, Any]) -> MSDMPrior:
-    """Rebuild the module from :meth:`MSDMPrior.export_config` output."""
+class ISDMPrior(nn.Module):
+    r"""MSDM's weakly supervised variant (ISDM): one single-stem :class:`MSDMPrior` per stem, as one product prior.
+
+    The prior over the stems is the product of the per-stem priors, so its denoiser acts channel-wise:
+    ``D(x, sigma)_s = D_s(x_s, sigma)`` (MSDM's ``WeaklyMSDMSeparator``). Every member has one input channel and the
+    same EDM parameters; the noise-level table is the first member's.
+    """
+
+    def __init__(self, members: list[MSDMPrior]) -> None:
+        super().__init__()
+        if not members or any(m.net_config.stems != 1 for m in members):
+            raise UserInputError("an ISDM prior needs one single-channel MSDM network per stem.")
+        if len({m.net_config.downsampling for m in members}) != 1 or len({m.edm for m in members}) != 1:
+            raise UserInputError("the ISDM networks must share their length multiple and EDM parameters.")
+        self.stems = nn.ModuleList(members)
+
+    @property
+    def levels(self) -> Any:
+        return self.stems[0].levels
+
+    @property
+    def unet_config(self) -> MSDMNetConfig:
+        return replace(self.stems[0].net_config, in_channels=len(self.stems))
+
+    @property
+    def autocast_bf16(self) -> bool:
+        return bool(self.stems[0].autocast_bf16)
+
+    @autocast_bf16.setter
+    def autocast_bf16(self, value: bool) -> None:
+        for member in self.stems:
+            member.autocast_bf16 = bool(value)
+
+    def forward(self, x: Tensor, sigma: Tensor | float) -> Tensor:
+        if x.ndim != 3 or x.shape[1] != len(self.stems):
+            raise UserInputError(
+                f"the ISDM prior expects input of shape (B, {len(self.stems)}, T), got {tuple(x.shape)}."
+            )
+        return torch.cat([m(x[:, i : i + 1], sigma) for i, m in enumerate(self.stems)], dim=1)
+
+    def export_config(self) -> dict[str, Any]:
+        return {"kind": ISDM_KIND, "members": [m.export_config() for m in self.stems]}
+
+
+def msdm_prior_from_export_config(config: dict[str, Any]) -> MSDMPrior | ISDMPrior:
+    """Rebuild the module from :meth:`MSDMPrior.export_config` or :meth:`ISDMPrior.export_config` output."""
+    if config["kind"] == ISDM_KIND:
+        return ISDMPrior([msdm_prior_from_export_config(m) for m in config["members"]])  # type: ignore[misc]
     return MSDMPrior(MSDMNetConfig.from_dict(config["unet1d"]), EDMConfig(**config["edm"]))
-
-
-def count_parameters_on_meta(config: MSDMNetConfig) -> int:
-    """Parameter count without allocating weights."""
-    with torch.device("meta"):
-        net = build_unet1d(config)
-    return sum(p.numel() for p in net.parameters())

@@ -48,11 +48,13 @@ class GroupAdam:
             self.exp_avg_sq = [torch.zeros_like(p) for p in self.params]
         # float32 step counters on the parameters' device, as torch.optim keeps them for its fused kernel
         self.steps = [torch.zeros((), dtype=torch.float32, device=p.device) for p in self.params]
+        self.count = 0  # the same count on the host: the unfused path reads it without a device sync
         self.fused = moment == "coordinate" and all(p.device.type in ("cpu", "cuda") for p in self.params)
 
     @torch.no_grad()
     def step(self, grads: list[Tensor]) -> None:
         """One update of every parameter with its gradient."""
+        self.count += 1
         for i, (p, g) in enumerate(zip(self.params, grads, strict=True)):
             self.steps[i] += 1
             if self.fused:
@@ -62,7 +64,7 @@ class GroupAdam:
                     amsgrad=False, maximize=False,
                 )  # fmt: skip
                 continue
-            k = float(self.steps[i])
+            k = float(self.count)
             self.exp_avg[i].lerp_(g, 1 - self.beta1)
             if self.moment == "chain":
                 mean_sq = g.square().reshape(g.shape[0], -1).mean(1).reshape(self.exp_avg_sq[i].shape)
