@@ -301,3 +301,17 @@ def test_isdm_product_prior_is_the_four_denoisers_channel_wise(tmp_path: Path) -
             theirs = torch.cat([n.diffusion.denoise_fn(x[:, k : k + 1], sigma=sigma) for k, n in enumerate(nets)], 1)
             torch.testing.assert_close(prior(x, sigma), theirs, atol=1e-5, rtol=0)
     assert main(["convert", "isdm", str(paths[0]), "-o", str(tmp_path / "bad"), "--architecture", "tiny"]) == 2
+
+
+def test_restricted_loader_reads_tensor_subclass_forms(tmp_path: Path) -> None:
+    """Tensors with Python attributes and parameters come back as plain data (their extra state is dropped)."""
+    from mgdm_audio.audio.safe_unpickle import load_checkpoint
+
+    t = torch.arange(3.0)
+    t.note = "kept by torch.save through _rebuild_from_type_v2"
+    path = tmp_path / "forms.pt"
+    torch.save({"t": t, "p": torch.nn.Parameter(torch.ones(2)), "size": torch.Size([2, 3])}, path)
+    obj, kind = load_checkpoint(path)
+    assert kind == "torch-zip" and obj["size"] == torch.Size([2, 3])
+    torch.testing.assert_close(obj["t"], torch.arange(3.0))
+    assert isinstance(obj["p"], torch.nn.Parameter) and not hasattr(obj["t"], "note")

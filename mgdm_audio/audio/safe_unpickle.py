@@ -37,6 +37,7 @@ RECORD_MODULES: tuple[str, ...] = (
     "einops",
     "einops_exts",
     "torch.nn.modules",
+    "torch.nn.parameter",  # as the type argument of _rebuild_from_type_v2, which ignores it
     "torch.distributed._shard",
     "torch.distributed._sharded_tensor",
     "pytorch_lightning",
@@ -169,7 +170,10 @@ class RestrictedUnpickler(pickle.Unpickler):
             return SAFE_GLOBALS[(module, name)]
         if module == "torch" and isinstance(getattr(torch, name, None), torch.dtype):
             return getattr(torch, name)
-        if any(module == m or module.startswith(m + ".") for m in RECORD_MODULES):
+        if any(module == m or module.startswith(m + ".") for m in RECORD_MODULES) or (module, name) == (
+            "torch",
+            "Tensor",
+        ):
             return record_class(module, name)
         raise RefusedGlobal(f"{module}.{name}")
 
