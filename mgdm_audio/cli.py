@@ -429,6 +429,7 @@ def _add_paper_audio(bench_sub: Any) -> None:
     pa.add_argument("--cache", type=Path, help="JSON-lines file of finished tracks (resume)")
     pa.add_argument("--json", type=Path, help="write rows + summary here")
     pa.add_argument("--markdown", type=Path, help="write the summary table here")
+    pa.add_argument("--bf16", action="store_true", help="run the network under bf16 autocast (GPUs)")
 
     def run(args: argparse.Namespace) -> int:
         from mgdm_audio.benchmarks.paper_audio import PAPER_STEMS, markdown_report, run_paper_audio, summarise
@@ -436,7 +437,7 @@ def _add_paper_audio(bench_sub: Any) -> None:
         samplers = [s.strip() for s in args.samplers.split(",") if s.strip()]
         rows, info = run_paper_audio(
             args.root, args.prior, samplers, args.preset, args.split, args.max_tracks, args.seed,
-            args.batch_chunks, args.device, args.cache, progress=lambda m: print(m, file=sys.stderr),
+            args.batch_chunks, args.device, args.cache, progress=lambda m: print(m, file=sys.stderr), bf16=args.bf16,
         )  # fmt: skip
         summary = summarise(rows, PAPER_STEMS)
         report = markdown_report(summary, info, PAPER_STEMS)

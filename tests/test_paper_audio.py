@@ -54,7 +54,7 @@ def test_cli_paper_audio_writes_reports(tmp_path, monkeypatch, capsys) -> None:
     import mgdm_audio.audio.priors as priors_module
 
     toy = BandPrior(sample_rate=SR, chunk_samples=CHUNK)
-    monkeypatch.setattr(priors_module, "load_prior", lambda name, device="cpu": toy)
+    monkeypatch.setattr(priors_module, "load_prior", lambda name, device="cpu", bf16=False: toy)
     folder = tmp_path / "slakh" / "test" / "Track00001"
     folder.mkdir(parents=True)
     x = band_stems(262_144 + 100, SR, seed=3).numpy()  # one paper-size chunk

@@ -155,8 +155,10 @@ def run_paper_audio(
     cache: Path | None = None,
     chunk_samples: int = PAPER_CHUNK,
     progress: Callable[[str], None] | None = None,
+    bf16: bool = False,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Run the protocol; returns the per-(sampler, track) rows and the run's description (``info``)."""
+    """Run the protocol; returns the per-(sampler, track) rows and the run's description (``info``). ``bf16`` runs
+    the network under bf16 autocast (GPUs)."""
     from mgdm_audio.audio.data.readers import SlakhDataset
     from mgdm_audio.audio.priors import load_prior
     from mgdm_audio.audio.separator import resolve_device
@@ -167,7 +169,7 @@ def run_paper_audio(
     if max_tracks is not None and max_tracks < 1:
         raise UserInputError(f"--max-tracks must be at least 1, got {max_tracks}.")
     dev = resolve_device(device)
-    model = load_prior(prior, dev) if isinstance(prior, str | Path) else prior
+    model = load_prior(prior, dev, bf16=bf16) if isinstance(prior, str | Path) else prior
     if tuple(model.stems) != PAPER_STEMS:
         raise UserInputError(f"the paper protocol needs a prior over {', '.join(PAPER_STEMS)} (in that order).")
     if chunk_samples % int(getattr(model, "downsampling", 1)):
@@ -187,12 +189,13 @@ def run_paper_audio(
             config.start_scale = "vp"  # the audio convention (as the separator)
         specs[name] = (spec, config)
     weights = str(getattr(model, "weights_sha256", ""))
+    cache_id = weights + ("-bf16" if bf16 else "")  # bf16 results are cached apart
     done = _read_cache(cache)
     rows = []
     sr = int(model.sample_rate)
     for name, (spec, config) in specs.items():
         for track in names:
-            key = _cache_key(weights, name, preset, seed, batch_chunks, track)
+            key = _cache_key(cache_id, name, preset, seed, batch_chunks, track)
             if key in done:
                 rows.append(done[key])
                 continue
@@ -230,5 +233,6 @@ def run_paper_audio(
         "seed": seed,
         "device": str(dev),
         "batch_chunks": batch_chunks,
+        "bf16": bf16,
     }
     return rows, info
