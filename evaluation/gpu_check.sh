@@ -10,6 +10,6 @@ python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" |
     echo "gpu_check: no CUDA device here; nothing to check." >&2; exit 1; }
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 # the tests that touch the MSDM network, the converter, the paper protocol and the samplers' GPU paths
-python -m pytest -q -p no:xdist tests/test_msdm_convert.py tests/test_paper_audio.py tests/test_sampler_daps.py \
-    tests/test_sampler_mgdm.py
+python -m pytest -q -p no:xdist tests/test_msdm_convert.py tests/test_paper_audio.py tests/test_host_syncs.py \
+    tests/test_sampler_daps.py tests/test_sampler_mgdm.py
 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" python evaluation/gpu_check.py --device cuda --out "$out"
