@@ -31,6 +31,7 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from mgdm_audio import __version__
 from mgdm_audio.core.errors import InternalError, UserInputError
@@ -279,6 +280,40 @@ def _restore(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_convert(sub: Any) -> None:
+    """``convert msdm CKPT -o DIR`` / ``convert isdm CKPT x4 -o DIR``: published MSDM checkpoints into the project's
+    export (no code from the files runs)."""
+    conv = sub.add_parser("convert", help="convert a published checkpoint into a prior export folder")
+    kinds = conv.add_subparsers(dest="kind", required=True)
+    m = kinds.add_parser(
+        "msdm", help="MSDM's Lightning .ckpt or a whole pickled MSDM Model (audio-diffusion-pytorch 0.0.43)"
+    )
+    m.add_argument("checkpoint", type=Path, help="the .ckpt (Lightning) or the pickled Model file")
+    i = kinds.add_parser("isdm", help="MSDM's four single-stem (weakly supervised) checkpoints as one product prior")
+    i.add_argument("checkpoints", type=Path, nargs="+", help="one checkpoint per stem, in --stems order")
+    for p in (m, i):
+        p.add_argument("-o", "--out", type=Path, required=True, help="export folder to write (for separate -n DIR)")
+        p.add_argument(
+            "--architecture", default="published", help="published (default), tiny, or a JSON of UNet1d kwargs"
+        )
+        p.add_argument("--stems", default="bass,drums,guitar,piano", help="stem names in channel order")
+        p.add_argument("--name", help="prior name in run records (default: the checkpoint's file stem)")
+
+    def run(args: argparse.Namespace) -> int:
+        from mgdm_audio.audio.msdm_convert import convert_isdm, convert_msdm
+
+        stems = tuple(s.strip() for s in args.stems.split(",") if s.strip())
+        if args.kind == "isdm":
+            config = convert_isdm(args.checkpoints, args.out, args.architecture, stems=stems, name=args.name)
+        else:
+            config = convert_msdm(args.checkpoint, args.out, args.architecture, stems=stems, name=args.name)
+        src = config["converted_from"]
+        print(f"{args.out}: {config['parameters']:,} parameters from {src['file']} (sha256 {src['sha256']})")
+        return 0
+
+    conv.set_defaults(func=run)
+
+
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
     """Every option's help ends with its default (unless the help already says it, or there is none to show)."""
 
@@ -465,6 +500,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     rs.add_argument("--kernel-wizard", metavar="WEIGHTS", help=KERNEL_WIZARD_HELP)
     rs.set_defaults(func=_restore)
 
+    _add_convert(sub)
     info = sub.add_parser("info", help="list samplers, their presets and requirements")
     info.set_defaults(func=_info)
     return parser

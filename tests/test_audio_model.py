@@ -97,15 +97,6 @@ def test_small_config_runs() -> None:
         assert prior(x, 0.5).shape == x.shape
 
 
-def test_msdm_parameter_count_on_meta() -> None:
-    with torch.device("meta"):
-        prior = build_prior("msdm")
-    n = count_parameters(prior)
-    # MSDM (audio-diffusion-pytorch 0.0.43 UNet1d): 405,497,700; ours differs in block details by < 1 %.
-    assert abs(n - 405_497_700) / 405_497_700 < 0.01, n
-    assert CONFIGS["msdm"].downsampling == 8192
-
-
 # ------------------------------------------------------------------------------------------ spectral skip
 
 

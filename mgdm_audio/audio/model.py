@@ -50,7 +50,8 @@ fitted to the training data before the first step. ``c_skip`` is exactly that fi
 ``sigma_d^2``; for music, whose stems are far from white, the network then only has to learn what a stationary
 Gaussian model of each stem cannot explain. With ``P_s = sigma_d^2`` (the initial buffer) the prior is MSDM's.
 
-Why not ``a-unet`` / ``audio-diffusion-pytorch`` (checked on their PyPI releases 0.0.16 / 0.0.43 and 0.1.3): both are
+Why not ``a-unet`` / ``audio-diffusion-pytorch`` for the CPU priors (checked on their PyPI releases 0.0.16 / 0.0.43 and
+0.1.3): both are
 unmaintained since 2023-02; 0.1.x only has v-diffusion with uniform sigma, so MSDM's EDM preconditioning,
 log-normal sigmas and Karras grid would have to be re-added anyway; 0.1.x imports torchaudio at import time
 (a hard dependency whose wheels are CUDA builds); a-unet's closure-built modules cannot be pickled; both pull
@@ -114,7 +115,9 @@ class UNetConfig:
         return cls(**{k: tuple(v) if k in tuples else v for k, v in d.items()})
 
 
-#: Named architectures. ``small`` is the shipped CPU prior; ``msdm`` follows MSDM's ``exp/train_msdm.yaml`` (GPU only).
+#: Named architectures. ``small`` is the shipped CPU prior. MSDM's published network is not re-implemented here: the
+#: ``msdm`` recipe builds it with MSDM's own package (:mod:`mgdm_audio.audio.msdm_net`), so that a prior trained here
+#: and the published checkpoints are interchangeable.
 CONFIGS: dict[str, UNetConfig] = {
     "tiny": UNetConfig(
         patch=4,
@@ -129,18 +132,6 @@ CONFIGS: dict[str, UNetConfig] = {
         embedding_features=32,
     ),
     "small": UNetConfig(),
-    "msdm": UNetConfig(
-        patch=16,
-        channels=(256, 512, 1024, 1024, 1024, 1024, 1024),
-        factors=(4, 4, 4, 2, 2, 2),
-        blocks=(2, 2, 2, 2, 2, 2),
-        attention=(False, False, False, True, True, True),
-        attention_heads=8,
-        attention_head_features=128,
-        groups=8,
-        fourier_features=128,
-        embedding_features=1024,
-    ),
 }
 
 
@@ -382,7 +373,7 @@ def build_prior(
     spectral_skip: bool | dict[str, Any] = False,
     **overrides: Any,
 ) -> EDMPrior:
-    """The recipe factory: a named architecture (``tiny``, ``small``, ``msdm``) with optional overrides;
+    """The recipe factory: a named architecture (``tiny``, ``small``) with optional overrides;
     ``spectral_skip`` (``true`` or a :class:`SpectralSkipConfig` dict) replaces EDM's ``c_skip x`` by a fitted
     per-stem Wiener filter (:class:`SpectralSkip`)."""
     skip = None
@@ -394,7 +385,14 @@ def build_prior(
 
 
 def prior_from_export_config(config: dict[str, Any]) -> EDMPrior:
-    """Rebuild the module from :meth:`EDMPrior.export_config` output."""
+    """Rebuild the module from :meth:`EDMPrior.export_config` output (an export of MSDM's package network, whose
+    ``kind`` is set, gives an :class:`~mgdm_audio.audio.msdm_net.MSDMPrior`)."""
+    if config.get("kind") is not None:
+        from mgdm_audio.audio.msdm_net import ISDM_KIND, MSDM_KIND, msdm_prior_from_export_config
+
+        if config["kind"] not in (MSDM_KIND, ISDM_KIND):
+            raise ValueError(f"unknown architecture kind {config['kind']!r}")
+        return msdm_prior_from_export_config(config)  # type: ignore[return-value]  # same Denoiser interface
     skip = config.get("spectral_skip")
     return EDMPrior(
         UNetConfig.from_dict(config["unet"]),

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from mgdm_audio.audio.model import EDMPrior, prior_from_export_config
+from mgdm_audio.audio.msdm_net import ISDMPrior, MSDMPrior
 from mgdm_audio.core.errors import UserInputError
 from mgdm_audio.core.schedules import NoiseLevels
 from mgdm_audio.training.export import load_export, require_export, shipped_exports
@@ -31,7 +32,7 @@ CONFIG_NAME = "config.json"
 class AudioPrior:
     """A loaded prior: ``prior(x, sigma)`` is ``D(x, sigma)`` on ``(B, S, T)`` (the core Denoiser protocol)."""
 
-    module: EDMPrior
+    module: EDMPrior | MSDMPrior | ISDMPrior
     stems: tuple[str, ...]
     sample_rate: int
     chunk_samples: int
@@ -71,8 +72,9 @@ def resolve_prior_dir(name_or_path: str | Path) -> Path:
     return require_export(name_or_path, WEIGHTS_DIR, "prior", expected)
 
 
-def load_prior(name_or_path: str | Path, device: torch.device | str = "cpu") -> AudioPrior:
-    """Load a shipped prior by name or an export folder by path, in eval mode on ``device``."""
+def load_prior(name_or_path: str | Path, device: torch.device | str = "cpu", bf16: bool = False) -> AudioPrior:
+    """Load a shipped prior by name or an export folder by path, in eval mode on ``device``; ``bf16`` runs the
+    network under bf16 autocast (:attr:`~mgdm_audio.core.edm.EDMPreconditioned.autocast_bf16`)."""
     folder = resolve_prior_dir(name_or_path)
     module, config, sha256 = load_export(folder, lambda c: prior_from_export_config(c["model"]["architecture"]))
     try:
@@ -83,7 +85,8 @@ def load_prior(name_or_path: str | Path, device: torch.device | str = "cpu") -> 
         raise UserInputError(
             f"{folder / CONFIG_NAME} lacks the audio metadata ({type(err).__name__}: {err})."
         ) from None
-    assert isinstance(module, EDMPrior)
+    assert isinstance(module, EDMPrior | MSDMPrior | ISDMPrior)
+    module.autocast_bf16 = bool(bf16)
     if len(stems) != module.unet_config.stems:
         raise UserInputError(
             f"{folder / CONFIG_NAME} lists {len(stems)} stems but the model has {module.unet_config.stems}."

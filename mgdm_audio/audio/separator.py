@@ -230,6 +230,7 @@ class Separator:
         return {
             "prior": self.prior_name,
             "weights_sha256": self.prior.weights_sha256,
+            **({"prior_source": src} if (src := self.prior.config.get("converted_from")) else {}),
             "sampler": self.spec.name,
             "preset": self.preset,
             "sampler_preset": self.sampler_preset,

@@ -19,6 +19,10 @@ ENGINES: dict[str, tuple[str, str]] = {
         "mgdm_audio.benchmarks.separation",
         "SI-SDRi (and BSSEval SDR) of samplers and oracles on test chunks",
     ),
+    "paper-audio": (
+        "mgdm_audio.benchmarks.paper_audio",
+        "the papers' Slakh2100 protocol: 262144-sample chunks, pooled SI-SDRi",
+    ),
     "image": (
         "mgdm_audio.benchmarks.image",
         "PSNR / SSIM of every sampler on the ten image tasks (Fashion-MNIST test)",

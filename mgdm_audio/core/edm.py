@@ -17,6 +17,7 @@ standard deviation of the data. The noise-level table ``levels`` is a Karras gri
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -79,6 +80,9 @@ class EDMPreconditioned(nn.Module):
     """
 
     net: nn.Module
+    #: Run ``self.net`` under bf16 autocast (the network only: the coefficients, the skip path and the clamp stay in
+    #: ``x``'s dtype, and ``F`` is cast back to it). Off by default; an inference option for GPUs.
+    autocast_bf16: bool = False
 
     def __init__(self, edm: EDMConfig | None = None) -> None:
         super().__init__()
@@ -90,7 +94,11 @@ class EDMPreconditioned(nn.Module):
         s = batch_sigma(sigma, x).to(x.dtype).clamp(min=1e-20)
         shape = (-1, *([1] * (x.ndim - 1)))
         c_skip, c_out, c_in, c_noise = (v.reshape(shape) for v in edm_coefficients(s, self.edm.sigma_data))
-        out = self.skip(x, s, c_skip) + c_out * self.net(c_in * x, c_noise.reshape(-1))
+        # only entered when asked: a disabled autocast context would switch off a caller's (the trainer's) autocast
+        bf16 = torch.autocast(x.device.type, dtype=torch.bfloat16) if self.autocast_bf16 else contextlib.nullcontext()
+        with bf16:
+            f = self.net(c_in * x, c_noise.reshape(-1))
+        out = self.skip(x, s, c_skip) + c_out * f.to(x.dtype)
         return out.clamp(-1.0, 1.0) if self.edm.clamp_output else out
 
     def skip(self, x: Tensor, sigma: Tensor, c_skip: Tensor) -> Tensor:

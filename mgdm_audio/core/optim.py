@@ -33,11 +33,13 @@ class GroupAdam:
         self.exp_avg_sq = [torch.zeros_like(p) for p in self.params]
         # float32 step counters on the parameters' device, as torch.optim keeps them for its fused kernel
         self.steps = [torch.zeros((), dtype=torch.float32, device=p.device) for p in self.params]
+        self.count = 0  # the same count on the host: the unfused path reads it without a device sync
         self.fused = all(p.device.type in ("cpu", "cuda") for p in self.params)
 
     @torch.no_grad()
     def step(self, grads: list[Tensor]) -> None:
         """One update of every parameter with its gradient."""
+        self.count += 1
         for i, (p, g) in enumerate(zip(self.params, grads, strict=True)):
             self.steps[i] += 1
             if self.fused:
@@ -47,7 +49,7 @@ class GroupAdam:
                     amsgrad=False, maximize=False,
                 )  # fmt: skip
                 continue
-            k = float(self.steps[i])
+            k = float(self.count)
             self.exp_avg[i].lerp_(g, 1 - self.beta1)
             self.exp_avg_sq[i].mul_(self.beta2).addcmul_(g, g, value=1 - self.beta2)
             denom = (self.exp_avg_sq[i].sqrt() / (1 - self.beta2**k) ** 0.5).add_(self.eps)

@@ -153,7 +153,7 @@ def _langevin(
     n_steps: int,
     whole_batch: bool,
     generator: torch.Generator | None,
-) -> tuple[Tensor, int]:
+) -> tuple[Tensor, int | Tensor]:
     """Unadjusted Langevin on ``||y - A x||^2/(2 tau^2) + ||x - x0hat||^2/(2 sigma^2)``.
 
     Returns ``(x, number of chains zeroed for NaN)``."""
@@ -167,12 +167,14 @@ def _langevin(
         if on_cpu and not any_dead and not bool(torch.isnan(x).any()):
             continue  # the common case on CPU: no NaN and no chain zeroed, nothing to reset (on GPU: no host sync)
         nan = torch.isnan(x).reshape(x.shape[0], -1).any(1)
-        if whole_batch and bool(nan.any()):
+        if whole_batch and on_cpu and bool(nan.any()):
             return torch.zeros_like(x), x.shape[0]
         dead = dead | nan
         any_dead = on_cpu and bool(dead.any())
         x = torch.where(dead.reshape(-1, *([1] * (x.ndim - 1))), torch.zeros_like(x), x)
-    return x, int(dead.sum())
+    if whole_batch and not on_cpu and bool(dead.any()):  # on GPU one host sync per call, not one per step
+        return torch.zeros_like(x), x.shape[0]
+    return x, int(dead.sum()) if on_cpu else dead.sum()  # a device tensor on GPU: summed without a sync
 
 
 @sampler(DAPSConfig)
@@ -203,6 +205,7 @@ def daps(
             info["nan_chains"] += n_nan
             x = x0y + sigmas[i + 1] * randn_like(x0y, generator) if sigmas[i + 1] > 0 else x0y
             notify(callback, i=i, total=m, x=x, x0=x0y, sigma=sigmas[i])
+    info["nan_chains"] = int(info["nan_chains"])  # one host sync per run on GPU
     return x
 
 

@@ -116,6 +116,15 @@ class MGDMConfig:
         return float(schedule_value(self.lr_rules, self.lr_default, i, self.n_steps))
 
 
+def host_generator(generator: torch.Generator | None) -> torch.Generator | None:
+    """The generator for ``tau`` draws, which set Python-level loop lengths and so must be on the host: the generator
+    itself on CPU; on a GPU a CPU generator seeded once from it (one host sync per run, not one per step)."""
+    if generator is None or generator.device.type == "cpu":
+        return generator
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device))
+    return torch.Generator().manual_seed(seed)
+
+
 def draw_tau(config: MGDMConfig, t_lo: int, i: int, batch: int, generator: torch.Generator | None) -> Tensor:
     """The mixture index ``tau`` (int64, shape ``(batch,)``; one shared draw unless ``tau_per_chain``)."""
     n = batch if config.tau_per_chain else 1
@@ -326,9 +335,10 @@ def mgdm(
         x = vp_start(x_init, abar[r[0]], prior.start_scale)
         x0 = vp_denoise(prior, x, abar[r[0]])
     total = config.n_steps - 3
+    tau_generator = host_generator(generator)
     for i in range(total):
         t_hi, t, t_lo = int(r[i]), int(r[i + 1]), int(r[i + 2])
-        tau = draw_tau(config, t_lo, i, batch, generator)
+        tau = draw_tau(config, t_lo, i, batch, tau_generator)
         taus.append(tau.tolist() if config.tau_per_chain else [int(tau[0])])
         n_grad, lr = config.grad_steps(i), config.lr(i)
         x_hi = x

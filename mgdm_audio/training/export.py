@@ -62,6 +62,11 @@ def model_card(config: dict[str, Any], recipe_text: str) -> str:
             if (init := config.get("initialised_from"))
             else []
         ),
+        *(
+            [f"| converted from | `{src['file']}` (sha256 `{src['sha256']}`; {src.get('format', '')}) |"]
+            if (src := config.get("converted_from"))
+            else []
+        ),
         f"| global batch | {config.get('batch_size')} |",
         *([f"| stems | {', '.join(meta['stems'])} |"] if meta.get("stems") else []),
         *([f"| sample rate | {meta['sample_rate']} Hz |"] if meta.get("sample_rate") else []),
