@@ -185,6 +185,8 @@ def _separate(args: argparse.Namespace) -> int:
         seed=args.seed,
         callback=progress,
         output="prior" if args.prior_rate_mono else "input",
+        init=args.init,
+        init_sigma=args.init_sigma,
     )
     options = OutputOptions(
         fmt, subtype, args.two_stems, args.skip_existing, args.force, args.plot, args.clip_mode, args.mp3_bitrate
@@ -323,7 +325,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sep.add_argument("-n", "--name", default="slakh-style-small", help="prior: a shipped name or an export folder")
     sep.add_argument("-o", "--out", default="separated", help="output root: OUT/PRIOR/TRACK/STEM.wav")
-    sep.add_argument("--sampler", default="mgdm", help="posterior sampler (see `mgdm-audio info`)")
+    sep.add_argument(
+        "--sampler", default="mgdm", help="posterior sampler (see `mgdm-audio info`), or demucs: the --init separator"
+    )
+    sep.add_argument("--init", default=None, help="discriminative separator (export folder or name) for warm starts")
+    sep.add_argument("--init-sigma", type=float, default=None, help="warm start: the --init estimate noised to this")
     sep.add_argument("--preset", default="default", help="fast | default | paper, or one of the sampler's presets")
     sep.add_argument("-d", "--device", default="auto", help="auto | cpu | cuda")
     sep.add_argument("--segment", type=float, default=None, help="chunk length in seconds (default: the prior's)")

@@ -23,11 +23,11 @@ minimising, with a fresh Adam(lr) for ``G(i)`` iterations and one reparameterise
 from ``mu = m``, ``rho = log s`` (``m, s`` the mean and std of the exact bridge). Then it draws once.
 
 Cost: ``NFE = 1 + R sum_i [G(i) + min(K, tau_i + 1) - 1]`` and ``VJP = R sum_i G(i)``; the drawn ``tau_i`` are
-returned in ``info["tau"]``. A warm start (:class:`~mgdm_audio.samplers.base.WarmStart`) skips the first ``c`` grid points (those
-above its ``S``), starts at ``x = sqrt(abar) x_hat + sqrt(1 - abar) n`` at ``r[c]`` and runs the steps ``i >= c`` (the
-step rules keep their positions in the full grid). With ``x0_candidates = M > 1`` the steps ``i < candidate_steps`` add
-``(M - 1) G(i) + M + (M - 1)(min(K, t_i + 1) - 1)`` NFE and ``(M - 1) G(i)`` VJP per sweep
-(:func:`candidate_potential_step`).
+returned in ``info["tau"]``. A warm start (:class:`~mgdm_audio.samplers.base.WarmStart`) skips the first ``c`` grid
+points (those above its ``S``), starts at ``x = sqrt(abar) x_hat + sqrt(1 - abar) n`` at ``r[c]`` and runs the steps
+``i >= c`` (the step rules keep their positions in the full grid). With ``x0_candidates = M > 1`` the steps
+``i < candidate_steps`` add ``(M - 1) G(i) + M + (M - 1)(min(K, t_i + 1) - 1)`` NFE and ``(M - 1) G(i)`` VJP per
+sweep (:func:`candidate_potential_step`).
 
 The reference code's quirks and the flags that keep or fix them are listed in :class:`MGDMConfig`; how the
 presets were chosen is in the GMM tuning log (``evaluation/gmm/rounds/README.md``) and the separation and image
