@@ -160,6 +160,7 @@ def test_warm_started_mgdm_in_the_separator():
     warm = run(init=BandSplit(), init_sigma=1e-4)
     assert 0 < warm.info["nfe"] < cold.info["nfe"] / 4 and warm.info["init_sigma"] == 1e-4
     assert warm.spread is not None and warm.samples.shape == (2, 4, 1, mix.numel())
+    assert warm.info["overlap_conditioning"] is True  # odd chunks conditioned on their neighbours' overlaps
     ideal = BandSplit().estimate(mix[None, None])[0]
     near = [float(si_snr(warm.stems[s, 0], ideal[s])) for s in range(4)]
     far = [float(si_snr(cold.stems[s, 0], ideal[s])) for s in range(4)]

@@ -18,9 +18,10 @@ from pathlib import Path
 
 from mgdm_audio.cli import main as cli
 
-#: Noise levels of the grid (VE units of chunks scaled to the prior's training mixture RMS, about 0.08): from a light
-#: touch-up (the prior's smallest levels) to most of the audio-fast schedule (its top level is 20).
-GRID = (0.01, 0.03, 0.1, 0.3, 1.0)
+#: Noise levels of the grid (VE units of chunks scaled to the prior's training mixture RMS, about 0.08), each just
+#: above a level of MGDM's `fast` grid on the prior's table (0.031, 0.170, 0.501, 1.106, 2.069, 3.454, ..., 19.94):
+#: the warm start runs the last 0, 1, 2, 3 and 4 of its 9 steps (a level between two grid levels adds nothing).
+GRID = (0.2, 0.6, 1.2, 2.2, 3.5)
 HERE = Path(__file__).resolve().parent
 
 
@@ -66,7 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"chosen init sigma on {args.split}: {sigma:g}")
     test_set = f"demucs=demucs,cold=mgdm:fast,warm=mgdm:fast:init_sigma={sigma:g}"
     test_set += f",warm-mean4=mgdm:fast:init_sigma={sigma:g}:n_samples=4"
-    print("test table:", " ".join([*common[:-1], "test_opl3", "--init", args.init, "--sampler-set", test_set]))
+    test = [*common[:-1], "test_opl3", "--prior", args.prior, "--init", args.init, "--samplers", "''"]
+    test += ["--sampler-set", test_set, "--max-chunks", "40"]
+    print("test table: mgdm-audio", " ".join(test))
     return 0
 
 
