@@ -39,10 +39,10 @@ def _run(sampler: str, sigma: float | None, preset: str = "fast"):
 
 
 def test_the_samplers_that_can_be_warm_started():
-    assert warm_samplers() == ["mgdm", "dps", "pigdm", "diffpir", "ddim", "msdm"]
+    assert warm_samplers() == ["mgdm", "vml_map", "dps", "pigdm", "diffpir", "daps", "ddim", "msdm"]
 
 
-@pytest.mark.parametrize("sampler", ["mgdm", "msdm", "ddim", "dps", "diffpir", "pigdm"])
+@pytest.mark.parametrize("sampler", ["mgdm", "msdm", "ddim", "dps", "diffpir", "pigdm", "daps", "vml_map"])
 def test_sigma_at_the_top_keeps_the_cold_schedule(sampler):
     _, cold = _run(sampler, None)
     _, warm = _run(sampler, 1e6)
@@ -51,13 +51,16 @@ def test_sigma_at_the_top_keeps_the_cold_schedule(sampler):
         assert len(warm.info["tau"]) == len(cold.info["tau"])
 
 
-@pytest.mark.parametrize("sampler", ["mgdm", "msdm", "ddim", "dps", "pigdm"])
-def test_a_tiny_sigma_stays_at_the_estimate(sampler):
+@pytest.mark.parametrize(
+    ("sampler", "tol"),
+    [("mgdm", 0.03), ("msdm", 0.03), ("ddim", 0.03), ("dps", 0.03), ("pigdm", 0.03), ("vml_map", 0.03), ("daps", 0.08)],
+)
+def test_a_tiny_sigma_stays_at_the_estimate(sampler, tol):
     _, warm = _run(sampler, 1e-6)
-    assert warm.nfe <= 2  # the smallest positive level only
-    # the noise of the smallest level (sigma 0.01 to 0.03 on these grids) is what remains
-    assert float((warm.samples.float() - ESTIMATE).abs().mean()) < 0.03
     _, cold = _run(sampler, None)
+    assert warm.nfe <= cold.nfe / 6  # the smallest positive level only
+    # the noise of the smallest level is what remains (sigma 0.01 to 0.03 on these grids; DAPS's fast preset: 0.1)
+    assert float((warm.samples.float() - ESTIMATE).abs().mean()) < tol
     assert float((cold.samples.float() - ESTIMATE).abs().mean()) > 0.1  # the cold start does not land there
 
 

@@ -17,8 +17,9 @@ convention); samplers read it from the counting prior they are given (``prior.st
 
 A warm start (``warm``, :class:`~mgdm_audio.samplers.base.WarmStart`: an estimate ``x_hat`` and a level ``S``; SDEdit,
 MSDM's "Demucs + Gibbs") replaces the cold start for the samplers that declare ``warm_start`` (MGDM, MSDM, DDIM,
-DPS, ΠGDM, DiffPIR): they start from ``x_hat`` noised with ``x_init`` to the first level of their schedule at or
-below ``S`` and run only the rest of the schedule.
+DPS, ΠGDM, DiffPIR, DAPS, VML-MAP): they start from ``x_hat`` noised with ``x_init`` to the first level of their
+schedule at or below ``S`` and run only the rest of the schedule. DDRM (its state lives in the operator's spectral
+coordinates, noised per singular value) and RED-diff (an optimisation started at the pseudo-inverse) have none yet.
 """
 
 from __future__ import annotations
