@@ -372,6 +372,11 @@ def _check_init(estimator: Any, prior: Any, warm_start: bool, sampler: str) -> N
         from mgdm_audio.samplers.run import warm_samplers
 
         raise UserInputError(f"sampler '{sampler}' has no warm start; use one of: {', '.join(warm_samplers())}.")
+    check_same_stems(estimator, prior)
+
+
+def check_same_stems(estimator: Any, prior: Any) -> None:
+    """One clear error unless the separator gives the prior's stems, in its order, at its rate."""
     if tuple(estimator.stems) != tuple(prior.stems) or estimator.sample_rate != prior.sample_rate:
         raise UserInputError(
             f"--init separator '{display_name(estimator)}' gives {', '.join(estimator.stems)} at "

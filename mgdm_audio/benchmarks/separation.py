@@ -386,7 +386,7 @@ def prepare(
     """Load and check everything (prior, stems, dataset layout, samplers, the ``init`` separator) before any
     separation starts."""
     from mgdm_audio.audio.priors import display_name, load_prior
-    from mgdm_audio.audio.separator import DISCRIMINATIVE, Separator
+    from mgdm_audio.audio.separator import DISCRIMINATIVE, Separator, check_same_stems
 
     if layout not in LAYOUT_STEMS:
         raise UserInputError(f"--layout must be one of {', '.join(LAYOUT_STEMS)}, got {layout!r}.")
@@ -414,6 +414,7 @@ def prepare(
         from mgdm_audio.audio.discriminative import load_separator
 
         estimator = load_separator(init, dev) if isinstance(init, str | Path) else init
+        check_same_stems(estimator, model)  # the rows score its stems against the prior's stem order
     separators = {}
     for run in runs:
         if is_oracle(run):
