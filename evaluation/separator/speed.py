@@ -2,10 +2,11 @@
 <= 0.5 on 2 idle cores).
 
 Builds the recipe's network (``recipes/separator/slakh-diverse-htdemucs-small.yaml``; the weights do not change the
-time), then times on ``--threads`` threads: one forward pass on 1 x 1 x chunk (1.49 s, the training length) and
-:func:`~mgdm_audio.audio.discriminative.estimate` on 1 x 1 x ``--seconds`` (windows of the chunk, 25 % overlap, as
-the separator runs). Prints the median of ``--repeats`` timings after one warm-up, the real-time factors and the
-1-minute load average (the machine is shared: a load above the thread count slows every number here).
+time), then times on ``--threads`` threads: one forward pass on 1 x 1 x chunk (1.49 s, the training length; in eval
+mode the network takes at most that per call) and :func:`~mgdm_audio.audio.discriminative.estimate` on
+1 x 1 x ``--seconds`` (windows of the chunk, 25 % overlap, as the separator runs). Prints the median of ``--repeats``
+timings after one warm-up, the real-time factors and the 1-minute load average (the machine is shared: a load above
+the thread count slows every number here).
 
     OMP_NUM_THREADS=2 python evaluation/separator/speed.py [--threads 2] [--seconds 4]
 """

@@ -36,7 +36,10 @@ SMALL: dict[str, Any] = {"channels": 24, "depth": 4, "t_layers": 2, "nfft": 1024
 
 
 class DemucsSeparator(nn.Module):
-    """``forward(mix (B, 1, T)) -> stems (B, S, T)``: an HTDemucs of ``demucs==4.1.0`` on mono audio."""
+    """``forward(mix (B, 1, T)) -> stems (B, S, T)``: an HTDemucs of ``demucs==4.1.0`` on mono audio.
+
+    In eval mode the network takes ``T <= chunk_samples`` (it pads to its training length and cannot reshape a longer
+    input): longer mixtures go through :func:`estimate`."""
 
     def __init__(
         self, stems: list[str], sample_rate: int, chunk_samples: int, htdemucs: dict[str, Any] | None = None
