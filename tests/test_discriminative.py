@@ -96,6 +96,8 @@ def test_l1_training_export_and_load(trained):
     assert sep.estimate(mix).shape == (1, 4, CHUNK)
     with pytest.raises(UserInputError, match="unknown separator"):
         load_separator(folder / "missing")
+    with pytest.raises(UserInputError, match="not a discriminative separator"):
+        load_separator("slakh-style-small")  # a shipped prior
 
 
 def test_separator_alone_streams_and_reports(trained, tmp_path):

@@ -17,6 +17,7 @@ cross-faded), as the :class:`~mgdm_audio.audio.separator.Separator` streams its 
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -29,6 +30,7 @@ from mgdm_audio.core.errors import UserInputError
 from mgdm_audio.training.export import load_export, require_export
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+FACTORY = "mgdm_audio.audio.discriminative:build_separator"
 
 #: The CPU configuration (3.7 M parameters with 4 stems): 24 channels, 4 levels, 2 cross-domain transformer layers,
 #: a 1024-point STFT (the package's default is 48 channels, 5 layers, 4096 points at 44.1 kHz).
@@ -116,12 +118,16 @@ def load_separator(name_or_path: str | Path, device: torch.device | str = "cpu")
     expected = "an export folder with config.json and model.safetensors"
     folder = require_export(name_or_path, WEIGHTS_DIR, "separator", expected)
 
-    def build(config: dict[str, Any]) -> nn.Module:
-        if not str(config["model"]["factory"]).endswith("discriminative:build_separator"):
-            raise ValueError(f"{folder} is not a discriminative separator (factory {config['model']['factory']})")
-        return DemucsSeparator(**config["model"]["architecture"])
-
-    module, config, sha256 = load_export(folder, build)
+    try:  # a readable config of another model (a prior) is named here; anything unreadable, by load_export
+        factory = json.loads((folder / "config.json").read_text())["model"]["factory"]
+    except (OSError, ValueError, KeyError, TypeError):
+        factory = FACTORY
+    if not str(factory).endswith(FACTORY):
+        raise UserInputError(
+            f"{folder} is not a discriminative separator (its model is {factory}); "
+            "give a folder exported from a recipes/separator/ training."
+        )
+    module, config, sha256 = load_export(folder, lambda c: DemucsSeparator(**c["model"]["architecture"]))
     assert isinstance(module, DemucsSeparator)
     return LoadedSeparator(module, config, sha256, folder).to(device)
 
