@@ -201,6 +201,8 @@ def _separate(args: argparse.Namespace) -> int:
         seed=args.seed,
         callback=progress,
         output="prior" if args.prior_rate_mono else "input",
+        init=args.init,
+        init_sigma=args.init_sigma,
     )
     options = OutputOptions(
         fmt,
@@ -430,7 +432,11 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         help="output file names under OUT/PRIOR, a template of {track} (the input's name; inputs with the same name "
         "get distinct ones, e.g. a_song and b_song), {trackext} (the input's extension), {stem} and {ext}",
     )
-    sep.add_argument("--sampler", default="mgdm", help="posterior sampler (see `mgdm-audio info`)")
+    sep.add_argument(
+        "--sampler", default="mgdm", help="posterior sampler (see `mgdm-audio info`), or demucs: the --init separator"
+    )
+    sep.add_argument("--init", default=None, help="discriminative separator (export folder or name) for warm starts")
+    sep.add_argument("--init-sigma", type=float, default=None, help="warm start: the --init estimate noised to this")
     sep.add_argument("--preset", default="default", help="fast | default | paper, or one of the sampler's presets")
     sep.add_argument("-d", "--device", default="auto", help="auto | cpu | cuda")
     sep.add_argument(

@@ -12,8 +12,7 @@ from torch import Tensor
 
 from mgdm_audio.core.denoiser import CountingDenoiser, vp_denoise
 from mgdm_audio.core.likelihood import InverseProblem
-from mgdm_audio.samplers.base import Callback, SamplerSpec, sampler
-from mgdm_audio.samplers.ddim import vp_start
+from mgdm_audio.samplers.base import Callback, SamplerSpec, sampler, vp_start
 
 
 @dataclass
@@ -33,7 +32,7 @@ def one_step(
 ) -> Tensor:
     abar = prior.levels.abar[prior.levels.timesteps(config.n_steps)[-1]]
     with torch.no_grad():
-        return vp_denoise(prior, vp_start(x_init, abar, prior.start_scale), abar)
+        return vp_denoise(prior, vp_start(prior, x_init, abar), abar)
 
 
 SPEC = SamplerSpec(

@@ -19,6 +19,11 @@ What happens to a mixture (:class:`~mgdm_audio.audio.source.MixtureSource`, prob
    channel by ratio masks (:mod:`~mgdm_audio.audio.remix`), so that they sum to each input channel; a mono input
    at the prior's rate needs no mapping. ``output="prior"`` returns the prior's mono stems at its rate.
 
+A discriminative separator (:mod:`~mgdm_audio.audio.discriminative`, an export named by ``init``) gives each chunk
+an estimate :math:`\hat x = f(y)`: with ``sampler="demucs"`` that estimate is the output (0 NFE); with a diffusion
+sampler and ``init_sigma = S`` the chains start from it noised to ``S`` and run only the part of their schedule below
+``S`` (:class:`~mgdm_audio.samplers.base.WarmStart`; SDEdit, MSDM's "Demucs + Gibbs").
+
 The separation problem per chunk is :math:`y = \sum_s x_s` (noiseless; the likelihood uses ``sigma_y = 1e-4`` as
 the MGDM reference does). A chunk whose mixture is silent gives silent stems without running the sampler.
 Quality and speed of the presets: ``evaluation/results/separation.md`` and ``separation_speed.md``.
@@ -47,6 +52,7 @@ from mgdm_audio.core.errors import UserInputError
 from mgdm_audio.core.likelihood import InverseProblem
 from mgdm_audio.core.rng import make_generator
 from mgdm_audio.core.runtime import resolve_device
+from mgdm_audio.samplers.base import WarmStart
 from mgdm_audio.samplers.run import RunSpec, resolve, run_posterior
 
 SIGMA_Y = 1e-4
@@ -55,6 +61,8 @@ DEFAULT_MIX_RMS = 0.08
 """Target mixture RMS when a prior's metadata does not give ``mix_rms``."""
 SILENCE = 1e-6
 """A chunk whose mixture peak (after scaling) is below this is silent."""
+DISCRIMINATIVE = "demucs"
+"""The ``sampler`` name that runs the ``init`` separator alone (no diffusion prior)."""
 
 
 @dataclass
@@ -82,6 +90,8 @@ class Separator:
     ``callback(state)`` receives ``{"done_chunks", "total_chunks", "done_seconds", "total_seconds"}`` as the sampler
     steps through each batch of chunks. ``output`` is ``"input"`` (stems at the input's channels and rate, summing to
     it) or ``"prior"`` (the prior's mono stems at its rate); ``mask_exponent`` is the mapping's ``p``.
+    ``init`` (a separator export's name or folder) with ``init_sigma`` warm-starts the sampler from its estimate;
+    ``sampler="demucs"`` with ``init`` runs that separator alone (``prior`` unused).
     """
 
     def __init__(
@@ -100,6 +110,8 @@ class Separator:
         consistent: bool = True,
         output: str = "input",
         mask_exponent: float = 2.0,
+        init: str | Path | Any = None,
+        init_sigma: float | None = None,
     ) -> None:
         if output not in ("input", "prior"):
             raise UserInputError(f"output must be 'input' or 'prior', got {output!r}.")
@@ -109,11 +121,17 @@ class Separator:
         if batch_chunks < 1:
             raise UserInputError(f"batch_chunks must be at least 1, got {batch_chunks}.")
         self.device = resolve_device(device)
-        # a name or export folder is loaded; any object with AudioPrior's attributes (a test prior) is used as is
-        self.prior = load_prior(prior, self.device) if isinstance(prior, str | Path) else prior.to(self.device)
-        overrides = tuple(sorted((sampler_overrides or {}).items()))
-        self.run = resolve(RunSpec(sampler, preset, overrides), "audio")  # audio: start at sqrt(1 - abar_T) n
-        self.spec, self.config, self.sampler_preset = self.run.sampler, self.run.config, self.run.sampler_preset
+        self.estimator, self.init_sigma = _load_init(init, init_sigma, sampler, self.device), init_sigma
+        self.run = None
+        if sampler == DISCRIMINATIVE:
+            self.prior, self.sampler_name, self.sampler_preset = self.estimator, DISCRIMINATIVE, None
+        else:
+            # a name or export folder is loaded; any object with AudioPrior's attributes (a test prior) is used as is
+            self.prior = load_prior(prior, self.device) if isinstance(prior, str | Path) else prior.to(self.device)
+            overrides = tuple(sorted((sampler_overrides or {}).items()))
+            self.run = resolve(RunSpec(sampler, preset, overrides), "audio")  # audio: start at sqrt(1 - abar_T) n
+            self.sampler_name, self.sampler_preset = self.run.sampler.name, self.run.sampler_preset
+            _check_init(self.estimator, self.prior, self.run.sampler.warm_start, sampler)
         self.preset = preset
         multiple = self.prior.downsampling
         seconds = chunk_seconds if chunk_seconds is not None else self.prior.chunk_samples / self.prior.sample_rate
@@ -125,7 +143,16 @@ class Separator:
         self.callback, self.consistent = callback, consistent
         meta = self.prior.config.get("metadata", {})
         self.mix_rms = float(meta.get("mix_rms", DEFAULT_MIX_RMS))
-        self.run.check(InverseProblem(SumOfStems(self.n_stems, chunk), torch.zeros(1, 1, chunk), SIGMA_Y))
+        if self.run is not None:
+            self.run.check(InverseProblem(SumOfStems(self.n_stems, chunk), torch.zeros(1, 1, chunk), SIGMA_Y))
+
+    def run_key(self) -> dict[str, Any]:
+        """Every value of the run that changes a number (JSON): the sampler's (:meth:`PosteriorRun.key`) and the
+        initial estimate's weights and level."""
+        key = self.run.key() if self.run is not None else {"sampler": DISCRIMINATIVE}
+        if self.estimator is not None:
+            key["init"] = {"weights_sha256": self.estimator.weights_sha256, "sigma": self.init_sigma}
+        return key
 
     @property
     def n_stems(self) -> int:
@@ -187,6 +214,7 @@ class Separator:
             mapper = ChannelMapper(self.n_stems, channels, sr_in, sr, self.mask_exponent)
         generator = make_generator(self.seed, self.device)
         cost = {"nfe": 0, "vjp": 0, "chunks": 0, "batched_nfe": 0, "silent_chunks": 0, "sampler_seconds": 0.0}
+        cost["init_seconds"] = 0.0  # the discriminative separator's share (with init)
         conditioning = {"used": None}
         total_chunks = self.plan.n_chunks(math.ceil(source.frames * sr / sr_in))
         start = time.perf_counter()
@@ -231,7 +259,9 @@ class Separator:
             "prior": self.prior_name,
             "weights_sha256": self.prior.weights_sha256,
             **({"prior_source": src} if (src := self.prior.config.get("converted_from")) else {}),
-            "sampler": self.spec.name,
+            "sampler": self.sampler_name,
+            "init": None if self.estimator is None else display_name(self.estimator),
+            "init_sigma": self.init_sigma,
             "preset": self.preset,
             "sampler_preset": self.sampler_preset,
             "seed": self.seed,
@@ -284,6 +314,17 @@ class Separator:
             if "i" in state and state.get("total"):
                 progress(done + n - m + m * int(state["i"]) / int(state["total"]))
 
+        warm = None
+        if self.estimator is not None:
+            began = time.perf_counter()
+            estimate = self.estimator.estimate(mix[active].to(self.device))  # (m, S, T)
+            cost["init_seconds"] += time.perf_counter() - began
+            if self.run is None:  # the separator alone: every sample is its estimate
+                out[active] = estimate.float().cpu()[:, None].expand(m, k, s, t)
+                progress(done + n)
+                return out
+            warm = WarmStart(estimate.repeat_interleave(k, 0), float(self.init_sigma))  # type: ignore[arg-type]
+        assert self.run is not None
         y_mix = mix[active].to(self.device).repeat_interleave(k, 0)  # (m K, 1, T)
         problem = InverseProblem(SumOfStems(s, t), y_mix, SIGMA_Y)
         if known is not None and mask is not None:  # an odd chunk: its neighbours' overlaps, if the sampler takes them
@@ -293,7 +334,7 @@ class Separator:
                 known_stems = known[active].to(self.device).reshape(m * k, s, t)
                 problem = InverseProblem(op, op.observe(y_mix, known_stems), SIGMA_Y)
         result = run_posterior(
-            self.prior, problem, self.run, m * k, generator, step, x_shape=(s, t), device=self.device
+            self.prior, problem, self.run, m * k, generator, step, x_shape=(s, t), device=self.device, warm=warm
         )
         cost["nfe"] += result.nfe * m * k  # every chain of every chunk
         cost["vjp"] += result.vjp * m * k
@@ -302,6 +343,46 @@ class Separator:
         out[active] = result.samples.float().cpu().reshape(m, k, s, t)
         progress(done + n)
         return out
+
+
+def _load_init(init: str | Path | Any, init_sigma: float | None, sampler: str, device: torch.device) -> Any:
+    """The ``init`` separator (loaded when named), after the checks of the init flags against each other."""
+    from mgdm_audio.audio.discriminative import load_separator
+
+    if sampler == DISCRIMINATIVE:
+        if init is None:
+            raise UserInputError(f"--sampler {DISCRIMINATIVE} needs --init (a separator export folder or name).")
+        if init_sigma is not None:
+            raise UserInputError(
+                f"--init-sigma warm-starts a diffusion sampler; --sampler {DISCRIMINATIVE} takes none."
+            )
+    elif (init is None) != (init_sigma is None):
+        raise UserInputError("--init and --init-sigma go together (the estimate and the noise level it starts at).")
+    if init_sigma is not None and not (math.isfinite(init_sigma) and init_sigma > 0):
+        raise UserInputError(f"--init-sigma must be a positive number, got {init_sigma}.")
+    if init is None:
+        return None
+    return load_separator(init, device) if isinstance(init, str | Path) else init.to(device)
+
+
+def _check_init(estimator: Any, prior: Any, warm_start: bool, sampler: str) -> None:
+    """A warm start needs a sampler that has one and a separator with the prior's stems and rate."""
+    if estimator is None:
+        return
+    if not warm_start:
+        from mgdm_audio.samplers.run import warm_samplers
+
+        raise UserInputError(f"sampler '{sampler}' has no warm start; use one of: {', '.join(warm_samplers())}.")
+    check_same_stems(estimator, prior)
+
+
+def check_same_stems(estimator: Any, prior: Any) -> None:
+    """One clear error unless the separator gives the prior's stems, in its order, at its rate."""
+    if tuple(estimator.stems) != tuple(prior.stems) or estimator.sample_rate != prior.sample_rate:
+        raise UserInputError(
+            f"--init separator '{display_name(estimator)}' gives {', '.join(estimator.stems)} at "
+            f"{estimator.sample_rate} Hz but the prior separates {', '.join(prior.stems)} at {prior.sample_rate} Hz."
+        )
 
 
 def versions() -> dict[str, str]:

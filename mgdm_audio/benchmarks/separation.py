@@ -27,6 +27,10 @@ Per chunk and run (a sampler at a preset with overrides, or an oracle) and stem,
 * ``nfe``, ``vjp``, ``seconds``: the sampler's cost on this chunk (0 NFE for the oracles).
 * Every sampler uses the same seed on a chunk: ``seed + crc32("track:start")`` (mod 2^31).
 
+With ``--init EXPORT`` (a discriminative separator, :mod:`~mgdm_audio.audio.discriminative`) the run ``demucs`` is
+that separator alone and a run with ``init_sigma=S`` is its sampler warm-started from the separator's estimate at
+``S`` (the separator's time is part of the run's seconds).
+
 Oracles on the same chunks: ``irm`` and ``ibm`` (ideal ratio and binary masks from the true stems: the ceiling of
 mask-based separation) and ``mixture`` (every estimate is the mixture: SI-SDRi 0, the floor). Baseline without
 true stems: ``wiener``, the posterior mean under independent stationary Gaussian stems whose spectra are fitted on
@@ -101,6 +105,9 @@ BASELINES = ("wiener", "wiener-sample")
 #: ``--sampler-set`` key that sets the separator's number of posterior samples (their mean is scored), not a
 #: sampler setting: ``mgdm-mean4=mgdm:fast:n_samples=4``.
 N_SAMPLES_KEY = "n_samples"
+#: ``--sampler-set`` key that warm-starts a sampler from the ``--init`` separator's estimate at this noise level
+#: (``mgdm-warm=mgdm:fast:init_sigma=0.3``); the sampler ``demucs`` is that separator alone.
+INIT_SIGMA_KEY = "init_sigma"
 BASELINE_PRESET = "train PSD"
 #: Welch resolution and the number of train chunks of the ``wiener`` baseline's stem spectra.
 WIENER_BINS, WIENER_TRAIN_CHUNKS = 1025, 256
@@ -374,10 +381,12 @@ def prepare(
     seed: int = 0,
     chunk_seconds: float | None = None,
     device: str = "auto",
+    init: str | Path | Any = None,
 ) -> BenchmarkSetup:
-    """Load and check everything (prior, stems, dataset layout, samplers) before any separation starts."""
+    """Load and check everything (prior, stems, dataset layout, samplers, the ``init`` separator) before any
+    separation starts."""
     from mgdm_audio.audio.priors import display_name, load_prior
-    from mgdm_audio.audio.separator import Separator
+    from mgdm_audio.audio.separator import DISCRIMINATIVE, Separator, check_same_stems
 
     if layout not in LAYOUT_STEMS:
         raise UserInputError(f"--layout must be one of {', '.join(LAYOUT_STEMS)}, got {layout!r}.")
@@ -400,6 +409,12 @@ def prepare(
             f"no {chunk_samples / model.sample_rate:.2f} s chunk of {Path(root) / split} has at least "
             f"{MIN_ACTIVE_STEMS} active stems; use longer tracks or a smaller --chunk-seconds."
         )
+    estimator = None
+    if init is not None:
+        from mgdm_audio.audio.discriminative import load_separator
+
+        estimator = load_separator(init, dev) if isinstance(init, str | Path) else init
+        check_same_stems(estimator, model)  # the rows score its stems against the prior's stem order
     separators = {}
     for run in runs:
         if is_oracle(run):
@@ -408,6 +423,10 @@ def prepare(
         n_samples = overrides.pop(N_SAMPLES_KEY, 1)
         if not isinstance(n_samples, int) or isinstance(n_samples, bool) or n_samples < 1:
             raise UserInputError(f"{run.name}: {N_SAMPLES_KEY} must be a positive integer, got {n_samples!r}.")
+        init_sigma = overrides.pop(INIT_SIGMA_KEY, None)
+        uses_init = run.sampler == DISCRIMINATIVE or init_sigma is not None
+        if uses_init and estimator is None:
+            raise UserInputError(f"{run.name}: runs the discriminative separator; give it with --init EXPORT.")
         separators[run.name] = Separator(  # the prior's own segment length, as `mgdm-audio separate` uses it
             model,
             sampler=run.sampler,
@@ -420,6 +439,8 @@ def prepare(
             # which random numbers each chunk draws, so pinning it keeps those tables reproducible (the separator's
             # default, 4, is faster on CPU and samples the same posterior)
             batch_chunks=BENCHMARK_BATCH_CHUNKS,
+            init=estimator if uses_init else None,
+            init_sigma=init_sigma,
         )
     chunks = select_chunks(dataset, max_chunks, seed)
     wiener_psd = None
@@ -445,6 +466,8 @@ def prepare(
     }
     if wiener_psd is not None:
         info["wiener_psd_sha256"] = psd_sha256(wiener_psd)
+    if estimator is not None:
+        info["init"] = {"name": display_name(estimator), "weights_sha256": estimator.weights_sha256}
     return BenchmarkSetup(model, prior_name, list(runs), dataset, chunks, separators, chunk_samples, info, wiener_psd)
 
 
@@ -494,7 +517,7 @@ def cell_key(setup: BenchmarkSetup, run: RunSpec, chunk: Chunk) -> dict[str, Any
         method = {"oracle": run.sampler, "baseline": baseline}
     else:
         method = {
-            **separator.run.key(),
+            **separator.run_key(),
             "n_samples": separator.n_samples,
             "batch_chunks": separator.batch_chunks,
             "segment": [separator.plan.chunk, separator.plan.overlap],
@@ -762,6 +785,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="chunk order and per-chunk sampler seeds")
     parser.add_argument("--chunk-seconds", type=float, default=None, help="chunk length (default: the prior's)")
     parser.add_argument("--bsseval", action="store_true", help="also BSSEval v4 SDR via museval (needs ffmpeg)")
+    parser.add_argument(
+        "--init", default=None, help="discriminative separator export: the run `demucs`, and runs with init_sigma=S"
+    )
     parser.add_argument("-d", "--device", default="auto", help="auto | cpu | cuda")
 
 
@@ -786,6 +812,7 @@ def run(args: argparse.Namespace) -> Report | None:
         seed=args.seed,
         chunk_seconds=args.chunk_seconds,
         device=str(device_for_rank(args.device, shard)),
+        init=args.init,
     )
     rows = run_benchmark(
         setup,

@@ -23,7 +23,7 @@ Adapters:
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
@@ -153,6 +153,7 @@ class CountingDenoiser:
     def __init__(self, inner: Denoiser, unit_batch: int | None = None, start_scale: str = "unit") -> None:
         self.inner = inner
         self.start_scale = start_scale  # the run's starting-noise convention (mgdm_audio.samplers.run)
+        self.warm: Any = None  # the run's warm start, if any (mgdm_audio.samplers.base.WarmStart)
         self.levels = inner.levels
         self.unit_batch = unit_batch
         self.nfe = 0

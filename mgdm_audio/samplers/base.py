@@ -14,6 +14,7 @@ and a wall clock, so that the algorithms themselves stay pure.
 from __future__ import annotations
 
 import functools
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
@@ -67,6 +68,8 @@ class SamplerSpec:
     extra_observations: bool = True
     """Whether the sampler accepts extra linear observations beside the job's own (e.g. an audio chunk conditioned
     on its neighbours' separated overlaps): any linear operator, not only the job's."""
+    warm_start: bool = False
+    """Whether the sampler can start from an estimate at an intermediate noise level (:class:`WarmStart`)."""
 
     def config(self, preset: str = "default", **overrides: Any) -> Any:
         """The config of ``preset`` with ``overrides`` applied (unknown names are an error)."""
@@ -134,6 +137,7 @@ class SamplerFn:
         config: Any = None,
         callback: Callback | None = None,
         start_scale: StartScale = "unit",
+        warm: WarmStart | None = None,
     ) -> SamplerResult:
         name, config = self.fn.__name__, self.config_cls() if config is None else config
         if start_scale not in ("unit", "vp"):
@@ -149,6 +153,9 @@ class SamplerFn:
         elif self.needs_problem:
             raise UserInputError(f"sampler '{name}' needs an inverse problem (operator and observation).")
         counter = CountingDenoiser(prior, unit_batch=x_init.shape[0], start_scale=start_scale)
+        if warm is not None:
+            warm.check(x_init)
+            counter.warm = warm  # read by warm_cut, vp_start and ve_start below
         info: dict[str, Any] = {}
         start = time.perf_counter()
         samples = self.fn(counter, problem, x_init, generator, config, callback, info)
@@ -158,6 +165,66 @@ class SamplerFn:
 def sampler(config_cls: type, needs_problem: bool = True) -> Callable[[AlgorithmFn], SamplerFn]:
     """Wrap an algorithm ``fn(prior, problem, x_init, generator, config, callback, info) -> samples``."""
     return lambda fn: SamplerFn(fn, config_cls, needs_problem)
+
+
+@dataclass(frozen=True)
+class WarmStart:
+    r"""An SDEdit-style start (Meng et al. 2022; MSDM's "Demucs + Gibbs"): an estimate ``x_hat`` of the output
+    ``(B or 1, *x_shape)`` and a noise level ``sigma`` (VE units, ``x = x_0 + sigma n``).
+
+    A sampler whose schedule visits the levels :math:`\sigma_0 > \sigma_1 > \dots` skips the leading levels above
+    ``sigma`` (:func:`warm_cut`: ``c`` levels, never the smallest positive one) and starts at
+    :math:`x = \hat x + \sigma_c n` (VE) or :math:`\sqrt{\bar\alpha_c}\,\hat x + \sqrt{1 - \bar\alpha_c}\, n` (VP),
+    ``n`` the run's ``x_init``; the rest of its schedule (and its step rules, by their position in the full
+    schedule) is unchanged, so NFE counts only the levels run. ``sigma`` at or above the top level gives the cold
+    schedule's length.
+    """
+
+    estimate: Tensor
+    sigma: float
+
+    def check(self, x_init: Tensor) -> None:
+        if not (math.isfinite(self.sigma) and self.sigma > 0):
+            raise UserInputError(f"the warm start's noise level must be a positive number, got {self.sigma}.")
+        est = self.estimate
+        if est.ndim != x_init.ndim or est.shape[1:] != x_init.shape[1:] or est.shape[0] not in (1, x_init.shape[0]):
+            raise UserInputError(
+                f"the warm start's estimate has shape {tuple(est.shape)}; the run needs (1 or "
+                f"{x_init.shape[0]}, {', '.join(map(str, x_init.shape[1:]))})."
+            )
+
+
+def warm_cut(prior: CountingDenoiser, sigmas: Sequence[float]) -> int:
+    """How many leading levels of a decreasing schedule ``sigmas`` a warm start skips: those above its ``sigma``,
+    but never the last positive level (0 for a cold start)."""
+    warm: WarmStart | None = prior.warm
+    if warm is None:
+        return 0
+    last = max(i for i, s in enumerate(sigmas) if s > 0)
+    return min(next((i for i, s in enumerate(sigmas) if s <= warm.sigma), last), last)
+
+
+def vp_schedule(prior: CountingDenoiser, n_steps: int) -> tuple[Tensor, int]:
+    """The grid ``ts = prior.levels.timesteps(n_steps)`` (increasing VP indices, visited from the last) and the
+    number of its largest indices a warm start skips (:func:`warm_cut`; 0 cold)."""
+    ts = prior.levels.timesteps(n_steps)
+    return ts, warm_cut(prior, prior.levels.sigmas[ts.flip(0)].tolist())
+
+
+def vp_start(prior: CountingDenoiser, x_init: Tensor, abar_start: Tensor) -> Tensor:
+    """The VP starting state at ``abar_start``: cold, ``x_init`` (``unit``) or ``sqrt(1 - abar) x_init`` (``vp``, the
+    audio reference); warm, ``sqrt(abar) x_hat + sqrt(1 - abar) x_init`` (:class:`WarmStart`)."""
+    warm: WarmStart | None = prior.warm
+    noise_scale = float((1 - abar_start).sqrt())
+    if warm is None:
+        return x_init if prior.start_scale == "unit" else x_init * noise_scale
+    return warm.estimate.to(x_init) * float(abar_start.sqrt()) + x_init * noise_scale
+
+
+def ve_start(prior: CountingDenoiser, x_init: Tensor, sigma: float) -> Tensor:
+    """The VE starting state at ``sigma``: ``sigma x_init`` cold, ``x_hat + sigma x_init`` warm."""
+    warm: WarmStart | None = prior.warm
+    return sigma * x_init if warm is None else warm.estimate.to(x_init) + sigma * x_init
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,8 @@ DAPS works in the VE/EDM convention with the prior's denoiser ``D(x, sigma)`` di
 
 .. math:: \sigma_i = \big(\sigma_{max}^{1/7} + \tfrac{i}{M-1}(\sigma_{min}^{1/7} - \sigma_{max}^{1/7})\big)^7,
 
-it starts at ``x = sigma_max * x_init`` and for ``i = 0 .. M-1``:
+it starts at ``x = sigma_max * x_init`` (a warm start: ``x_hat + sigma_c x_init``, ``i >= c`` only) and for
+``i = 0 .. M-1``:
 
 1. **ODE reverse.** An inner poly-7 grid of ``ode_steps`` sigmas from ``sigma_i`` down to ``inner_sigma_min``, then 0;
    Euler steps of the probability-flow ODE ``x <- x + max(sigma_j (sigma_j - sigma_{j+1}), 0) (D(x; sigma_j) - x) /
@@ -54,7 +55,7 @@ from mgdm_audio.core.denoiser import CountingDenoiser, Denoiser
 from mgdm_audio.core.errors import UserInputError
 from mgdm_audio.core.likelihood import InverseProblem
 from mgdm_audio.core.rng import randn_like
-from mgdm_audio.samplers.base import Callback, SamplerSpec, notify, sampler
+from mgdm_audio.samplers.base import Callback, SamplerSpec, notify, sampler, ve_start, warm_cut
 
 DAPS_TASK_LR: dict[str, float] = {
     "phase_retrieval": 5e-5,
@@ -194,9 +195,10 @@ def daps(
     m = config.annealing_steps
     sigmas = poly_sigmas(m, sigma_max, sigma_min, config.rho)
     info.update(sigma_max=sigma_max, sigma_min=sigma_min, inner_sigma_min=inner_min, tau=tau, nan_chains=0)
-    x = sigma_max * x_init
+    cut = warm_cut(prior, sigmas[:m])  # > 0: a warm start anneals from level cut on
+    x = ve_start(prior, x_init, sigmas[cut])
     with torch.no_grad():
-        for i in range(m):
+        for i in range(cut, m):
             x0hat = _ode_reverse(prior, x, poly_sigmas(config.ode_steps, sigmas[i], inner_min, config.rho))
             lr_i = langevin_lr(config, i)
             x0y, n_nan = _langevin(
@@ -227,5 +229,6 @@ SPEC = SamplerSpec(
         "fast": {"annealing_steps": 50},
     },
     needs_linear=False,
+    warm_start=True,
     summary="decoupled annealing posterior sampling: PF-ODE to x0hat, Langevin on the data term, re-noise",
 )

@@ -18,18 +18,13 @@ from torch import Tensor
 from mgdm_audio.core.bridge import ddim_step
 from mgdm_audio.core.denoiser import CountingDenoiser, vp_denoise
 from mgdm_audio.core.likelihood import InverseProblem
-from mgdm_audio.samplers.base import Callback, SamplerSpec, notify, sampler
+from mgdm_audio.samplers.base import Callback, SamplerSpec, notify, sampler, vp_schedule, vp_start
 
 
 @dataclass
 class DDIMConfig:
     n_steps: int = 100
     eta: float = 1.0
-
-
-def vp_start(x_init: Tensor, abar_start: Tensor, start_scale: str) -> Tensor:
-    """The VP starting state: ``x_init`` (unit) or ``sqrt(1 - abar) x_init`` (vp, the audio reference)."""
-    return x_init if start_scale == "unit" else x_init * float((1 - abar_start).sqrt())
 
 
 @sampler(DDIMConfig, needs_problem=False)
@@ -43,14 +38,15 @@ def ddim(
     info: dict[str, Any],
 ) -> Tensor:
     abar = prior.levels.abar
-    ts = prior.levels.timesteps(config.n_steps)
-    x = vp_start(x_init, abar[ts[-1]], prior.start_scale)
+    ts, cut = vp_schedule(prior, config.n_steps)
+    top = config.n_steps - 1 - cut  # the first index of ts visited
+    x = vp_start(prior, x_init, abar[ts[top]])
     with torch.no_grad():
-        for i in range(config.n_steps - 1, 1, -1):
+        for i in range(top, 1, -1):
             k, k_next = ts[i], ts[i - 1]
             x0 = vp_denoise(prior, x, abar[k])
             x = ddim_step(x, x0, abar[k], abar[k_next], config.eta, generator)
-            notify(callback, i=config.n_steps - 1 - i, total=config.n_steps - 1, x=x, x0=x0)
+            notify(callback, i=top - i, total=top, x=x, x0=x0)
         return vp_denoise(prior, x, abar[ts[1]])
 
 
@@ -60,5 +56,6 @@ SPEC = SamplerSpec(
     config_cls=DDIMConfig,
     presets={"fast": {"n_steps": 20}, "paper-audio": {}},
     needs_problem=False,
+    warm_start=True,
     summary="unconditional DDIM(eta) sampling from the prior (ignores the observation)",
 )

@@ -34,7 +34,7 @@ Quirk flags (reference behaviour available, fixed behaviour the default where no
   ``True`` returns ``D_{ts[1]}(x)`` instead (one more NFE).
 
 ``n_reps`` of the reference (repeating a step, 1 in every config) is not offered. The start state is
-``vp_start(noise, abar[ts[-1]], start_scale)`` like DDIM (``unit`` for images, ``vp`` for audio).
+``vp_start(prior, noise, abar[ts[-1]])`` like DDIM (``unit`` for images, ``vp`` for audio).
 :data:`DIFFPIR_TASK_PARAMS` holds the reference's per-task ``(lambda, zeta)``.
 """
 
@@ -50,8 +50,7 @@ from mgdm_audio.core.denoiser import CountingDenoiser, vp_denoise
 from mgdm_audio.core.likelihood import InverseProblem
 from mgdm_audio.core.operators import LinearOperator
 from mgdm_audio.core.rng import randn_like
-from mgdm_audio.samplers.base import Callback, SamplerSpec, notify, sampler
-from mgdm_audio.samplers.ddim import vp_start
+from mgdm_audio.samplers.base import Callback, SamplerSpec, notify, sampler, vp_schedule, vp_start
 
 #: The reference's per-task ``(lambda, zeta)`` (``configs/experiments/sampler/diffpir.yaml``); every other
 #: task (and audio) uses the base values ``(1.0, 1.0)``.
@@ -111,13 +110,14 @@ def diffpir(
 ) -> Tensor:
     assert problem is not None  # the @sampler decorator rejects a missing problem
     abar = prior.levels.abar
-    ts = prior.levels.timesteps(config.n_steps)
+    ts, cut = vp_schedule(prior, config.n_steps)
+    top = config.n_steps - 1 - cut  # the first index of ts visited
     noise = x_init if config.use_x_init else randn_like(x_init, generator)
-    x = vp_start(noise, abar[ts[-1]], prior.start_scale)
+    x = vp_start(prior, noise, abar[ts[top]])
     zeta = float(config.zeta)
-    total = config.n_steps - 2
+    total = top - 1
     with torch.no_grad():
-        for i in range(config.n_steps - 1, 1, -1):
+        for i in range(top, 1, -1):
             k, k_next = ts[i], ts[i - 1]
             a, a_next = float(abar[k]), float(abar[k_next])
             x0 = vp_denoise(prior, x, abar[k])
@@ -126,13 +126,14 @@ def diffpir(
             eps = (x - a**0.5 * x0) / (1.0 - a) ** 0.5
             noise = (1.0 - zeta) ** 0.5 * eps + zeta**0.5 * randn_like(x, generator)
             x = a_next**0.5 * x0 + (1.0 - a_next) ** 0.5 * noise
-            notify(callback, i=config.n_steps - 1 - i, total=total, x=x, x0=x0)
+            notify(callback, i=top - i, total=total, x=x, x0=x0)
         if config.final_denoise:
             return vp_denoise(prior, x, abar[ts[1]])
         return x
 
 
 SPEC = SamplerSpec(
+    warm_start=True,
     name="diffpir",
     run=diffpir,
     config_cls=DiffPIRConfig,

@@ -46,8 +46,7 @@ from torch import Tensor
 from mgdm_audio.core.bridge import ddim_step
 from mgdm_audio.core.denoiser import CountingDenoiser, expand_as_batch, vp_denoise
 from mgdm_audio.core.likelihood import InverseProblem
-from mgdm_audio.samplers.base import Callback, SamplerSpec, notify, sampler
-from mgdm_audio.samplers.ddim import vp_start
+from mgdm_audio.samplers.base import Callback, SamplerSpec, notify, sampler, vp_schedule, vp_start
 
 DPS_TASK_GAMMA: dict[str, float] = {
     "linear": 0.1,
@@ -88,10 +87,11 @@ def dps(
 ) -> Tensor:
     assert problem is not None  # the @sampler decorator rejects a missing problem
     abar = prior.levels.abar
-    ts = prior.levels.timesteps(config.n_steps)
+    ts, cut = vp_schedule(prior, config.n_steps)
+    top = config.n_steps - 1 - cut  # the first index of ts visited
     step = config.gamma * (0.5 if config.norm_gradient else 1.0)
-    x = vp_start(x_init, abar[ts[-1]], prior.start_scale).detach()
-    for i in range(config.n_steps - 1, 1, -1):
+    x = vp_start(prior, x_init, abar[ts[top]]).detach()
+    for i in range(top, 1, -1):
         k, k_next = ts[i], ts[i - 1]
         with torch.enable_grad():
             xg = x.detach().requires_grad_(True)
@@ -104,12 +104,13 @@ def dps(
             x0 = x0.detach()
             x = ddim_step(x, x0, abar[k], abar[k_next], config.eta, generator)
             x = x + expand_as_batch(step / r, x) * grad
-        notify(callback, i=config.n_steps - 1 - i, total=config.n_steps - 1, x=x, x0=x0, residual=r)
+        notify(callback, i=top - i, total=top, x=x, x0=x0, residual=r)
     with torch.no_grad():
         return vp_denoise(prior, x, abar[ts[1]])
 
 
 SPEC = SamplerSpec(
+    warm_start=True,
     name="dps",
     run=dps,
     config_cls=DPSConfig,

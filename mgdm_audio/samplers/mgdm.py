@@ -23,9 +23,11 @@ minimising, with a fresh Adam(lr) for ``G(i)`` iterations and one reparameterise
 from ``mu = m``, ``rho = log s`` (``m, s`` the mean and std of the exact bridge). Then it draws once.
 
 Cost: ``NFE = 1 + R sum_i [G(i) + min(K, tau_i + 1) - 1]`` and ``VJP = R sum_i G(i)``; the drawn ``tau_i`` are
-returned in ``info["tau"]``. With ``x0_candidates = M > 1`` the steps ``i < candidate_steps`` add
-``(M - 1) G(i) + M + (M - 1)(min(K, t_i + 1) - 1)`` NFE and ``(M - 1) G(i)`` VJP per sweep
-(:func:`candidate_potential_step`).
+returned in ``info["tau"]``. A warm start (:class:`~mgdm_audio.samplers.base.WarmStart`) skips the first ``c`` grid
+points (those above its ``S``), starts at ``x = sqrt(abar) x_hat + sqrt(1 - abar) n`` at ``r[c]`` and runs the steps
+``i >= c`` (the step rules keep their positions in the full grid). With ``x0_candidates = M > 1`` the steps
+``i < candidate_steps`` add ``(M - 1) G(i) + M + (M - 1)(min(K, t_i + 1) - 1)`` NFE and ``(M - 1) G(i)`` VJP per
+sweep (:func:`candidate_potential_step`).
 
 The reference code's quirks and the flags that keep or fix them are listed in :class:`MGDMConfig`; how the
 presets were chosen is in the GMM tuning log (``evaluation/gmm/rounds/README.md``) and the separation and image
@@ -47,8 +49,16 @@ from mgdm_audio.core.errors import UserInputError
 from mgdm_audio.core.likelihood import InverseProblem
 from mgdm_audio.core.optim import GroupAdam
 from mgdm_audio.core.rng import randn_like
-from mgdm_audio.samplers.base import Callback, SamplerSpec, StepRule, notify, sampler, schedule_value
-from mgdm_audio.samplers.ddim import vp_start
+from mgdm_audio.samplers.base import (
+    Callback,
+    SamplerSpec,
+    StepRule,
+    notify,
+    sampler,
+    schedule_value,
+    vp_schedule,
+    vp_start,
+)
 
 TauRule = Literal["mix", "uniform", "deterministic", "mix-det", "zero"]
 
@@ -327,16 +337,17 @@ def mgdm(
 ) -> Tensor:
     assert problem is not None
     abar = prior.levels.abar
-    r = prior.levels.timesteps(config.n_steps).flip(0)
+    ts, cut = vp_schedule(prior, config.n_steps)  # cut > 0: a warm start runs the steps i >= cut only
+    r = ts.flip(0)
     batch = x_init.shape[0]
     taus: list[list[int]] = []
     switched: list[Tensor] = []
     with torch.no_grad():
-        x = vp_start(x_init, abar[r[0]], prior.start_scale)
-        x0 = vp_denoise(prior, x, abar[r[0]])
+        x = vp_start(prior, x_init, abar[r[cut]])
+        x0 = vp_denoise(prior, x, abar[r[cut]])
     total = config.n_steps - 3
     tau_generator = host_generator(generator)
-    for i in range(total):
+    for i in range(cut, total):
         t_hi, t, t_lo = int(r[i]), int(r[i + 1]), int(r[i + 2])
         tau = draw_tau(config, t_lo, i, batch, tau_generator)
         taus.append(tau.tolist() if config.tau_per_chain else [int(tau[0])])
@@ -354,7 +365,7 @@ def mgdm(
             with torch.no_grad():
                 x0 = denoising_chain(prior, x_tau, tau, config.n_denoising_steps, abar, config.eta, generator)
                 x = sample_bridge(x_tau, x_hi, abar[tau], abar[t], abar[t_hi], 1.0, generator)
-        notify(callback, i=i + 1, total=total, x=x, x0=x0, t=t)
+        notify(callback, i=i + 1 - cut, total=total - cut, x=x, x0=x0, t=t)
     info["tau"] = taus
     if switched:
         # per sweep with candidates: the fraction of chains that took a fresh x0
@@ -437,5 +448,6 @@ SPEC = SamplerSpec(
     run=mgdm,
     config_cls=MGDMConfig,
     presets=PRESETS,
+    warm_start=True,
     summary="mixture-guided diffusion: Gibbs sweeps over a mixture of DPS-type likelihood approximations",
 )

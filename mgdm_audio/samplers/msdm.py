@@ -26,6 +26,9 @@ With :math:`u = (x - D(x, \hat\sigma)) / \hat\sigma` (the unconditional ODE deri
 
 Cost: ``N * R`` NFE, no VJP (300 for the paper's ``N = 150, R = 2``).
 
+A warm start (:class:`~mgdm_audio.samplers.base.WarmStart`, MSDM's "Demucs + Gibbs") skips the ``c`` levels above
+its ``S`` and starts at :math:`x = \hat x + \sigma_c \varepsilon`: ``(N - c) R`` NFE.
+
 Quirk flags (default = the reference):
 
 - ``project_final`` (False): the reference does not re-project the constrained source after the last Euler
@@ -47,7 +50,7 @@ from mgdm_audio.core.errors import UserInputError
 from mgdm_audio.core.likelihood import InverseProblem
 from mgdm_audio.core.rng import randn_like
 from mgdm_audio.core.schedules import karras_sigmas
-from mgdm_audio.samplers.base import Callback, SamplerSpec, notify, sampler
+from mgdm_audio.samplers.base import Callback, SamplerSpec, notify, sampler, ve_start, warm_cut
 
 
 @dataclass
@@ -115,9 +118,10 @@ def msdm(
     churn = min(config.s_churn / n, math.sqrt(2) - 1)
     y = problem.y.to(x_init)
     c = config.source_id
-    x = x_init * sigmas[0]
+    cut = warm_cut(prior, sigmas)  # > 0: a warm start runs the steps i >= cut only
+    x = ve_start(prior, x_init, sigmas[cut])
     with torch.no_grad():
-        for i in range(n):
+        for i in range(cut, n):
             sigma, sigma_next = sigmas[i], sigmas[i + 1]
             for r in range(config.n_resamples):
                 sigma_hat = sigma * (1 + churn)
@@ -129,7 +133,7 @@ def msdm(
                 x = x + d * (sigma_next - sigma_hat)
                 if r < config.n_resamples - 1:
                     x = x + randn_like(x, generator) * math.sqrt(sigma**2 - sigma_next**2)
-            notify(callback, i=i, total=n, x=x)
+            notify(callback, i=i - cut, total=n - cut, x=x)
         if config.project_final and config.likelihood == "dirac":
             x[:, c] = y[:, 0] - (x.sum(1) - x[:, c])
     info["sigmas"] = sigmas
@@ -138,7 +142,8 @@ def msdm(
 
 SPEC = SamplerSpec(
     name="msdm",
-    extra_observations=False,  # its likelihood is the mixture constraint itself (problem_check below)
+    extra_observations=False,
+    warm_start=True,  # its likelihood is the mixture constraint itself (problem_check below)
     run=msdm,
     config_cls=MSDMConfig,
     presets={

@@ -51,8 +51,7 @@ from mgdm_audio.core.denoiser import CountingDenoiser, vp_denoise
 from mgdm_audio.core.errors import UserInputError
 from mgdm_audio.core.likelihood import InverseProblem
 from mgdm_audio.core.operators import SVDPieces
-from mgdm_audio.samplers.base import Callback, SamplerSpec, notify, require_svd, sampler
-from mgdm_audio.samplers.ddim import vp_start
+from mgdm_audio.samplers.base import Callback, SamplerSpec, notify, require_svd, sampler, vp_schedule, vp_start
 
 PSEUDO_INVERSES = ("svd", "identity")
 
@@ -108,9 +107,10 @@ def pigdm(
     else:
         _check_identity_shapes(problem, x_init)
     abar = prior.levels.abar
-    ts = prior.levels.timesteps(config.n_steps)
-    x = vp_start(x_init, abar[ts[-1]], prior.start_scale).detach()
-    for i in range(config.n_steps - 1, 1, -1):
+    ts, cut = vp_schedule(prior, config.n_steps)
+    top = config.n_steps - 1 - cut  # the first index of ts visited
+    x = vp_start(prior, x_init, abar[ts[top]]).detach()
+    for i in range(top, 1, -1):
         k, k_next = ts[i], ts[i - 1]
         with torch.enable_grad():
             xg = x.detach().requires_grad_(True)
@@ -130,12 +130,13 @@ def pigdm(
             x0 = x0.detach()
             x = ddim_step(x, x0, abar[k], abar[k_next], config.eta, generator)
             x = x + weight * grad
-        notify(callback, i=config.n_steps - 1 - i, total=config.n_steps - 1, x=x, x0=x0)
+        notify(callback, i=top - i, total=top, x=x, x0=x0)
     with torch.no_grad():
         return vp_denoise(prior, x, abar[ts[1]])
 
 
 SPEC = SamplerSpec(
+    warm_start=True,
     name="pigdm",
     run=pigdm,
     config_cls=PiGDMConfig,

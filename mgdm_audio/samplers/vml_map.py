@@ -22,7 +22,8 @@ one denoiser call and ONE vector-Jacobian product (:func:`vml_s_gradient`). For 
 no longer the exact VML of Proposition 2).
 
 Algorithm. Levels ``sigma_1 > ... > sigma_N`` (Karras ``rho = 7`` between the prior's ``sigma_max`` and
-``sigma_min`` by default, or ``sigmas`` given explicitly), ``x = sigma_1 * x_init``; at each level
+``sigma_min`` by default, or ``sigmas`` given explicitly), ``x = sigma_1 * x_init`` (a warm start: ``x_hat + sigma_c
+x_init``, the levels from ``c`` on only); at each level
 
 .. math:: x \leftarrow x - \lambda_t P \nabla \mathrm{VML}_S(x; \sigma_t) \quad (K \text{ times}), \qquad
           x \leftarrow D(x, \sigma_t) + \sigma_{t+1}\varepsilon \quad (\text{hand-off}),
@@ -69,7 +70,7 @@ from mgdm_audio.core.likelihood import InverseProblem
 from mgdm_audio.core.operators import LinearOperator, SVDPieces, operator_norm_squared
 from mgdm_audio.core.rng import randn_like
 from mgdm_audio.core.schedules import karras_sigmas
-from mgdm_audio.samplers.base import Callback, SamplerSpec, notify, require_svd, sampler
+from mgdm_audio.samplers.base import Callback, SamplerSpec, notify, require_svd, sampler, ve_start, warm_cut
 
 LogProb = Callable[[Tensor, float], Tensor]
 
@@ -257,9 +258,11 @@ def vml_map(
         else operator_curvature(problem, tuple(x_init.shape[1:]))
     )
     info.update(sigmas=sigmas, data_curvature=curvature, step_sizes=[])
-    x = sigmas[0] * x_init
+    cut = warm_cut(prior, sigmas)  # > 0: a warm start runs the levels from cut on
+    x = ve_start(prior, x_init, sigmas[cut])
     n = len(sigmas)
-    for i, sigma in enumerate(sigmas):
+    for i in range(cut, n):
+        sigma = sigmas[i]
         lam = step_size(config, sigma, sigma_y, curvature)
         info["step_sizes"].append(lam)
         p_range = None if pieces is None else range_factors(lam, sigma, sigma_y, pieces.singulars)
@@ -287,5 +290,6 @@ SPEC = SamplerSpec(
     },
     needs_linear=False,
     needs_svd=False,
+    warm_start=True,
     summary="VML-MAP (project design): K gradient steps on the mode-seeking loss VML_S per level, then re-noise",
 )

@@ -83,7 +83,10 @@ def model_card(config: dict[str, Any], recipe_text: str) -> str:
         lines += ["## Licences", "", str(meta["licence"]), ""]
     metrics = config.get("validation") or {}
     if metrics:
-        lines += ["## Validation (EMA weights, EDM-weighted denoising loss per ln-sigma band)", ""]
+        if (config.get("training") or {}).get("objective") == "regression":
+            lines += ["## Validation (EMA weights, L1 waveform loss of the separated stems)", ""]
+        else:
+            lines += ["## Validation (EMA weights, EDM-weighted denoising loss per ln-sigma band)", ""]
         lines += ["| band | loss |", "|---|---|"]
         lines += [f"| {band} | {value:.5f} |" for band, value in metrics.items()]
         lines += [""]

@@ -18,6 +18,11 @@ with ``(seed, epoch)`` of which step ``t`` takes items ``[pos B, (pos + 1) B)``;
 gradient as one rank with ``B`` items, and a resumed run (which restores model, EMA, optimiser and step)
 continues with identical losses. Validation uses a fixed seeded set: for every item one sigma per band of
 ``ln sigma`` (uniform inside the band) and fixed noise; the EDM-weighted loss is reported per band.
+
+``training.objective: regression`` trains a discriminative separator instead (e.g.
+:mod:`mgdm_audio.audio.discriminative`): the model maps the mixture ``y_i = sum_s x_{0,i,s}`` of shape ``(B, 1, ...)``
+to the stems, with the L1 waveform loss ``L = mean |f(y_i) - x_{0,i}|`` (no sigma, no noise; validation reports
+that loss on the fixed set as ``l1``). Everything else (data order, gains, EMA, checkpoints, export) is shared.
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ from mgdm_audio.training.ema import EMA
 from mgdm_audio.training.export import export_model, load_initial_weights
 
 LOG_NAME = "log.jsonl"
+OBJECTIVES = ("edm", "regression")
 
 
 # --------------------------------------------------------------------------------------------- recipe
@@ -125,8 +131,11 @@ class TrainSettings:
     seed: int = 0
     device: str = "auto"
     init_from: str | None = None  # an export folder to warm-start from (relative: to the cwd, else to mgdm_audio/)
+    objective: str = "edm"  # "edm" (a denoiser D(x, sigma)) or "regression" (a separator f(mix), L1 loss)
 
     def __post_init__(self) -> None:
+        if self.objective not in OBJECTIVES:
+            raise UserInputError(f"training.objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}.")
         if not 0.0 <= self.sigma_uniform_fraction <= 1.0:
             raise UserInputError(
                 f"training.sigma_uniform_fraction must be in [0, 1], got {self.sigma_uniform_fraction}."
@@ -372,10 +381,28 @@ def _weighted_loss(model: nn.Module, x0: Tensor, sigma: Tensor, noise: Tensor, b
     return err * weight_fn(sigma) if weight_fn is not None else err
 
 
-class Validator:
-    """Fixed seeded validation set and the EDM-weighted loss per band of ``ln sigma``."""
+def _regression_loss(model: nn.Module, x0: Tensor, bf16: bool) -> Tensor:
+    """Per-item L1 waveform loss of a separator ``f(mix) -> stems`` on ``x0 (B, S, ...)``, shape ``(B,)``."""
+    with torch.autocast(device_type=x0.device.type, dtype=torch.bfloat16, enabled=bf16):
+        estimate = model(x0.sum(1, keepdim=True))
+    return (estimate.float() - x0).abs().reshape(x0.shape[0], -1).mean(dim=1)
 
-    def __init__(self, dataset: Dataset, settings: ValidationSettings, device: torch.device) -> None:
+
+def _item_loss(
+    model: nn.Module, x0: Tensor, sigma: Tensor, noise: Tensor, bf16: bool, objective: str = "edm"
+) -> Tensor:
+    """The objective's per-item loss, shape ``(B,)`` (``sigma`` and ``noise`` unused by ``regression``)."""
+    if objective == "regression":
+        return _regression_loss(model, x0, bf16)
+    return _weighted_loss(model, x0, sigma, noise, bf16)
+
+
+class Validator:
+    """Fixed seeded validation set and the EDM-weighted loss per band of ``ln sigma`` (``regression``: one ``l1``)."""
+
+    def __init__(
+        self, dataset: Dataset, settings: ValidationSettings, device: torch.device, objective: str = "edm"
+    ) -> None:
         if hasattr(dataset, "set_epoch"):
             dataset.set_epoch(0)
         n = min(settings.items, len(dataset))  # type: ignore[arg-type]
@@ -386,7 +413,10 @@ class Validator:
         if len(edges) < 2 or any(b <= a for a, b in zip(edges, edges[1:], strict=False)):
             raise UserInputError(f"validation.band_edges must be increasing ln-sigma values, got {edges}.")
         g = _seeded(settings.seed, 3)
+        self.objective = objective
         self.bands = [f"ln_sigma[{a:g},{b:g})" for a, b in zip(edges, edges[1:], strict=False)]
+        if objective == "regression":
+            self.bands, edges = ["l1"], edges[:2]
         u = torch.rand(len(self.bands), n, generator=g)
         lo, hi = torch.tensor(edges[:-1]).unsqueeze(1), torch.tensor(edges[1:]).unsqueeze(1)
         self.sigmas = torch.exp(lo + (hi - lo) * u)  # (bands, n)
@@ -404,7 +434,8 @@ class Validator:
             for i in range(0, self.x0.shape[0], self.batch_size):
                 sl = slice(i, i + self.batch_size)
                 x0 = self.x0[sl].to(self.device)
-                losses = _weighted_loss(model, x0, self.sigmas[k, sl].to(self.device), self.noise[k, sl].to(x0), bf16)
+                sigma, noise = self.sigmas[k, sl].to(self.device), self.noise[k, sl].to(x0)
+                losses = _item_loss(model, x0, sigma, noise, bf16, self.objective)
                 total += float(losses.sum())
             out[band] = total / self.x0.shape[0]
         out["mean_over_bands"] = sum(out[b] for b in self.bands) / len(self.bands)
@@ -488,7 +519,7 @@ def train(
         )
     validator = None
     if is_main and recipe.validation.data is not None:
-        validator = Validator(recipe.validation.data.build(), recipe.validation, device)
+        validator = Validator(recipe.validation.data.build(), recipe.validation, device, s.objective)
 
     def checkpoint() -> None:
         save_checkpoint(
@@ -547,7 +578,7 @@ def train(
             if gains is not None:
                 x0 = x0 * gains[sl]
             x0 = x0.to(device)
-            loss = _weighted_loss(ddp_model, x0, sigma[sl].to(device), noise[sl].to(device), s.bf16).mean()
+            loss = _item_loss(ddp_model, x0, sigma[sl].to(device), noise[sl].to(device), s.bf16, s.objective).mean()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), s.grad_clip or math.inf)
