@@ -25,14 +25,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from mgdm_audio.audio.data.procedural import (
-    BASS_PROGRAMS,
-    GUITAR_PROGRAMS,
     ONSET_JITTER_S,
-    PIANO_PROGRAMS,
     NoteSink,
     Song,
-    StemScore,
     add_drum_bar,
+    draw_programs,
+    empty_stems,
     fold,
 )
 from mgdm_audio.core.errors import UserInputError
@@ -116,17 +114,8 @@ def chorale_song(piece: ChoralePiece, seed: int, max_seconds: float | None = Non
     seconds = float(score.highestTime) * beat
     if max_seconds is not None:
         seconds = min(seconds, float(max_seconds))
-    programs = {
-        "bass": int(rng.choice(BASS_PROGRAMS)),
-        "guitar": int(rng.choice(GUITAR_PROGRAMS)),
-        "piano": int(rng.choice(PIANO_PROGRAMS)),
-    }
-    stems = {
-        "bass": StemScore("bass", programs["bass"], False),
-        "drums": StemScore("drums", 0, True),
-        "guitar": StemScore("guitar", programs["guitar"], False),
-        "piano": StemScore("piano", programs["piano"], False),
-    }
+    programs = draw_programs(rng)
+    stems = empty_stems(programs)
     sink = {name: NoteSink(stem, seconds, rng, ONSET_JITTER_S) for name, stem in stems.items()}
 
     for start, end, pitch in _voice_notes(bass_voice, beat):

@@ -74,12 +74,16 @@ class Note:
 
 @dataclass
 class StemScore:
-    """The notes of one stem, played with one GM program (``is_drum``: the percussion bank on channel 10)."""
+    """The notes of one stem, played with one GM program (``is_drum``: the percussion bank on channel 10).
+
+    ``timbre_seed`` seeds renderers whose timbre is drawn at random (randomised synthesis); soundfonts ignore it.
+    """
 
     name: str
     program: int
     is_drum: bool
     notes: list[Note] = field(default_factory=list)
+    timbre_seed: int = 0
 
 
 @dataclass
@@ -105,6 +109,25 @@ class NoteSink:
         if start >= self.end_s or end - start < MIN_NOTE_S:
             return
         self.stem.notes.append(Note(int(pitch), int(np.clip(round(velocity), 1, 127)), float(start), float(end)))
+
+
+def draw_programs(rng: np.random.Generator) -> dict[str, int]:
+    """One GM program per pitched stem inside its Slakh class (three draws, in the order bass, guitar, piano)."""
+    return {
+        "bass": int(rng.choice(BASS_PROGRAMS)),
+        "guitar": int(rng.choice(GUITAR_PROGRAMS)),
+        "piano": int(rng.choice(PIANO_PROGRAMS)),
+    }
+
+
+def empty_stems(programs: Mapping[str, int]) -> dict[str, StemScore]:
+    """The four stem scores without notes (drums: kit 0 on the percussion channel)."""
+    return {
+        "bass": StemScore("bass", programs["bass"], False),
+        "drums": StemScore("drums", 0, True),
+        "guitar": StemScore("guitar", programs["guitar"], False),
+        "piano": StemScore("piano", programs["piano"], False),
+    }
 
 
 def chord_pitches(scale: Sequence[int], key: int, degree: int, sevenths: bool) -> list[int]:
@@ -207,23 +230,14 @@ def generate_song(
     tempo = float(rng.uniform(80.0, 150.0))
     key = int(rng.integers(12))
     sevenths = bool(rng.random() < 0.3)
-    programs = {
-        "bass": int(rng.choice(BASS_PROGRAMS)),
-        "guitar": int(rng.choice(GUITAR_PROGRAMS)),
-        "piano": int(rng.choice(PIANO_PROGRAMS)),
-    }
+    programs = draw_programs(rng)
     minor = progression_id.startswith("min")
     scale = MINOR_SCALE if minor else MAJOR_SCALE
     degrees = PROGRESSIONS[progression_id]
     beat = 60.0 / tempo
     bar = 4 * beat
 
-    stems = {
-        "bass": StemScore("bass", programs["bass"], False),
-        "drums": StemScore("drums", 0, True),
-        "guitar": StemScore("guitar", programs["guitar"], False),
-        "piano": StemScore("piano", programs["piano"], False),
-    }
+    stems = empty_stems(programs)
     sink = {name: NoteSink(stem, seconds, rng, jitter_s) for name, stem in stems.items()}
     for b in range(int(np.ceil(seconds / bar))):
         t0 = b * bar
