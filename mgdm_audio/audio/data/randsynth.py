@@ -126,7 +126,7 @@ class PitchedVoice:
             self.tau_amp = float(rng.uniform(0.3, 3.0))
         elif program >= 4:
             self.family = "fm"
-            self.ratio = float(rng.choice([1.0, 2.0, 3.0, 7.0, 0.5, 14.0]))
+            self.ratio = float(rng.choice([1.0, 2.0, 3.0, 4.0, 7.0, 14.0]))  # integer: partials stay harmonics of f0
             self.index = float(rng.uniform(0.5, 4.0))
             self.tau_index = float(rng.uniform(0.05, 0.6))
             self.tau_amp = float(rng.uniform(0.6, 3.0))
