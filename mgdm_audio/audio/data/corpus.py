@@ -19,7 +19,8 @@ Mapping (per track, all draws from ``numpy.random.default_rng([seed, SALT])``): 
 
 Variation: tempo ~ U(70, 150) quarter notes per minute; a transposition ~ U{-5..6} semitones; each of the guitar
 and piano parts moved by an octave up or down with probability 1/4 (kept inside their ranges); an excerpt of at
-most ``seconds`` starting on a random bar line. Splits hold out whole works: a work (a file, or a multi-movement
+most ``seconds`` starting on a random bar line after every part has entered (when the piece leaves room; imitative
+polyphony often brings its voices in one by one). Splits hold out whole works: a work (a file, or a multi-movement
 folder) goes to ``validation`` when SHA-256(work) mod 100 falls in [80, 90), to ``test`` in [90, 100). The content
 key of a track is ``corpus:<work>``.
 """
@@ -213,11 +214,14 @@ def _bar_chords(notes: list[tuple[float, float, int]], tonic: int, minor: bool, 
     return chords
 
 
-def corpus_song(which: str, seed: int, seconds: float) -> Song:
-    """Draw a piece of the ``which`` set and map an excerpt of at most ``seconds`` to four stems (see the module)."""
+def corpus_song(which: str, seed: int, seconds: float, piece: CorpusPiece | None = None) -> Song:
+    """Draw a piece of the ``which`` set (or use ``piece``: tests) and map an excerpt of at most ``seconds`` to four
+    stems (see the module docstring)."""
     rng = np.random.default_rng([seed, SALT])
+    given = piece
     for _ in range(MAX_PARSE_ATTEMPTS):
-        piece = draw_piece(which, rng)
+        drawn = draw_piece(which, rng)
+        piece = given or drawn
         try:
             data = piece_notes(piece.path)
         except Exception:  # noqa: BLE001 (music21 raises many types on files it cannot read; draw another piece)
@@ -236,7 +240,9 @@ def corpus_song(which: str, seed: int, seconds: float) -> Song:
     total_q = max(end for notes in parts for _, end, _ in notes)
     bars_total = int(np.ceil(total_q / bar_q))
     excerpt_bars = int(np.ceil(seconds / (bar_q * beat)))
-    first_bar = int(rng.integers(0, max(1, bars_total - excerpt_bars + 1)))
+    entered = int(max(min(start for start, _, _ in notes) for notes in parts) // bar_q)  # every part has begun
+    last_start = max(0, bars_total - excerpt_bars)
+    first_bar = int(rng.integers(min(entered, last_start), last_start + 1))
     offset_q = first_bar * bar_q
     length_s = min(float(seconds), (total_q - offset_q) * beat)
     programs = draw_programs(rng)
