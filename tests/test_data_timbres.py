@@ -199,3 +199,31 @@ def test_timbre_lists_are_checked_and_no_source_uses_reserved_data(tmp_path, mon
     monkeypatch.setattr(sampler, "NPM_CACHE", tmp_path)
     with pytest.raises(UserInputError, match="npm install"):
         check_installed({"piano": ["salamander"]}, "x")
+
+
+def test_a_timbre_split_renders_the_same_bytes_twice_and_records_its_sources(tmp_path):
+    import json
+
+    pytest.importorskip("tinysoundfont")
+    sources = ["randsynth", "fluidr3"] if synth.FLUID_R3_GM.is_file() else ["randsynth"]
+    spec = SplitSpec(
+        name="train",
+        source="procedural",
+        tracks=2,
+        seconds=3.0,
+        seed=40,
+        renderer="tinysoundfont",
+        timbres={stem: sources for stem in STEM_NAMES},
+    )
+    from mgdm_audio.audio.data.render import render_split
+
+    for root in ("a", "b"):
+        render_split(tmp_path / root, spec, sample_rate=RATE, progress=False)
+    for track in ("Track00000", "Track00001"):
+        for name in (*STEM_NAMES, "mix"):
+            first = (tmp_path / "a/train" / track / f"{name}.flac").read_bytes()
+            assert first == (tmp_path / "b/train" / track / f"{name}.flac").read_bytes()
+        meta = json.loads((tmp_path / "a/train" / track / "metadata.json").read_text())
+        assert set(meta["timbres"]) == set(STEM_NAMES) and meta["soundfont"] is None
+        assert all(meta["timbres"][s]["source"] in sources for s in STEM_NAMES)
+        assert meta["programs"]["bass"] in BASS_PROGRAMS and meta["programs"]["guitar"] in GUITAR_PROGRAMS
