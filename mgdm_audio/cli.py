@@ -383,9 +383,13 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     data.add_argument("--tracks", type=int, default=10, help="tracks to render (without --recipe)")
     data.add_argument("--seconds", type=float, default=30.0, help="track length (chorales: at most)")
     data.add_argument("--seed", type=int, default=0, help="track i uses seed + i")
-    data.add_argument("--soundfont", metavar="PATH", help="SF2 file (default: FluidR3_GM, else pretty_midi's TimGM6mb)")
+    data.add_argument(
+        "--soundfont",
+        metavar="PATH",
+        help="SF2 file (default: FluidR3_GM; TimGM6mb and the Csound GM bank are reserved)",
+    )
     data.add_argument("--renderer", choices=["auto", "fluidsynth", "tinysoundfont"], help="default: auto")
-    data.add_argument("--source", default="procedural", help="procedural or chorales")
+    data.add_argument("--source", default="procedural", help="procedural, chorales or corpus (recipes: also mixed)")
     data.add_argument("--sample-rate", type=int, help="Hz (default 22050, or the recipe's)")
     data.add_argument("--workers", type=int, default=1, help="processes, one synthesiser each")
     data.add_argument(

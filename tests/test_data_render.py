@@ -1,6 +1,7 @@
 """Slakh-style renderer: layout, lengths, mix = sum of stems, stem bands, determinism, disjointness, bad input.
 
-Renders a few 4-s tracks through the pip-only route (tinysoundfont + pretty_midi's TimGM6mb.sf2).
+Renders a few 4-s tracks with tinysoundfont and FluidR3_GM (apt ``fluid-soundfont-gm``). TimGM6mb (inside
+pretty_midi) is reserved for independent evaluation: datasets refuse it (tested here), nothing is rendered with it.
 """
 
 from __future__ import annotations
@@ -22,13 +23,13 @@ from mgdm_audio.core.errors import UserInputError  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 SECONDS, RATE = 4.0, 22050
 STEMS = ("bass", "drums", "guitar", "piano")
-TIMGM = synth.bundled_timgm6mb()
-pytestmark = pytest.mark.skipif(TIMGM is None, reason="pretty_midi (bundled TimGM6mb.sf2) is not installed")
+FLUIDR3 = synth.FLUID_R3_GM
+pytestmark = pytest.mark.skipif(not FLUIDR3.is_file(), reason="FluidR3_GM.sf2 (apt fluid-soundfont-gm) is missing")
 
 
 def pip_only_spec(name: str = "train", tracks: int = 2, seed: int = 7) -> SplitSpec:
     return SplitSpec(
-        name=name, tracks=tracks, seconds=SECONDS, seed=seed, soundfont=str(TIMGM), renderer="tinysoundfont"
+        name=name, tracks=tracks, seconds=SECONDS, seed=seed, soundfont=str(FLUIDR3), renderer="tinysoundfont"
     )
 
 
@@ -58,7 +59,7 @@ def test_layout_lengths_and_sample_rate(rendered):
             assert (info.samplerate, info.channels, info.frames, info.subtype) == (RATE, 1, SECONDS * RATE, "PCM_16")
         meta = __import__("json").loads((folder / "metadata.json").read_text())
         assert meta["renderer"] == "tinysoundfont" and meta["sample_rate"] == RATE
-        assert meta["soundfont"]["sha256"] == file_sha256(TIMGM)
+        assert meta["soundfont"]["sha256"] == file_sha256(FLUIDR3)
         assert set(meta["programs"]) == set(STEMS) and 32 <= meta["programs"]["bass"] <= 39
 
 
@@ -136,7 +137,7 @@ def test_recipe_test_splits_share_no_content_key_with_train():
 def test_bad_inputs_give_one_clear_error(tmp_path, monkeypatch, capsys):
     with pytest.raises(UserInputError, match="does not exist"):
         render_split(tmp_path, SplitSpec(name="train", soundfont=str(tmp_path / "missing.sf2")), progress=False)
-    with pytest.raises(UserInputError, match="procedural or chorales"):
+    with pytest.raises(UserInputError, match="choose one of procedural, chorales, corpus, mixed"):
         render_split(tmp_path, SplitSpec(name="train", source="midi"), progress=False)
     monkeypatch.setattr(synth, "renderer_available", lambda name: False)
     with pytest.raises(UserInputError, match="apt-get install -y libfluidsynth3"):
@@ -144,6 +145,25 @@ def test_bad_inputs_give_one_clear_error(tmp_path, monkeypatch, capsys):
     assert main(["make-dataset", "-o", str(tmp_path), "--soundfont", str(tmp_path / "none.sf2")]) == 2
     assert main(["make-dataset", "-o", str(tmp_path), "--source", "midi"]) == 2
     assert "error:" in capsys.readouterr().err
+    assert not any(tmp_path.rglob("*.flac"))
+
+
+def test_reserved_soundfonts_are_refused_and_there_is_no_fallback(tmp_path, monkeypatch):
+    timgm = synth.bundled_timgm6mb()
+    if timgm is not None:
+        with pytest.raises(UserInputError, match="reserved"):
+            render_split(tmp_path, SplitSpec(name="train", tracks=1, seconds=1.0, soundfont=str(timgm)), progress=False)
+    csound = tmp_path / "sf_GMbank.sf2"
+    csound.write_bytes(b"RIFF")
+    alias = tmp_path / "any-name.sf2"
+    alias.symlink_to(csound)
+    for path in (csound, alias):
+        with pytest.raises(UserInputError, match="reserved"):
+            synth.resolve_soundfont(path)
+    assert synth.resolve_soundfont(csound, allow_reserved=True) == csound.resolve()
+    monkeypatch.setattr(synth, "FLUID_R3_GM", tmp_path / "absent.sf2")
+    with pytest.raises(UserInputError, match="apt-get install -y fluid-soundfont-gm"):
+        synth.resolve_soundfont(None)
     assert not any(tmp_path.rglob("*.flac"))
 
 
@@ -161,7 +181,7 @@ def test_chorale_track_renders_with_four_stems(tmp_path):
         seconds=SECONDS,
         seed=3,
         chorale_titles="held_out",
-        soundfont=str(TIMGM),
+        soundfont=str(FLUIDR3),
         renderer="tinysoundfont",
     )
     render_split(tmp_path, spec, sample_rate=RATE, progress=False)

@@ -90,7 +90,7 @@ def main() -> None:
         "| renderer | soundfont | audio rendered | wall | **s per hour of audio** | real-time factor |",
         "|---|---|---|---|---|---|",
     ]
-    routes = [("fluidsynth", synth.FLUID_R3_GM), ("tinysoundfont", synth.bundled_timgm6mb())]
+    routes = [("fluidsynth", synth.FLUID_R3_GM), ("tinysoundfont", synth.FLUID_R3_GM)]  # TimGM6mb is reserved
     for renderer, soundfont in routes:
         if soundfont is None or not soundfont.is_file() or not synth.renderer_available(renderer):
             lines.append(f"| {renderer} | {soundfont} | not available | | | |")

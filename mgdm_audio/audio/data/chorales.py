@@ -25,13 +25,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from mgdm_audio.audio.data.procedural import (
-    BASS_PROGRAMS,
-    GUITAR_PROGRAMS,
     ONSET_JITTER_S,
-    PIANO_PROGRAMS,
+    NoteSink,
     Song,
     add_drum_bar,
-    band_sinks,
+    draw_programs,
+    empty_stems,
     fold,
 )
 from mgdm_audio.core.errors import UserInputError
@@ -115,13 +114,9 @@ def chorale_song(piece: ChoralePiece, seed: int, max_seconds: float | None = Non
     seconds = float(score.highestTime) * beat
     if max_seconds is not None:
         seconds = min(seconds, float(max_seconds))
-    programs = {
-        "bass": int(rng.choice(BASS_PROGRAMS)),
-        "guitar": int(rng.choice(GUITAR_PROGRAMS)),
-        "piano": int(rng.choice(PIANO_PROGRAMS)),
-    }
-    sink = band_sinks(programs, seconds, rng, ONSET_JITTER_S)
-    stems = {name: s.stem for name, s in sink.items()}
+    programs = draw_programs(rng)
+    stems = empty_stems(programs)
+    sink = {name: NoteSink(stem, seconds, rng, ONSET_JITTER_S) for name, stem in stems.items()}
 
     for start, end, pitch in _voice_notes(bass_voice, beat):
         low = pitch - 12

@@ -74,12 +74,16 @@ class Note:
 
 @dataclass
 class StemScore:
-    """The notes of one stem, played with one GM program (``is_drum``: the percussion bank on channel 10)."""
+    """The notes of one stem, played with one GM program (``is_drum``: the percussion bank on channel 10).
+
+    ``timbre_seed`` seeds renderers whose timbre is drawn at random (randomised synthesis); soundfonts ignore it.
+    """
 
     name: str
     program: int
     is_drum: bool
     notes: list[Note] = field(default_factory=list)
+    timbre_seed: int = 0
 
 
 @dataclass
@@ -107,17 +111,23 @@ class NoteSink:
         self.stem.notes.append(Note(int(pitch), int(np.clip(round(velocity), 1, 127)), float(start), float(end)))
 
 
-def band_sinks(
-    programs: Mapping[str, int], seconds: float, rng: np.random.Generator, jitter_s: float
-) -> dict[str, NoteSink]:
-    """A note sink per stem of the band: bass, drums (the percussion bank), guitar and piano with their programs."""
-    stems = {
+def draw_programs(rng: np.random.Generator) -> dict[str, int]:
+    """One GM program per pitched stem inside its Slakh class (three draws, in the order bass, guitar, piano)."""
+    return {
+        "bass": int(rng.choice(BASS_PROGRAMS)),
+        "guitar": int(rng.choice(GUITAR_PROGRAMS)),
+        "piano": int(rng.choice(PIANO_PROGRAMS)),
+    }
+
+
+def empty_stems(programs: Mapping[str, int]) -> dict[str, StemScore]:
+    """The four stem scores without notes (drums: kit 0 on the percussion channel)."""
+    return {
         "bass": StemScore("bass", programs["bass"], False),
         "drums": StemScore("drums", 0, True),
         "guitar": StemScore("guitar", programs["guitar"], False),
         "piano": StemScore("piano", programs["piano"], False),
     }
-    return {name: NoteSink(stem, seconds, rng, jitter_s) for name, stem in stems.items()}
 
 
 def chord_pitches(scale: Sequence[int], key: int, degree: int, sevenths: bool) -> list[int]:
@@ -220,19 +230,15 @@ def generate_song(
     tempo = float(rng.uniform(80.0, 150.0))
     key = int(rng.integers(12))
     sevenths = bool(rng.random() < 0.3)
-    programs = {
-        "bass": int(rng.choice(BASS_PROGRAMS)),
-        "guitar": int(rng.choice(GUITAR_PROGRAMS)),
-        "piano": int(rng.choice(PIANO_PROGRAMS)),
-    }
+    programs = draw_programs(rng)
     minor = progression_id.startswith("min")
     scale = MINOR_SCALE if minor else MAJOR_SCALE
     degrees = PROGRESSIONS[progression_id]
     beat = 60.0 / tempo
     bar = 4 * beat
 
-    sink = band_sinks(programs, seconds, rng, jitter_s)
-    stems = {name: s.stem for name, s in sink.items()}
+    stems = empty_stems(programs)
+    sink = {name: NoteSink(stem, seconds, rng, jitter_s) for name, stem in stems.items()}
     for b in range(int(np.ceil(seconds / bar))):
         t0 = b * bar
         degree = degrees[b % len(degrees)]

@@ -1,4 +1,9 @@
-"""Build Slakh-layout datasets from procedural songs or Bach chorales: splits, recipes, workers, atomic files.
+"""Build Slakh-layout datasets from procedural songs, Bach chorales or music21's corpus: splits, recipes, workers.
+
+Content sources: ``procedural``, ``chorales``, ``corpus`` (:mod:`mgdm_audio.audio.data.corpus`) and ``mixed``
+(each track draws one of these with the split's ``content`` weights, from ``default_rng([seed, MIXED_SALT])``).
+Timbre: one soundfont for every stem (``soundfont``/``renderer``, the original route), or ``timbres``, a list of
+timbre sources per stem (:mod:`mgdm_audio.audio.data.timbres`) from which each track draws one per stem.
 
 Layout of a split: ``OUT/SPLIT/TrackNNNNN/{bass,drums,guitar,piano}.flac``, ``mix.flac`` (mono 16-bit FLAC, the mix
 is the integer sum of the written stems) and ``metadata.json`` (programs, tempo, key, styles, progression or
@@ -35,7 +40,8 @@ from mgdm_audio.audio.data.synth import (
 from mgdm_audio.core.atomic import file_sha256
 from mgdm_audio.core.errors import UserInputError
 
-SOURCES: tuple[str, ...] = ("procedural", "chorales")
+SOURCES: tuple[str, ...] = ("procedural", "chorales", "corpus", "mixed")
+MIXED_SALT = 0x3A1
 CHORALE_TITLE_SETS: tuple[str, ...] = ("train", "held_out", "all")
 TMP_MARK = ".partial"
 DEFAULT_SAMPLE_RATE = 22050
@@ -60,19 +66,33 @@ class SplitSpec:
     chorale_titles: str = "train"
     soundfont: str | None = None
     renderer: str = "auto"
+    corpus_set: str = "train"
+    content: dict[str, float] | None = None
+    timbres: dict[str, list[str]] | None = None
 
     def validate(self) -> None:
         """Raise :class:`UserInputError` naming the split and the bad field."""
         if self.source not in SOURCES:
             raise UserInputError(
-                f"Unknown --source {self.source!r} for split {self.name!r}; choose procedural or chorales."
+                f"Unknown --source {self.source!r} for split {self.name!r}; choose one of {', '.join(SOURCES)}."
             )
         if self.tracks < 1:
             raise UserInputError(f"--tracks must be at least 1 for split {self.name!r}, got {self.tracks}.")
         if self.seconds is not None and self.seconds <= 0:
             raise UserInputError(f"--seconds must be positive for split {self.name!r}, got {self.seconds}.")
-        if self.source == "procedural" and self.seconds is None:
-            raise UserInputError(f"Split {self.name!r}: procedural tracks need a length (--seconds).")
+        if self.source in ("procedural", "corpus", "mixed") and self.seconds is None:
+            raise UserInputError(f"Split {self.name!r}: {self.source} tracks need a length (--seconds).")
+        if self.source == "mixed":
+            weights = self.content or {}
+            if not weights or set(weights) - {"procedural", "chorales", "corpus"} or min(weights.values()) < 0:
+                raise UserInputError(
+                    f"Split {self.name!r}: a mixed source needs `content: {{procedural|chorales|corpus: weight}}` "
+                    f"with non-negative weights, got {self.content!r}."
+                )
+        if self.timbres is not None:
+            from mgdm_audio.audio.data.timbres import check_timbres
+
+            check_timbres(self.timbres, f"Split {self.name!r}")
         if self.chorale_titles not in CHORALE_TITLE_SETS:
             raise UserInputError(
                 f"Split {self.name!r}: chorale_titles must be one of {', '.join(CHORALE_TITLE_SETS)}, "
@@ -130,24 +150,55 @@ def load_recipe(path: str | Path) -> Recipe:
     return Recipe(sample_rate=int(raw.get("sample_rate", DEFAULT_SAMPLE_RATE)), splits=splits)
 
 
+def track_source(spec: SplitSpec, index: int) -> str:
+    """The content source of track ``index``: the split's, or for ``mixed`` one drawn with the content weights."""
+    if spec.source != "mixed":
+        return spec.source
+    names = sorted(spec.content or {})
+    weights = np.array([spec.content[n] for n in names], dtype=float)
+    rng = np.random.default_rng([spec.seed + index, MIXED_SALT])
+    return names[int(rng.choice(len(names), p=weights / weights.sum()))]
+
+
 def make_song(spec: SplitSpec, index: int) -> Song:
     """The song of track ``index`` of ``spec`` (seed ``spec.seed + index``)."""
     seed = spec.seed + index
-    if spec.source == "procedural":
+    source = track_source(spec, index)
+    if source == "procedural":
         return generate_song(seed, float(spec.seconds), spec.progressions, spec.styles)
+    if source == "corpus":
+        from mgdm_audio.audio.data.corpus import corpus_song
+
+        return corpus_song(spec.corpus_set, seed, float(spec.seconds))
     from mgdm_audio.audio.data.chorales import chorale_pieces, chorale_song
 
     pieces = chorale_pieces(spec.chorale_titles)
+    if spec.source == "mixed":
+        piece = pieces[int(np.random.default_rng([seed, MIXED_SALT, 1]).integers(len(pieces)))]
+        return chorale_song(piece, seed, spec.seconds)
     return chorale_song(pieces[index], seed, spec.seconds)
 
 
 def split_content_keys(spec: SplitSpec) -> set[str]:
-    """The content keys of every track of ``spec`` (procedural: the progression and style draws; chorales: titles)."""
+    """The content keys of every track of ``spec`` (procedural: the progression and style draws; chorales: titles;
+    corpus and mixed splits: every key their piece sets can give, a superset)."""
     if spec.source == "chorales":
         from mgdm_audio.audio.data.chorales import chorale_pieces
 
         return {piece.content_key for piece in chorale_pieces(spec.chorale_titles)[: spec.tracks]}
-    return {song_content_key(spec.seed + i, spec.progressions, spec.styles) for i in range(spec.tracks)}
+    sources = {track_source(spec, i) for i in range(spec.tracks)} if spec.source == "mixed" else {spec.source}
+    keys: set[str] = set()
+    if "procedural" in sources:
+        keys |= {song_content_key(spec.seed + i, spec.progressions, spec.styles) for i in range(spec.tracks)}
+    if "corpus" in sources:
+        from mgdm_audio.audio.data.corpus import corpus_pieces
+
+        keys |= {p.content_key for pieces in corpus_pieces(spec.corpus_set).values() for p in pieces}
+    if "chorales" in sources:
+        from mgdm_audio.audio.data.chorales import chorale_pieces
+
+        keys |= {piece.content_key for piece in chorale_pieces(spec.chorale_titles)}
+    return keys
 
 
 def check_disjoint(recipe: Recipe) -> dict[str, int]:
@@ -206,7 +257,20 @@ def render_track(
     track_dir.mkdir(parents=True, exist_ok=True)
     for leftover in track_dir.glob(f".*{TMP_MARK}"):
         leftover.unlink(missing_ok=True)
-    audio = {name: renderer.render(song.stems[name], song.seconds) for name in STEM_NAMES}
+    timbres = None
+    if spec.timbres is not None:
+        from mgdm_audio.audio.data.timbres import draw_timbres
+
+        seed = spec.seed + index
+        choices = draw_timbres(spec.timbres, song, seed)
+        audio = {
+            name: renderer.render(song.stems[name], song.seconds, choices[name], 4 * seed + k)
+            for k, name in enumerate(STEM_NAMES)
+        }
+        timbres = {name: choices[name].describe() for name in STEM_NAMES}
+        song.metadata["programs"] = {name: choices[name].program for name in STEM_NAMES}
+    else:
+        audio = {name: renderer.render(song.stems[name], song.seconds) for name in STEM_NAMES}
     stems, mix, gain = quantise_track(audio)
     for name in STEM_NAMES:
         _write_flac_atomic(track_dir / f"{name}.flac", stems[name], sample_rate)
@@ -222,8 +286,9 @@ def render_track(
         "stems": list(STEM_NAMES),
         "gain": gain,
         "rms_dbfs": {name: round(20 * float(np.log10(v + 1e-12)), 3) for name, v in rms.items()},
-        "renderer": renderer.name,
+        "renderer": renderer.name if timbres is None else f"timbres ({renderer.backend})",
         "soundfont": context["soundfont"],
+        "timbres": timbres,
         "package": f"mgdm_audio {__version__}",
     }
     _write_json_atomic(track_dir / "metadata.json", metadata)
@@ -233,8 +298,13 @@ def render_track(
 _WORKER: dict = {}
 
 
-def _init_worker(renderer_name: str, soundfont: str, sample_rate: int) -> None:
-    _WORKER["renderer"] = make_renderer(renderer_name, Path(soundfont), sample_rate)
+def _init_worker(renderer_name: str, soundfont: str | None, sample_rate: int) -> None:
+    if soundfont is None:
+        from mgdm_audio.audio.data.timbres import TimbreBank
+
+        _WORKER["renderer"] = TimbreBank(sample_rate, renderer_name)
+    else:
+        _WORKER["renderer"] = make_renderer(renderer_name, Path(soundfont), sample_rate)
 
 
 def _render_job(job: tuple[dict, int, str, int, dict]) -> tuple[int, float]:
@@ -263,8 +333,14 @@ def render_split(
         raise UserInputError(f"--workers must be at least 1, got {workers}.")
     if sample_rate < 8000:
         raise UserInputError(f"--sample-rate must be at least 8000 Hz, got {sample_rate}.")
-    soundfont = resolve_soundfont(spec.soundfont)
     renderer_name = resolve_renderer(spec.renderer)
+    soundfont: Path | None = None
+    if spec.timbres is None:
+        soundfont = resolve_soundfont(spec.soundfont)
+    else:
+        from mgdm_audio.audio.data.timbres import check_installed
+
+        check_installed(spec.timbres, f"Split {spec.name!r}")
     if spec.source == "chorales":
         from mgdm_audio.audio.data.chorales import chorale_pieces
 
@@ -279,24 +355,27 @@ def render_split(
     todo = [
         i for i in range(spec.tracks) if not (skip_existing and (split_dir / track_name(i) / "metadata.json").is_file())
     ]
-    context = {"soundfont": {"path": str(soundfont), "sha256": file_sha256(soundfont)}}
+    context = {"soundfont": {"path": str(soundfont), "sha256": file_sha256(soundfont)} if soundfont else None}
     jobs = [(asdict(spec), i, str(split_dir / track_name(i)), sample_rate, context) for i in todo]
     audio_seconds = 0.0
     if jobs:
         audio_seconds = sum(_run_jobs(jobs, renderer_name, soundfont, sample_rate, workers, progress, spec.name))
+    timbre = (
+        soundfont.name if soundfont else "timbres " + ",".join(sorted({n for v in spec.timbres.values() for n in v}))
+    )
     summary = SplitSummary(
-        spec.name, spec.tracks, len(todo), spec.tracks - len(todo), audio_seconds, renderer_name, str(soundfont)
+        spec.name, spec.tracks, len(todo), spec.tracks - len(todo), audio_seconds, renderer_name, timbre
     )
     if log is not None:
         log(
             f"{spec.name}: {summary.rendered} tracks rendered ({audio_seconds / 3600:.3f} h), "
-            f"{summary.skipped} already complete; {renderer_name} with {soundfont.name}"
+            f"{summary.skipped} already complete; {renderer_name} with {timbre}"
         )
     return summary
 
 
 def _run_jobs(
-    jobs: list, renderer_name: str, soundfont: Path, sample_rate: int, workers: int, progress: bool, label: str
+    jobs: list, renderer_name: str, soundfont: Path | None, sample_rate: int, workers: int, progress: bool, label: str
 ) -> Iterable[float]:
     from tqdm import tqdm
 
@@ -304,14 +383,16 @@ def _run_jobs(
     seconds = []
     try:
         if workers == 1:
-            _init_worker(renderer_name, str(soundfont), sample_rate)
+            _init_worker(renderer_name, str(soundfont) if soundfont else None, sample_rate)
             for job in jobs:
                 seconds.append(_render_job(job)[1])
                 bar.update()
             return seconds
         context = multiprocessing.get_context("spawn")
         with context.Pool(
-            workers, initializer=_init_worker, initargs=(renderer_name, str(soundfont), sample_rate)
+            workers,
+            initializer=_init_worker,
+            initargs=(renderer_name, str(soundfont) if soundfont else None, sample_rate),
         ) as pool:
             for _, length in pool.imap_unordered(_render_job, jobs):
                 seconds.append(length)

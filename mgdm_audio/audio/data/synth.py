@@ -35,8 +35,12 @@ FLUSH_SAMPLES = 4096  # TinySoundFont: discarded after killing all voices betwee
 INSTRUMENT_CHANNEL = 0
 INSTALL_HINT = (
     "install FluidSynth (`apt-get install -y libfluidsynth3 fluid-soundfont-gm` and `pip install pyfluidsynth`) "
-    "or the pip-only route (`pip install --no-deps tinysoundfont` and `pip install pretty_midi` for its TimGM6mb.sf2)"
+    "or the pip-only route (`pip install --no-deps tinysoundfont` with `apt-get install -y fluid-soundfont-gm`)"
 )
+#: Soundfonts reserved for the project's independent evaluation (file names, compared case-insensitively): never
+#: rendered into a dataset. TimGM6mb (Debian ``timgm6mb-soundfont``, also inside pretty_midi's wheel) and the Csound
+#: GM bank (``csound-soundfont``, nearly the same samples).
+RESERVED_SOUNDFONTS: tuple[str, ...] = ("timgm6mb.sf2", "sf_gmbank.sf2")
 
 
 class StemRenderer(Protocol):
@@ -73,11 +77,11 @@ class FluidSynthRenderer:
 
     name = "fluidsynth"
 
-    def __init__(self, soundfont: Path, sample_rate: int) -> None:
+    def __init__(self, soundfont: Path, sample_rate: int, drum_bank: int = 128) -> None:
         import fluidsynth
 
         self._fluidsynth = fluidsynth
-        self.soundfont, self.sample_rate = Path(soundfont), int(sample_rate)
+        self.soundfont, self.sample_rate, self.drum_bank = Path(soundfont), int(sample_rate), int(drum_bank)
         self._holder, holder_id = self._new_synth()  # keeps the soundfont's samples cached
         if holder_id == -1:
             raise UserInputError(f"FluidSynth could not load the soundfont {self.soundfont}; pass a valid .sf2 file.")
@@ -106,8 +110,8 @@ class FluidSynthRenderer:
         try:
             channel = DRUM_CHANNEL if stem.is_drum else INSTRUMENT_CHANNEL
             if stem.is_drum:
-                if synth.program_select(channel, sfid, 128, stem.program) == -1:
-                    synth.program_select(channel, sfid, 128, 0)
+                if synth.program_select(channel, sfid, self.drum_bank, stem.program) == -1:
+                    synth.program_select(channel, sfid, self.drum_bank, 0)
             else:
                 synth.program_select(channel, sfid, 0, stem.program)
             return _render_events(self, stem, seconds, channel, synth.noteon, synth.noteoff)
@@ -121,10 +125,10 @@ class TinySoundFontRenderer:
 
     name = "tinysoundfont"
 
-    def __init__(self, soundfont: Path, sample_rate: int) -> None:
+    def __init__(self, soundfont: Path, sample_rate: int, drum_bank: int = 128) -> None:
         import tinysoundfont
 
-        self.soundfont, self.sample_rate = Path(soundfont), int(sample_rate)
+        self.soundfont, self.sample_rate, self.drum_bank = Path(soundfont), int(sample_rate), int(drum_bank)
         self._synth = tinysoundfont.Synth(samplerate=int(sample_rate))
         try:
             self._sfid = self._synth.sfload(str(self.soundfont))
@@ -141,7 +145,7 @@ class TinySoundFontRenderer:
         self._generate(FLUSH_SAMPLES)  # sounds_off fades voices out quickly: let the fade finish before the stem
         channel = DRUM_CHANNEL if stem.is_drum else INSTRUMENT_CHANNEL
         if stem.is_drum:
-            synth.program_select(channel, self._sfid, 128, stem.program, True)
+            synth.program_select(channel, self._sfid, self.drum_bank, stem.program, True)
         else:
             synth.program_select(channel, self._sfid, 0, stem.program)
         return _render_events(self, stem, seconds, channel, synth.noteon, synth.noteoff)
@@ -193,7 +197,11 @@ def resolve_renderer(name: str) -> str:
 
 
 def bundled_timgm6mb() -> Path | None:
-    """The small GM soundfont shipped inside pretty_midi's wheel (``pretty_midi/TimGM6mb.sf2``), if installed."""
+    """The small GM soundfont inside pretty_midi's wheel (``pretty_midi/TimGM6mb.sf2``), if installed.
+
+    Reserved for the project's independent evaluation: only renderer unit tests may use it (a few seconds of audio);
+    :func:`resolve_soundfont` refuses it for datasets.
+    """
     spec = importlib.util.find_spec("pretty_midi")
     if spec is None or spec.origin is None:
         return None
@@ -201,30 +209,41 @@ def bundled_timgm6mb() -> Path | None:
     return path if path.is_file() else None
 
 
-def resolve_soundfont(path: str | Path | None) -> Path:
-    """The soundfont to use: ``path`` (must exist), else Debian's FluidR3_GM, else pretty_midi's TimGM6mb."""
+def is_reserved_soundfont(path: str | Path) -> bool:
+    """Whether ``path`` (after resolving links) is one of :data:`RESERVED_SOUNDFONTS`."""
+    names = {Path(path).name.lower(), Path(path).resolve().name.lower()}
+    return bool(names & set(RESERVED_SOUNDFONTS))
+
+
+def resolve_soundfont(path: str | Path | None, allow_reserved: bool = False) -> Path:
+    """The soundfont to use: ``path`` (must exist), else Debian's FluidR3_GM; no fallback.
+
+    A reserved soundfont (:data:`RESERVED_SOUNDFONTS`) is refused unless ``allow_reserved`` (unit tests only).
+    """
     if path is not None:
         soundfont = Path(path).expanduser()
         if not soundfont.is_file():
             raise UserInputError(f"Soundfont file {soundfont} does not exist; pass an existing .sf2 with --soundfont.")
+        if is_reserved_soundfont(soundfont) and not allow_reserved:
+            raise UserInputError(
+                f"Soundfont {soundfont} is reserved for independent evaluation (TimGM6mb / Csound GM bank); "
+                "render datasets with another one, e.g. /usr/share/sounds/sf2/FluidR3_GM.sf2."
+            )
         return soundfont.resolve()
     if FLUID_R3_GM.is_file():
         return FLUID_R3_GM
-    bundled = bundled_timgm6mb()
-    if bundled is not None:
-        return bundled
     raise UserInputError(
-        "No soundfont found; pass --soundfont PATH, or `apt-get install -y fluid-soundfont-gm` (FluidR3_GM), "
-        "or `pip install pretty_midi` (bundled TimGM6mb.sf2)."
+        f"No soundfont found: the default {FLUID_R3_GM} is missing; install it with "
+        "`apt-get install -y fluid-soundfont-gm`, or pass --soundfont PATH."
     )
 
 
-def make_renderer(name: str, soundfont: Path, sample_rate: int) -> StemRenderer:
-    """Construct the backend ``name`` (already resolved) with ``soundfont`` loaded."""
+def make_renderer(name: str, soundfont: Path, sample_rate: int, drum_bank: int = 128) -> StemRenderer:
+    """Construct the backend ``name`` (already resolved) with ``soundfont`` loaded (drum kits in ``drum_bank``)."""
     if name == "fluidsynth":
-        return FluidSynthRenderer(soundfont, sample_rate)
+        return FluidSynthRenderer(soundfont, sample_rate, drum_bank)
     if name == "tinysoundfont":
-        return TinySoundFontRenderer(soundfont, sample_rate)
+        return TinySoundFontRenderer(soundfont, sample_rate, drum_bank)
     raise UserInputError(f"Unknown renderer {name!r}; choose fluidsynth or tinysoundfont.")
 
 
