@@ -302,13 +302,14 @@ def _add_convert(sub: Any) -> None:
         p.add_argument("--name", help="prior name in run records (default: the checkpoint's file stem)")
 
     def run(args: argparse.Namespace) -> int:
-        from mgdm_audio.audio.msdm_convert import convert_isdm, convert_msdm
+        from mgdm_audio.audio.msdm_convert import ExportOptions, convert_isdm, convert_msdm
 
         stems = tuple(s.strip() for s in args.stems.split(",") if s.strip())
+        options = ExportOptions(args.architecture, stems, name=args.name)
         if args.kind == "isdm":
-            config = convert_isdm(args.checkpoints, args.out, args.architecture, stems=stems, name=args.name)
+            config = convert_isdm(args.checkpoints, args.out, options)
         else:
-            config = convert_msdm(args.checkpoint, args.out, args.architecture, stems=stems, name=args.name)
+            config = convert_msdm(args.checkpoint, args.out, options)
         src = config["converted_from"]
         print(f"{args.out}: {config['parameters']:,} parameters from {src['file']} (sha256 {src['sha256']})")
         return 0

@@ -16,7 +16,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from mgdm_audio.audio.msdm_convert import convert_msdm, extract_unet_state
+from mgdm_audio.audio.msdm_convert import ExportOptions, convert_msdm, extract_unet_state
 from mgdm_audio.audio.msdm_net import MSDM_CONFIGS, MSDMNetConfig
 from mgdm_audio.cli import main
 from mgdm_audio.core.errors import UserInputError
@@ -118,7 +118,7 @@ def test_converted_prior_equals_the_package_denoise_fn(lightning_model, tmp_path
         source = tmp_path / "msdm_model.pt"
         torch.save(lightning_model, source)  # the whole object, as the MGDM repository stores it
     out = tmp_path / "export"
-    config = convert_msdm(source, out, architecture="tiny")
+    config = convert_msdm(source, out, ExportOptions(architecture="tiny"))
     import hashlib
 
     assert config["converted_from"]["sha256"] == hashlib.sha256(source.read_bytes()).hexdigest()
@@ -149,7 +149,9 @@ def test_recipe_network_is_the_converted_one(lightning_model, tmp_path: Path) ->
     recipe = load_recipe(Path(__file__).resolve().parents[1] / "recipes/prior/msdm.yaml")
     assert recipe.model.kwargs["config"] == "published" and recipe.model.factory.endswith(":build_msdm_prior")
     built = build_msdm_prior("tiny", edm=recipe.model.kwargs["edm"])
-    config = convert_msdm(_save_lightning(lightning_model, tmp_path / "m.ckpt"), tmp_path / "export", "tiny")
+    config = convert_msdm(
+        _save_lightning(lightning_model, tmp_path / "m.ckpt"), tmp_path / "export", ExportOptions("tiny")
+    )
     assert config["model"]["architecture"] == built.export_config()
     rebuilt = prior_from_export_config(built.export_config())
     assert {k: v.shape for k, v in rebuilt.state_dict().items()} == {k: v.shape for k, v in built.state_dict().items()}
@@ -248,7 +250,7 @@ def test_torchscript_archive_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "scripted.pt"
     torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), str(path))
     with pytest.raises(UserInputError, match="TorchScript archive"):
-        convert_msdm(path, tmp_path / "export", architecture="tiny")
+        convert_msdm(path, tmp_path / "export", ExportOptions("tiny"))
     assert not (tmp_path / "export").exists()
 
 

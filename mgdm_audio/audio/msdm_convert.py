@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -166,20 +166,35 @@ def read_msdm_checkpoint(
     return {k: v.float() for k, v in unet.items()}, edm, source
 
 
+@dataclass(frozen=True)
+class ExportOptions:
+    """What a conversion writes beside the weights (the ``convert`` flags): the network's architecture (a
+    :data:`MSDM_CONFIGS` name, a JSON file of ``UNet1d`` arguments, or a config), the stem names in channel order,
+    the audio metadata and the prior's name (``None``: a default from the source)."""
+
+    architecture: str | Path | MSDMNetConfig = "published"
+    stems: tuple[str, ...] = STEMS
+    sample_rate: int = 22050
+    chunk_samples: int = 262144
+    name: str | None = None
+
+    @property
+    def architecture_name(self) -> str:
+        return "custom" if isinstance(self.architecture, MSDMNetConfig) else str(self.architecture)
+
+
 def _write_export(
     out_dir: Path,
     weights: dict[str, Tensor],
     architecture: dict[str, Any],
     sources: list[dict[str, str]],
-    stems: tuple[str, ...],
-    sample_rate: int,
-    chunk_samples: int,
+    options: ExportOptions,
     name: str,
     command: str,
 ) -> dict[str, Any]:
     names = ", ".join(f"{s['file']} (sha256 {s['sha256'][:12]}...)" for s in sources)
     config = {
-        "name": name,
+        "name": options.name or name,
         "parameters": sum(v.numel() for v in weights.values()),
         "training_steps": None,
         "converted_from": sources[0]
@@ -193,9 +208,9 @@ def _write_export(
         "model": {"factory": "mgdm_audio.audio.msdm_net:msdm_prior_from_export_config", "architecture": architecture},
         "metadata": {
             "description": f"MSDM prior converted from {names}: audio-diffusion-pytorch 0.0.43 UNet1d, EDM.",
-            "stems": list(stems),
-            "sample_rate": sample_rate,
-            "chunk_samples": chunk_samples,
+            "stems": list(options.stems),
+            "sample_rate": options.sample_rate,
+            "chunk_samples": options.chunk_samples,
             "data": "As published by the checkpoint's authors (MSDM: Slakh2100 train split, 22050 Hz mono).",
             "licence": "That of the source checkpoint; the converter adds nothing.",
         },
@@ -209,64 +224,46 @@ def _check_out(out_dir: Path) -> None:
         raise UserInputError(f"-o {out_dir} already holds an export ({CONFIG_NAME}); choose an empty folder.")
 
 
-def convert_msdm(
-    checkpoint: Path,
-    out_dir: Path,
-    architecture: str | Path | MSDMNetConfig = "published",
-    stems: tuple[str, ...] = STEMS,
-    sample_rate: int = 22050,
-    chunk_samples: int = 262144,
-    name: str | None = None,
-) -> dict[str, Any]:
+def convert_msdm(checkpoint: Path, out_dir: Path, options: ExportOptions = ExportOptions()) -> dict[str, Any]:
     """Convert ``checkpoint`` into an export folder ``out_dir``; returns the export's config. Nothing is written
     unless every check passed."""
     checkpoint, out_dir = Path(checkpoint), Path(out_dir)
     _check_out(out_dir)
-    net_config = resolve_architecture(architecture)
-    if len(stems) != net_config.stems:
-        raise UserInputError(f"--stems lists {len(stems)} stems but the network has {net_config.stems} channels.")
-    arch_name = architecture if not isinstance(architecture, MSDMNetConfig) else "custom"
-    unet, edm, source = read_msdm_checkpoint(checkpoint, net_config, str(arch_name))
+    net_config = resolve_architecture(options.architecture)
+    if len(options.stems) != net_config.stems:
+        raise UserInputError(
+            f"--stems lists {len(options.stems)} stems but the network has {net_config.stems} channels."
+        )
+    arch_name = options.architecture_name
+    unet, edm, source = read_msdm_checkpoint(checkpoint, net_config, arch_name)
     architecture_config = {"kind": MSDM_KIND, "unet1d": net_config.to_dict(), "edm": edm.to_dict()}
     command = f"mgdm-audio convert msdm {checkpoint.name} -o {out_dir.name} --architecture {arch_name}"
     weights = {f"net.{k}": v for k, v in unet.items()}
-    return _write_export(
-        out_dir, weights, architecture_config, [source], stems, sample_rate, chunk_samples, name or checkpoint.stem,
-        command,
-    )  # fmt: skip
+    return _write_export(out_dir, weights, architecture_config, [source], options, checkpoint.stem, command)
 
 
-def convert_isdm(
-    checkpoints: list[Path],
-    out_dir: Path,
-    architecture: str | Path | MSDMNetConfig = "published",
-    stems: tuple[str, ...] = STEMS,
-    sample_rate: int = 22050,
-    chunk_samples: int = 262144,
-    name: str | None = None,
-) -> dict[str, Any]:
-    """Convert MSDM's four single-stem (ISDM, "weakly MSDM") checkpoints, one per stem in ``stems`` order, into one
-    export of the product prior (:class:`~mgdm_audio.audio.msdm_net.ISDMPrior`). ``architecture`` is the 4-stem
-    name or file; each member is the same network with one input channel."""
+def convert_isdm(checkpoints: list[Path], out_dir: Path, options: ExportOptions = ExportOptions()) -> dict[str, Any]:
+    """Convert MSDM's four single-stem (ISDM, "weakly MSDM") checkpoints, one per stem in ``options.stems`` order,
+    into one export of the product prior (:class:`~mgdm_audio.audio.msdm_net.ISDMPrior`). The architecture is the
+    4-stem name or file; each member is the same network with one input channel."""
     out_dir = Path(out_dir)
     _check_out(out_dir)
-    if len(checkpoints) != len(stems):
+    if len(checkpoints) != len(options.stems):
         raise UserInputError(
-            f"convert isdm needs one checkpoint per stem ({', '.join(stems)}), got {len(checkpoints)}."
+            f"convert isdm needs one checkpoint per stem ({', '.join(options.stems)}), got {len(checkpoints)}."
         )
-    net_config = replace(resolve_architecture(architecture), in_channels=1)
-    arch_name = architecture if not isinstance(architecture, MSDMNetConfig) else "custom"
+    net_config = replace(resolve_architecture(options.architecture), in_channels=1)
     weights: dict[str, Tensor] = {}
     members, sources = [], []
     for i, checkpoint in enumerate(checkpoints):
-        unet, edm, source = read_msdm_checkpoint(Path(checkpoint), net_config, f"{arch_name} (one channel)")
+        unet, edm, source = read_msdm_checkpoint(
+            Path(checkpoint), net_config, f"{options.architecture_name} (one channel)"
+        )
         weights.update({f"stems.{i}.net.{k}": v for k, v in unet.items()})
         members.append({"kind": MSDM_KIND, "unet1d": net_config.to_dict(), "edm": edm.to_dict()})
         sources.append(source)
     if len({json.dumps(m["edm"], sort_keys=True) for m in members}) != 1:
         raise UserInputError("the ISDM checkpoints were trained with different EDM parameters.")
     command = f"mgdm-audio convert isdm {' '.join(Path(c).name for c in checkpoints)} -o {out_dir.name}"
-    return _write_export(
-        out_dir, weights, {"kind": ISDM_KIND, "members": members}, sources, stems, sample_rate, chunk_samples,
-        name or out_dir.name, command,
-    )  # fmt: skip
+    architecture_config = {"kind": ISDM_KIND, "members": members}
+    return _write_export(out_dir, weights, architecture_config, sources, options, out_dir.name, command)

@@ -12,6 +12,8 @@ On the grid ``ts = floor(linspace(0, T - 1, N))``, for ``i = N-1 .. 2`` with ``k
 and the sample is ``D_{ts[1]}(x)``. ``g`` goes through the denoiser (one VJP) and through ``A``, which
 only has to be differentiable (linear or not). ``sigma_y`` does not enter the update. The start is
 ``x_init`` (``start_scale="unit"``, images) or ``sqrt(1 - abar[ts[-1]]) x_init`` (``"vp"``, audio).
+The loop is :func:`~mgdm_audio.samplers.ddim.ddim_chain` with ``phi = -||y - A(x0)||^2`` and
+``w = gamma / r`` (halved with ``norm_gradient``).
 
 Cost: ``N - 1`` NFE (``N - 2`` guided steps plus the final denoise) and ``N - 2`` VJPs; the paper's
 ``N = 1000`` gives 999 NFE and 998 VJPs.
@@ -43,10 +45,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from mgdm_audio.core.bridge import ddim_step
-from mgdm_audio.core.denoiser import CountingDenoiser, expand_as_batch, vp_denoise
+from mgdm_audio.core.denoiser import CountingDenoiser
 from mgdm_audio.core.likelihood import InverseProblem
-from mgdm_audio.samplers.base import Callback, SamplerSpec, notify, sampler, vp_schedule, vp_start
+from mgdm_audio.samplers.base import Callback, SamplerSpec, sampler
+from mgdm_audio.samplers.ddim import ddim_chain
 
 DPS_TASK_GAMMA: dict[str, float] = {
     "linear": 0.1,
@@ -86,31 +88,18 @@ def dps(
     info: dict[str, Any],
 ) -> Tensor:
     assert problem is not None  # the @sampler decorator rejects a missing problem
-    abar = prior.levels.abar
-    ts, cut = vp_schedule(prior, config.n_steps)
-    top = config.n_steps - 1 - cut  # the first index of ts visited
     step = config.gamma * (0.5 if config.norm_gradient else 1.0)
-    x = vp_start(prior, x_init, abar[ts[top]]).detach()
-    for i in range(top, 1, -1):
-        k, k_next = ts[i], ts[i - 1]
-        with torch.enable_grad():
-            xg = x.detach().requires_grad_(True)
-            x0 = vp_denoise(prior, xg, abar[k])
-            res = problem.residual(x0)
-            sq = res.reshape(res.shape[0], -1).pow(2).sum(1)
-            (grad,) = torch.autograd.grad(-sq.sum(), xg)
-        with torch.no_grad():
-            r = sq.detach().sqrt().clamp(min=torch.finfo(sq.dtype).tiny)
-            x0 = x0.detach()
-            x = ddim_step(x, x0, abar[k], abar[k_next], config.eta, generator)
-            x = x + expand_as_batch(step / r, x) * grad
-        notify(callback, i=top - i, total=top, x=x, x0=x0, residual=r)
-    with torch.no_grad():
-        return vp_denoise(prior, x, abar[ts[1]])
+
+    def guidance(x0: Tensor, abar_k: Tensor, abar_next: Tensor) -> tuple[Tensor, Tensor, dict[str, Any]]:
+        res = problem.residual(x0)
+        sq = res.reshape(res.shape[0], -1).pow(2).sum(1)
+        r = sq.detach().sqrt().clamp(min=torch.finfo(sq.dtype).tiny)
+        return -sq.sum(), step / r, {"residual": r}
+
+    return ddim_chain(prior, x_init, generator, config.n_steps, config.eta, callback, guidance)
 
 
 SPEC = SamplerSpec(
-    warm_start=True,
     name="dps",
     run=dps,
     config_cls=DPSConfig,
@@ -119,5 +108,6 @@ SPEC = SamplerSpec(
         "paper-audio": {"gamma": 1.0, "n_steps": 1000},
         "fast": {"n_steps": 100},
     },
+    warm_start=True,
     summary="DPS: DDIM(eta=1) steps plus (gamma / ||y - A(x0)||) grad_x(-||y - A(D(x))||^2); any differentiable A",
 )

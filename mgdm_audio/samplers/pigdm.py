@@ -15,6 +15,7 @@ and the sample is ``D_{ts[1]}(x)``. The gradient goes through the denoiser (one 
 coordinates ``(V^T x)_j``, ``j > r``, carry no likelihood term. ``log g~_k`` is ``r_k^2`` times the paper's
 ``log N(y; A x̂0, r_k^2 A A^T + sigma_y^2 I)``; together with the weight ``sqrt(abar_k' abar_k)`` this is the
 "adaptive weight" form of the ΠGDM authors' code, which the reference follows.
+The loop is :func:`~mgdm_audio.samplers.ddim.ddim_chain` with this potential and weight.
 
 Basis. The reference runs the chain in the V-basis, ``x̄ = V^T x``, with the network wrapped as
 ``V^T eps(V x̄)`` and returns ``V D_{ts[1]}``. Since ``V`` is orthogonal and the DDIM step is linear with
@@ -46,12 +47,12 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from mgdm_audio.core.bridge import ddim_step
-from mgdm_audio.core.denoiser import CountingDenoiser, vp_denoise
+from mgdm_audio.core.denoiser import CountingDenoiser
 from mgdm_audio.core.errors import UserInputError
 from mgdm_audio.core.likelihood import InverseProblem
 from mgdm_audio.core.operators import SVDPieces
-from mgdm_audio.samplers.base import Callback, SamplerSpec, notify, require_svd, sampler, vp_schedule, vp_start
+from mgdm_audio.samplers.base import Callback, SamplerSpec, require_svd, sampler
+from mgdm_audio.samplers.ddim import ddim_chain
 
 PSEUDO_INVERSES = ("svd", "identity")
 
@@ -106,41 +107,25 @@ def pigdm(
         ut_y = pieces.Ut(problem.y.to(x_init))[:, :rank]
     else:
         _check_identity_shapes(problem, x_init)
-    abar = prior.levels.abar
-    ts, cut = vp_schedule(prior, config.n_steps)
-    top = config.n_steps - 1 - cut  # the first index of ts visited
-    x = vp_start(prior, x_init, abar[ts[top]]).detach()
-    for i in range(top, 1, -1):
-        k, k_next = ts[i], ts[i - 1]
-        with torch.enable_grad():
-            xg = x.detach().requires_grad_(True)
-            x0 = vp_denoise(prior, xg, abar[k])
-            if svd_mode:
-                var = (s64**2 + problem.sigma_y**2 / (1.0 - abar[k])).to(x0)
-                coords = pieces.Vt(x0)[:, :rank]
-                potential = -0.5 * ((ut_y - s * coords) ** 2 / var).sum()
-                weight = float((abar[k_next] * abar[k]).sqrt())
-            else:
-                with torch.no_grad():
-                    res = problem.residual(x0)
-                potential = (res.reshape(x0.shape[0], -1) * x0.reshape(x0.shape[0], -1)).sum()
-                weight = float(abar[k].sqrt())
-            (grad,) = torch.autograd.grad(potential, xg)
+
+    def guidance(x0: Tensor, abar_k: Tensor, abar_next: Tensor) -> tuple[Tensor, float, dict[str, Any]]:
+        if svd_mode:
+            var = (s64**2 + problem.sigma_y**2 / (1.0 - abar_k)).to(x0)
+            coords = pieces.Vt(x0)[:, :rank]
+            return -0.5 * ((ut_y - s * coords) ** 2 / var).sum(), float((abar_next * abar_k).sqrt()), {}
         with torch.no_grad():
-            x0 = x0.detach()
-            x = ddim_step(x, x0, abar[k], abar[k_next], config.eta, generator)
-            x = x + weight * grad
-        notify(callback, i=top - i, total=top, x=x, x0=x0)
-    with torch.no_grad():
-        return vp_denoise(prior, x, abar[ts[1]])
+            res = problem.residual(x0)
+        return (res.reshape(x0.shape[0], -1) * x0.reshape(x0.shape[0], -1)).sum(), float(abar_k.sqrt()), {}
+
+    return ddim_chain(prior, x_init, generator, config.n_steps, config.eta, callback, guidance)
 
 
 SPEC = SamplerSpec(
-    warm_start=True,
     name="pigdm",
     run=pigdm,
     config_cls=PiGDMConfig,
     presets={"paper-image": {}, "paper-audio": {"n_steps": 1000}, "fast": {"n_steps": 100}},
     needs_svd=True,
+    warm_start=True,
     summary="ΠGDM: DDIM(eta=1) steps guided by the SVD-diagonal Gaussian likelihood of D(x) (or identity pinv)",
 )
