@@ -69,3 +69,20 @@ def test_cli_paper_audio_writes_reports(tmp_path, monkeypatch, capsys) -> None:
     assert "| msdm | fast |" in table.read_text()
     bad = ["benchmark", "paper-audio", "--root", str(tmp_path / "slakh"), "--prior", "toy", "--batch-chunks", "0"]
     assert main(bad) == 2 and "--batch-chunks" in capsys.readouterr().err
+
+
+def test_second_run_is_served_from_the_cache_and_a_changed_preset_recomputes(slakh, tmp_path) -> None:
+    toy = BandPrior(sample_rate=SR, chunk_samples=CHUNK)
+    kw = dict(device="cpu", cache=tmp_path / "cells.jsonl", chunk_samples=CHUNK, batch_chunks=2)
+    first, _ = run_paper_audio(slakh, toy, ["msdm:fast"], **kw)
+    calls = toy.calls
+    assert calls > 0 and summarise(first, PAPER_STEMS)["msdm:fast"]["nfe_per_chunk"] == 20
+    again, _ = run_paper_audio(slakh, toy, ["msdm:fast"], **kw)
+    assert toy.calls == calls and again == first  # both tracks from the cache
+    changed, _ = run_paper_audio(slakh, toy, ["msdm:fast", "short=msdm:fast:n_steps=10"], **kw)
+    assert toy.calls == calls + 10 * (2 + 3)  # only the new configuration: 10 steps per batch of <= 2 chunks
+    short = summarise(changed, PAPER_STEMS)["short"]
+    assert (short["preset"], short["nfe_per_chunk"], short["chunks"]) == ("fast", 10, 8)
+    assert [r for r in changed if r["sampler"] == "msdm:fast"] == first
+    lines = (tmp_path / "cells.jsonl").read_text().splitlines()
+    assert len(lines) == 4 and all(json.loads(line)["key"]["start_scale"] == "vp" for line in lines)
