@@ -100,6 +100,7 @@ class Separator:
         consistent: bool = True,
         output: str = "input",
         mask_exponent: float = 2.0,
+        bf16: bool = False,
     ) -> None:
         if output not in ("input", "prior"):
             raise UserInputError(f"output must be 'input' or 'prior', got {output!r}.")
@@ -110,7 +111,11 @@ class Separator:
             raise UserInputError(f"batch_chunks must be at least 1, got {batch_chunks}.")
         self.device = resolve_device(device)
         # a name or export folder is loaded; any object with AudioPrior's attributes (a test prior) is used as is
-        self.prior = load_prior(prior, self.device) if isinstance(prior, str | Path) else prior.to(self.device)
+        if isinstance(prior, str | Path):  # bf16: the network under bf16 autocast, the sampler in float32
+            self.prior = load_prior(prior, self.device, bf16=True) if bf16 else load_prior(prior, self.device)
+        else:
+            self.prior = prior.to(self.device)
+        self.bf16 = bool(bf16)
         overrides = tuple(sorted((sampler_overrides or {}).items()))
         self.run = resolve(RunSpec(sampler, preset, overrides), "audio")  # audio: start at sqrt(1 - abar_T) n
         self.spec, self.config, self.sampler_preset = self.run.sampler, self.run.config, self.run.sampler_preset
@@ -237,6 +242,7 @@ class Separator:
             "seed": self.seed,
             "n_samples": self.n_samples,
             "device": str(self.device),
+            "bf16": self.bf16,
             "prior_sample_rate": sr,
             "input_sample_rate": sr_in,
             "input_channels": channels,
