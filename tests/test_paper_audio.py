@@ -86,3 +86,19 @@ def test_second_run_is_served_from_the_cache_and_a_changed_preset_recomputes(sla
     assert [r for r in changed if r["sampler"] == "msdm:fast"] == first
     lines = (tmp_path / "cells.jsonl").read_text().splitlines()
     assert len(lines) == 4 and all(json.loads(line)["key"]["start_scale"] == "vp" for line in lines)
+
+
+def test_sharded_ranks_split_the_tracks_and_rank0_returns_the_same_rows(slakh, tmp_path) -> None:
+    from mgdm_audio.benchmarks.harness import Shard
+
+    kw = dict(samplers=["msdm:fast"], device="cpu", chunk_samples=CHUNK, batch_chunks=2)
+    single, _ = run_paper_audio(slakh, BandPrior(sample_rate=SR, chunk_samples=CHUNK), **kw)
+    one, zero = BandPrior(sample_rate=SR, chunk_samples=CHUNK), BandPrior(sample_rate=SR, chunk_samples=CHUNK)
+    cache = tmp_path / "cells.jsonl"
+    # the ranks one after the other (what the barrier orders): track i goes to rank i % 2, rank 0 merges
+    assert run_paper_audio(slakh, one, cache=cache, shard=Shard(1, 2), **kw)[0] is None
+    rows, info = run_paper_audio(slakh, zero, cache=cache, shard=Shard(0, 2), **kw)
+    timeless = lambda rs: [{k: v for k, v in r.items() if k != "seconds"} for r in rs]  # noqa: E731
+    assert timeless(rows) == timeless(single) and info["world_size"] == 2
+    assert (one.calls, zero.calls) == (20 * 3, 20 * 2)  # rank 1: Track00002 (3 batches); rank 0: Track00001 (2)
+    assert len(cache.read_text().splitlines()) == 2 and not list(tmp_path.glob("cells.jsonl.rank*"))
