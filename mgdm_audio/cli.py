@@ -149,6 +149,7 @@ def _generate(args: argparse.Namespace) -> int:
 def _separate(args: argparse.Namespace) -> int:
     from mgdm_audio.audio.separate_files import OutputOptions, expand_inputs, separate_files
     from mgdm_audio.audio.separator import Separator
+    from mgdm_audio.benchmarks.harness import device_for_rank, torchrun_shard
 
     files = expand_inputs(args.files, recursive=args.recursive)
     if not 0 < args.overlap < 0.5:
@@ -166,8 +167,9 @@ def _separate(args: argparse.Namespace) -> int:
     subtype = "FLOAT" if args.float32 else "PCM_24" if args.int24 else "PCM_16" if args.prior_rate_mono else None
     if fmt == "flac" and subtype == "FLOAT":
         raise UserInputError("FLAC stores integers only: use --int24 (or WAV with --float32).")
+    shard = torchrun_shard(args.out)  # torchrun: tracks dealt to the ranks; the output folder records what is done
     bar = None
-    show = not args.no_progress and not args.json
+    show = not args.no_progress and not args.json and shard.rank == 0
     track = {"done_seconds": 0.0, "total_seconds": 0.0, "name": ""}
 
     def on_track(state: dict) -> None:  # every input has been checked: the bar appears when the work starts
@@ -193,7 +195,7 @@ def _separate(args: argparse.Namespace) -> int:
         prior=args.name,
         sampler=args.sampler,
         preset=args.preset,
-        device=args.device,
+        device=device_for_rank(args.device, shard),
         chunk_seconds=args.segment,
         overlap=args.overlap,
         batch_chunks=args.batch_chunks,
@@ -203,6 +205,7 @@ def _separate(args: argparse.Namespace) -> int:
         output="prior" if args.prior_rate_mono else "input",
         init=args.init,
         init_sigma=args.init_sigma,
+        bf16=args.bf16,
     )
     options = OutputOptions(
         fmt,
@@ -216,7 +219,10 @@ def _separate(args: argparse.Namespace) -> int:
         filename=args.filename,
     )
     try:
-        summaries = separate_files(files, Path(args.out), separator, options, on_track=on_track)
+        summaries = separate_files(
+            files, Path(args.out), separator, options, on_track=on_track, rank=shard.rank, world=shard.world,
+            barrier=shard.barrier,
+        )  # fmt: skip
     finally:
         if bar is not None:
             bar.close()  # ends its line: an error printed after it stands on a line of its own
@@ -443,7 +449,8 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     sep.add_argument("--init", default=None, help="discriminative separator (export folder or name) for warm starts")
     sep.add_argument("--init-sigma", type=float, default=None, help="warm start: the --init estimate noised to this")
     sep.add_argument("--preset", default="default", help="fast | default | paper, or one of the sampler's presets")
-    sep.add_argument("-d", "--device", default="auto", help="auto | cpu | cuda")
+    sep.add_argument("-d", "--device", default="auto", help="auto | cpu | cuda (under torchrun: cuda:LOCAL_RANK)")
+    sep.add_argument("--bf16", action="store_true", help="run the network under bf16 autocast (GPUs)")
     sep.add_argument(
         "--segment",
         type=float,
@@ -475,7 +482,11 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         help="integer and MP3 outputs: clamp samples beyond [-1, 1] (default), or rescale the track's stems together",
     )
     sep.add_argument("--two-stems", default=None, metavar="STEM", help="write STEM and no_STEM only")
-    sep.add_argument("--skip-existing", action="store_true", help="skip tracks whose outputs exist")
+    sep.add_argument(
+        "--skip-existing",
+        action="store_true",
+        help="skip finished tracks (stems and run.json written; a track cut short is redone): how a killed run resumes",
+    )
     sep.add_argument("--force", action="store_true", help="overwrite existing outputs")
     sep.add_argument("--plot", action="store_true", help="write separation.png (spectrograms, spread)")
     sep.add_argument("--json", action="store_true", help="print the run summaries as JSON")

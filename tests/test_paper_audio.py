@@ -69,3 +69,36 @@ def test_cli_paper_audio_writes_reports(tmp_path, monkeypatch, capsys) -> None:
     assert "| msdm | fast |" in table.read_text()
     bad = ["benchmark", "paper-audio", "--root", str(tmp_path / "slakh"), "--prior", "toy", "--batch-chunks", "0"]
     assert main(bad) == 2 and "--batch-chunks" in capsys.readouterr().err
+
+
+def test_second_run_is_served_from_the_cache_and_a_changed_preset_recomputes(slakh, tmp_path) -> None:
+    toy = BandPrior(sample_rate=SR, chunk_samples=CHUNK)
+    kw = dict(device="cpu", cache=tmp_path / "cells.jsonl", chunk_samples=CHUNK, batch_chunks=2)
+    first, _ = run_paper_audio(slakh, toy, ["msdm:fast"], **kw)
+    calls = toy.calls
+    assert calls > 0 and summarise(first, PAPER_STEMS)["msdm:fast"]["nfe_per_chunk"] == 20
+    again, _ = run_paper_audio(slakh, toy, ["msdm:fast"], **kw)
+    assert toy.calls == calls and again == first  # both tracks from the cache
+    changed, _ = run_paper_audio(slakh, toy, ["msdm:fast", "short=msdm:fast:n_steps=10"], **kw)
+    assert toy.calls == calls + 10 * (2 + 3)  # only the new configuration: 10 steps per batch of <= 2 chunks
+    short = summarise(changed, PAPER_STEMS)["short"]
+    assert (short["preset"], short["nfe_per_chunk"], short["chunks"]) == ("fast", 10, 8)
+    assert [r for r in changed if r["sampler"] == "msdm:fast"] == first
+    lines = (tmp_path / "cells.jsonl").read_text().splitlines()
+    assert len(lines) == 4 and all(json.loads(line)["key"]["start_scale"] == "vp" for line in lines)
+
+
+def test_sharded_ranks_split_the_tracks_and_rank0_returns_the_same_rows(slakh, tmp_path) -> None:
+    from mgdm_audio.benchmarks.harness import Shard
+
+    kw = dict(samplers=["msdm:fast"], device="cpu", chunk_samples=CHUNK, batch_chunks=2)
+    single, _ = run_paper_audio(slakh, BandPrior(sample_rate=SR, chunk_samples=CHUNK), **kw)
+    one, zero = BandPrior(sample_rate=SR, chunk_samples=CHUNK), BandPrior(sample_rate=SR, chunk_samples=CHUNK)
+    cache = tmp_path / "cells.jsonl"
+    # the ranks one after the other (what the barrier orders): track i goes to rank i % 2, rank 0 merges
+    assert run_paper_audio(slakh, one, cache=cache, shard=Shard(1, 2), **kw)[0] is None
+    rows, info = run_paper_audio(slakh, zero, cache=cache, shard=Shard(0, 2), **kw)
+    timeless = lambda rs: [{k: v for k, v in r.items() if k != "seconds"} for r in rs]  # noqa: E731
+    assert timeless(rows) == timeless(single) and info["world_size"] == 2
+    assert (one.calls, zero.calls) == (20 * 3, 20 * 2)  # rank 1: Track00002 (3 batches); rank 0: Track00001 (2)
+    assert len(cache.read_text().splitlines()) == 2 and not list(tmp_path.glob("cells.jsonl.rank*"))

@@ -20,6 +20,10 @@ Layout per track (Demucs-like; ``filename`` is a template such as Demucs's ``{tr
     OUT/PRIOR/TRACK/samples/STEM_k.wav   (with n_samples K > 1: every posterior sample)
     OUT/PRIOR/TRACK/run.json             (prior, weights hash, sampler, preset, seed, versions, cost, timing)
     OUT/PRIOR/TRACK/separation.png       (with plot: mixture and stem spectrograms, and the spread when K > 1)
+    OUT/PRIOR/job.json                   (under torchrun: the whole job, written by rank 0 when every rank is done)
+
+A track is finished when its stems and its ``run.json`` (written last) exist; ``skip_existing`` skips finished
+tracks and redoes one cut short, so a killed run resumes by running it again with ``--skip-existing``.
 """
 
 from __future__ import annotations
@@ -125,6 +129,10 @@ class TrackTargets:
     def folders(self) -> set[Path]:
         return {p.parent for p, _ in self.files()}
 
+    def finished(self) -> bool:
+        """Every stem, sample and ``run.json`` is there (``run.json`` is written last: a track cut short is not)."""
+        return all(p.exists() for p in [*self.stems.values(), *self.samples.values(), self.run_json])
+
 
 def track_targets(
     root: Path, track: str, source: Path, names: Sequence[str], stems: Sequence[str], k: int, ext: str, template: str
@@ -161,11 +169,21 @@ def separate_files(
     options: OutputOptions,
     *,
     on_track: Callable[[dict[str, Any]], None] | None = None,
+    rank: int = 0,
+    world: int = 1,
+    barrier: Callable[[], None] | None = None,
 ) -> list[dict[str, Any]]:
-    """Separate ``files`` into ``out``; returns one summary dict per track (``skipped`` for existing outputs).
+    """Separate ``files`` into ``out``; returns one summary dict per track (``skipped`` for finished tracks).
 
     ``on_track(state)`` is called before each track with ``{"path", "index", "count", "done_seconds" (audio before
-    this track), "total_seconds"}``, once every input has been checked."""
+    this track), "total_seconds"}``, once every input has been checked.
+
+    Sharded (``torchrun``: ``world > 1``): every rank checks every input (so all stop on the same mistake) and
+    waits at ``barrier`` for the others to have done so; the tracks to separate are dealt by :func:`deal_tracks`;
+    each rank writes its own tracks and returns their summaries (rank 0 also the skipped ones); after ``barrier``
+    rank 0 writes ``OUT/PRIOR/job.json``, the record of the whole job (:func:`write_job_record`)."""
+    if not 0 <= rank < world:
+        raise ValueError(f"rank {rank} is outside a world of {world} processes")  # a caller's bug
     if options.clip_mode not in CLIP_MODES:
         raise UserInputError(f"--clip-mode must be one of {', '.join(CLIP_MODES)}, got {options.clip_mode!r}.")
     ext = {"wav": ".wav", "flac": ".flac", "mp3": ".mp3"}[options.format]
@@ -176,8 +194,9 @@ def separate_files(
         track_targets(root, t, f, names, separator.prior.stems, separator.n_samples, ext, template)
         for f, t in zip(files, distinct_track_names(files), strict=True)
     ]
+    job = [(root / JOB_RECORD, "the job record")] if world > 1 else []
     refuse_duplicate_targets(
-        [(p, f"{f}'s {what}") for f, t in zip(files, targets, strict=True) for p, what in t.files()]
+        job + [(p, f"{f}'s {what}") for f, t in zip(files, targets, strict=True) for p, what in t.files()]
     )
     plan: list[tuple[MixtureSource, TrackTargets, bool]] = []
     for f, target in zip(files, targets, strict=True):
@@ -193,18 +212,23 @@ def separate_files(
         existing = [p for p in target.stems.values() if p.exists()]
         if existing and not (options.force or options.skip_existing):
             raise UserInputError(
-                f"{existing[0]} already exists; use --force to overwrite or --skip-existing to keep it."
+                f"{existing[0]} already exists; use --force to overwrite or --skip-existing to keep finished tracks."
             )
-        plan.append((source, target, bool(existing) and options.skip_existing and not options.force))
-    made = [d for _, target, _ in plan for folder in target.folders() for d in created_folders(folder)]
+        plan.append((source, target, options.skip_existing and not options.force and target.finished()))
+    if world > 1 and barrier is not None:
+        barrier()  # every rank has checked every input before any writes: all plans (and deals) are the same
+    owner = deal_tracks([0.0 if skip else source.seconds for source, _, skip in plan], world)
+    mine = [i for i, (_, _, skip) in enumerate(plan) if (0 if skip else owner[i]) == rank]
+    made = [d for i in mine for folder in plan[i][1].folders() for d in created_folders(folder)]
     summaries = []
-    total = sum(source.seconds for source, _, _ in plan)
+    total = sum(plan[i][0].seconds for i in mine)
     before = 0.0
     try:
-        for i, (source, target, skip) in enumerate(plan):
+        for n, i in enumerate(mine):
+            source, target, skip = plan[i]
             path = files[i]
             if on_track is not None:
-                state = {"path": path, "index": i, "count": len(plan), "done_seconds": before, "total_seconds": total}
+                state = {"path": path, "index": n, "count": len(mine), "done_seconds": before, "total_seconds": total}
                 on_track(state)
             before += source.seconds
             if skip:
@@ -219,7 +243,58 @@ def separate_files(
                 remove_stale_parts(folder, own=True)
         remove_empty_folders(made)
         raise
+    if world > 1:
+        if barrier is not None:
+            barrier()  # every rank's tracks are written
+        if rank == 0:
+            write_job_record(root / JOB_RECORD, files, plan, owner, world)
     return summaries
+
+
+JOB_RECORD = "job.json"
+
+
+def deal_tracks(seconds: Sequence[float], world: int) -> list[int]:
+    """The rank of each track: longest first, each to the rank with the least audio so far (ties: the lower rank),
+    so that the ranks finish together; every rank computes the same deal from the same inputs."""
+    load = [0.0] * world
+    owner = [0] * len(seconds)
+    for i in sorted(range(len(seconds)), key=lambda i: -seconds[i]):
+        owner[i] = min(range(world), key=lambda r: load[r])
+        load[owner[i]] += seconds[i]
+    return owner
+
+
+def write_job_record(
+    path: Path,
+    files: Sequence[Path],
+    plan: Sequence[tuple[MixtureSource, TrackTargets, bool]],
+    owner: Sequence[int],
+    world: int,
+) -> None:
+    """``job.json`` of a sharded job: per track its input, its ``run.json`` (read back: what its rank wrote), the rank
+    and whether it was skipped as finished; and the totals (audio seconds, NFE, each rank's separation seconds)."""
+    tracks: list[dict[str, Any]] = []
+    for f, (source, target, skip), r in zip(files, plan, owner, strict=True):
+        entry: dict[str, Any] = {"input": str(f), "run_json": str(target.run_json), "audio_seconds": source.seconds}
+        if skip:
+            entry["skipped"] = True
+        else:
+            entry["rank"] = r
+            entry["run"] = json.loads(target.run_json.read_text())
+        tracks.append(entry)
+    runs = [t["run"] for t in tracks if "run" in t]
+    by_rank = [sum(t["run"]["seconds"] for t in tracks if t.get("rank") == r) for r in range(world)]
+    record = {
+        "world_size": world,
+        "tracks": tracks,
+        "separated": len(runs),
+        "skipped": len(tracks) - len(runs),
+        "audio_seconds": sum(float(t["audio_seconds"]) for t in tracks if "run" in t),
+        "nfe": sum(int(run["nfe"]) for run in runs),
+        "rank_seconds": by_rank,
+    }
+    _write_json(path, record)
 
 
 class _TrackStats:

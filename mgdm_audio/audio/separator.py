@@ -112,6 +112,7 @@ class Separator:
         mask_exponent: float = 2.0,
         init: str | Path | Any = None,
         init_sigma: float | None = None,
+        bf16: bool = False,
     ) -> None:
         if output not in ("input", "prior"):
             raise UserInputError(f"output must be 'input' or 'prior', got {output!r}.")
@@ -123,11 +124,15 @@ class Separator:
         self.device = resolve_device(device)
         self.estimator, self.init_sigma = _load_init(init, init_sigma, sampler, self.device), init_sigma
         self.run = None
+        self.bf16 = bool(bf16)
         if sampler == DISCRIMINATIVE:
             self.prior, self.sampler_name, self.sampler_preset = self.estimator, DISCRIMINATIVE, None
         else:
             # a name or export folder is loaded; any object with AudioPrior's attributes (a test prior) is used as is
-            self.prior = load_prior(prior, self.device) if isinstance(prior, str | Path) else prior.to(self.device)
+            if isinstance(prior, str | Path):  # bf16: the network under bf16 autocast, the sampler in float32
+                self.prior = load_prior(prior, self.device, bf16=True) if bf16 else load_prior(prior, self.device)
+            else:
+                self.prior = prior.to(self.device)
             overrides = tuple(sorted((sampler_overrides or {}).items()))
             self.run = resolve(RunSpec(sampler, preset, overrides), "audio")  # audio: start at sqrt(1 - abar_T) n
             self.sampler_name, self.sampler_preset = self.run.sampler.name, self.run.sampler_preset
@@ -267,6 +272,7 @@ class Separator:
             "seed": self.seed,
             "n_samples": self.n_samples,
             "device": str(self.device),
+            "bf16": self.bf16,
             "prior_sample_rate": sr,
             "input_sample_rate": sr_in,
             "input_channels": channels,

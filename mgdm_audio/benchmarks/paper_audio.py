@@ -15,32 +15,46 @@ Protocol (MSDM's ``evaluation`` code, which MGDM reuses per chunk):
 
 This differs from ``benchmark separation`` (which filters chunks, keeps windows inside a chunk and separates
 through the streaming separator with its input gain): that suite compares samplers on this project's priors;
-this one reproduces the papers' numbers with a published prior. Each finished (sampler, track) is appended to a
-JSON-lines cache (``--cache``) keyed by the prior's weights, sampler, preset, seed, chunks per batch and track, so
-a stopped run resumes.
+this one reproduces the papers' numbers with a published prior. It runs on the benchmark harness
+(:func:`~mgdm_audio.benchmarks.harness.run_cells`): one cell per (run, track), grouped by track so that a track's
+references are read once; the cache key holds every value that changes a number (the resolved sampler config and
+start convention, the prior's weights, bf16, the data, chunk size, chunks per batch, track and seed), so a stopped
+run resumes and a changed preset recomputes; under ``torchrun`` the tracks are dealt to the ranks.
 """
 
 from __future__ import annotations
 
-import json
 import time
 import zlib
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from mgdm_audio.audio.separation import SumOfStems
+from mgdm_audio.benchmarks.harness import Report, Shard, cache_file, device_for_rank, run_cells, torchrun_shard
 from mgdm_audio.core.errors import UserInputError
 from mgdm_audio.core.likelihood import InverseProblem
 from mgdm_audio.core.rng import make_generator
 from mgdm_audio.metrics.sisdr import si_sdri_windows
+from mgdm_audio.samplers.run import (
+    PosteriorRun,
+    RunSpec,
+    check_unique,
+    parse_run_spec,
+    parse_run_specs,
+    resolve,
+    run_posterior,
+)
 
 PAPER_CHUNK = 262_144
 PAPER_STEMS = ("bass", "drums", "guitar", "piano")
 SIGMA_Y = 1e-4
+ENGINE_VERSION = 1
+"""Part of every cache key: raise it when a change to this file changes the numbers of an unchanged cell."""
 
 
 def track_chunks(dataset: Any) -> dict[str, list[int]]:
@@ -52,47 +66,23 @@ def track_chunks(dataset: Any) -> dict[str, list[int]]:
 
 
 def separate_chunks(
-    prior: Any, spec: Any, config: Any, references: torch.Tensor, seed: int, batch_chunks: int, device: torch.device
+    prior: Any, run: PosteriorRun, references: torch.Tensor, seed: int, batch_chunks: int, device: torch.device
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """One posterior sample per chunk of ``references (n, S, T)`` from ``y = sum`` of each; ``(n, S, T)`` and the
-    cost (NFE and VJP summed over chunks, seconds)."""
+    """One posterior sample per chunk of ``references (n, S, T)`` from ``y = sum`` of each, ``batch_chunks`` chunks
+    per batch, one generator seeded with ``seed`` carried across the batches; ``(n, S, T)`` and the cost (NFE and
+    VJP summed over chunks)."""
     n, s, t = references.shape
     out = torch.empty(n, s, t)
-    cost = {"nfe": 0.0, "vjp": 0.0, "seconds": 0.0}
+    cost = {"nfe": 0.0, "vjp": 0.0}
     generator = make_generator(seed, device)
     for i in range(0, n, batch_chunks):
         ref = references[i : i + batch_chunks].to(device)
         problem = InverseProblem(SumOfStems(s, t), ref.sum(1, keepdim=True), SIGMA_Y)
-        x_init = torch.randn(ref.shape, generator=generator, device=device)
-        result = spec.run(prior, problem, x_init, generator=generator, config=config)
+        result = run_posterior(prior, problem, run, ref.shape[0], generator, x_shape=(s, t), device=device)
         out[i : i + batch_chunks] = result.samples.float().cpu()
         cost["nfe"] += result.nfe * ref.shape[0]
         cost["vjp"] += result.vjp * ref.shape[0]
-        cost["seconds"] += result.seconds
     return out, cost
-
-
-def _cache_key(weights_sha256: str, sampler: str, preset: str, seed: int, batch: int, track: str) -> str:
-    return json.dumps([weights_sha256, sampler, preset, seed, batch, track])
-
-
-def _read_cache(path: Path | None) -> dict[str, dict[str, Any]]:
-    if path is None or not path.is_file():
-        return {}
-    rows = {}
-    for line in path.read_text().splitlines():
-        if line.strip():
-            row = json.loads(line)
-            rows[row["key"]] = row
-    return rows
-
-
-def _append_cache(path: Path | None, row: dict[str, Any]) -> None:
-    if path is None:
-        return
-    with open(path, "a") as f:
-        f.write(json.dumps(row) + "\n")
-        f.flush()
 
 
 def summarise(rows: Sequence[dict[str, Any]], stems: Sequence[str]) -> dict[str, Any]:
@@ -142,10 +132,28 @@ def markdown_report(summary: dict[str, Any], info: dict[str, Any], stems: Sequen
     return "\n".join(lines) + "\n"
 
 
+@dataclass(frozen=True)
+class PaperCell:
+    """One run (a sampler at a preset) on one track; the track is the group (its references load once)."""
+
+    run: RunSpec
+    track: str
+    key: dict[str, Any]
+
+    @property
+    def group(self) -> str:
+        return self.track
+
+
+def track_seed(seed: int, track: str) -> int:
+    """The sampler seed of a track: ``seed + crc32(track)`` (one generator per (run, track), across its batches)."""
+    return seed + zlib.crc32(track.encode())
+
+
 def run_paper_audio(
     root: str | Path,
     prior: str | Path | Any,
-    samplers: Sequence[str] = ("mgdm",),
+    samplers: Sequence[str | RunSpec] = ("mgdm",),
     preset: str = "paper-audio",
     split: str = "test",
     max_tracks: int | None = None,
@@ -154,75 +162,79 @@ def run_paper_audio(
     device: str = "auto",
     cache: Path | None = None,
     chunk_samples: int = PAPER_CHUNK,
-    progress: Callable[[str], None] | None = None,
+    progress: bool = False,
     bf16: bool = False,
-) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Run the protocol; returns the per-(sampler, track) rows and the run's description (``info``). ``bf16`` runs
-    the network under bf16 autocast (GPUs)."""
+    shard: Shard | None = None,
+) -> tuple[list[dict[str, Any]] | None, dict[str, Any]]:
+    """Run the protocol; returns the per-(run, track) rows (``None`` on a ``torchrun`` rank other than 0) and the
+    run's description (``info``). ``samplers``: run specs (``mgdm``, ``dps:paper-audio:gamma=1.0``; a spec without
+    a preset takes ``preset``), resolved for the audio modality. ``bf16`` runs the network under bf16 autocast."""
     from mgdm_audio.audio.data.readers import SlakhDataset
     from mgdm_audio.audio.priors import load_prior
-    from mgdm_audio.core.runtime import resolve_device
-    from mgdm_audio.samplers.registry import get_sampler
 
+    shard = shard or Shard()
     if batch_chunks < 1:
         raise UserInputError(f"--batch-chunks must be at least 1, got {batch_chunks}.")
     if max_tracks is not None and max_tracks < 1:
         raise UserInputError(f"--max-tracks must be at least 1, got {max_tracks}.")
-    dev = resolve_device(device)
+    runs = [s if isinstance(s, RunSpec) else parse_run_spec(s, preset) for s in samplers]
+    check_unique(runs, "--samplers")
+    resolved = {r.name: resolve(r, "audio") for r in runs}  # audio: every VP sampler starts at sqrt(1 - abar_T) n
+    dev = device_for_rank(device, shard)
     model = load_prior(prior, dev, bf16=bf16) if isinstance(prior, str | Path) else prior
     if tuple(model.stems) != PAPER_STEMS:
         raise UserInputError(f"the paper protocol needs a prior over {', '.join(PAPER_STEMS)} (in that order).")
     if chunk_samples % int(getattr(model, "downsampling", 1)):
         raise UserInputError(f"chunks of {chunk_samples} samples do not fit the prior's length multiple.")
-    dataset = SlakhDataset(
-        root, split, PAPER_STEMS, int(model.sample_rate), chunk_samples, mode="sequential", min_active_stems=0
-    )
+    sr = int(model.sample_rate)
+    dataset = SlakhDataset(root, split, PAPER_STEMS, sr, chunk_samples, mode="sequential", min_active_stems=0)
     tracks = track_chunks(dataset)
     if not tracks:
         raise UserInputError(f"no track of {Path(root) / split} is at least {chunk_samples} samples long.")
     names = list(tracks)[:max_tracks]
-    specs = {}
-    for name in samplers:
-        spec = get_sampler(name)
-        config = spec.config(preset)
-        if hasattr(config, "start_scale"):
-            config.start_scale = "vp"  # the audio convention (as the separator)
-        specs[name] = (spec, config)
     weights = str(getattr(model, "weights_sha256", ""))
-    cache_id = weights + ("-bf16" if bf16 else "")  # bf16 results are cached apart
-    done = _read_cache(cache)
-    rows = []
-    sr = int(model.sample_rate)
-    for name, (spec, config) in specs.items():
-        for track in names:
-            key = _cache_key(cache_id, name, preset, seed, batch_chunks, track)
-            if key in done:
-                rows.append(done[key])
-                continue
-            refs = torch.stack([dataset[p].float() for p in tracks[track]])  # (n, S, T)
+    prior_name = str(model.config.get("name", getattr(model, "path", Path(str(prior))).name))
+
+    def key(run: RunSpec, track: str) -> dict[str, Any]:
+        return {
+            "engine": "paper-audio",
+            "version": ENGINE_VERSION,
+            **resolved[run.name].key(),
+            "prior": weights or prior_name,
+            "bf16": bf16,
+            "data": [str(Path(root).resolve()), split, sr],
+            "chunk_samples": chunk_samples,
+            "batch_chunks": batch_chunks,
+            "sigma_y": SIGMA_Y,
+            "track": track,
+            "seed": track_seed(seed, track),
+        }
+
+    cells = [PaperCell(r, t, key(r, t)) for t in names for r in runs]
+
+    def compute(group: list[PaperCell]) -> list[list[dict[str, Any]]]:
+        track = group[0].track
+        refs = torch.stack([dataset[p].float() for p in tracks[track]])  # (n, S, T), read once per track
+        out = []
+        for cell in group:
             start = time.perf_counter()
-            est, cost = separate_chunks(model, spec, config, refs, seed + zlib.crc32(track.encode()), batch_chunks, dev)
-            joined = lambda x: x.permute(1, 0, 2).reshape(x.shape[1], -1)  # noqa: E731  (n, S, T) -> (S, n T)
-            score = si_sdri_windows(joined(est), joined(refs), sr)
-            row = {
-                "key": key,
-                "sampler": name,
-                "preset": preset,
-                "track": track,
-                "chunks": int(refs.shape[0]),
-                "per_window": score.per_window.tolist(),
-                "nfe": cost["nfe"],
-                "vjp": cost["vjp"],
-                "seconds": time.perf_counter() - start,
-            }
-            _append_cache(cache, row)
-            rows.append(row)
-            if progress is not None:
-                progress(
-                    f"{name} {track}: {row['chunks']} chunks, {len(row['per_window'])} windows, {row['seconds']:.0f} s"
-                )
+            est, cost = separate_chunks(model, resolved[cell.run.name], refs, cell.key["seed"], batch_chunks, dev)
+            score = si_sdri_windows(_join(est), _join(refs), sr)
+            row = {"track": track, "chunks": int(refs.shape[0]), "per_window": score.per_window.tolist()}
+            out.append([{**row, **cost, "seconds": time.perf_counter() - start}])
+        return out
+
+    results = run_cells(
+        cells,
+        compute,
+        cache,
+        shard=shard,
+        progress=progress,
+        desc="paper audio",
+        status=lambda cell: f"{cell.run.name} {cell.track}",
+    )
     info = {
-        "prior": str(model.config.get("name", getattr(model, "path", Path(str(prior))).name)),
+        "prior": prior_name,
         "weights_sha256": weights,
         "prior_source": model.config.get("converted_from"),
         "root": str(root),
@@ -234,8 +246,19 @@ def run_paper_audio(
         "device": str(dev),
         "batch_chunks": batch_chunks,
         "bf16": bf16,
+        "world_size": shard.world,
     }
+    if results is None:
+        return None, info
+    by_cell = {(c.run.name, c.track): rows[0] for c, rows in zip(cells, results, strict=True)}
+    # the cache is keyed by the configuration; the label and the preset as asked are this table's
+    rows = [{"sampler": r.name, "preset": r.preset, **by_cell[(r.name, t)]} for r in runs for t in names]
     return rows, info
+
+
+def _join(x: torch.Tensor) -> torch.Tensor:
+    """``(n, S, T)`` chunks in time order -> ``(S, n T)``: the track's chunks end to end."""
+    return x.permute(1, 0, 2).reshape(x.shape[1], -1)
 
 
 # ============================================================================================ command line
@@ -246,7 +269,12 @@ def add_arguments(parser: Any) -> None:
     """``mgdm-audio benchmark paper-audio`` flags (the harness adds --json, --markdown, --cache, --threads)."""
     parser.add_argument("--root", type=Path, required=True, help="Slakh root holding the split folder (e.g. test/)")
     parser.add_argument("--prior", required=True, help="export folder (e.g. a converted MSDM checkpoint)")
-    parser.add_argument("--samplers", default="mgdm", metavar="A,B", help="registry samplers, each at --preset")
+    parser.add_argument(
+        "--samplers",
+        default="mgdm",
+        metavar="[NAME=]S[:PRESET[:k=v]],...",
+        help="run specs, e.g. mgdm,dps:paper-audio:gamma=1.0 (a spec without a preset runs at --preset)",
+    )
     parser.add_argument("--preset", default="paper-audio", help="the samplers' preset")
     parser.add_argument("--split", default="test", help="split folder")
     parser.add_argument("--max-tracks", type=int, help="first N tracks in name order (default: all)")
@@ -256,17 +284,16 @@ def add_arguments(parser: Any) -> None:
     parser.add_argument("--bf16", action="store_true", help="run the network under bf16 autocast (GPUs)")
 
 
-def run(args: Any) -> Any:
-    """``mgdm-audio benchmark paper-audio``: the rows, the summary and the table as one report."""
-    import sys
-
-    from mgdm_audio.benchmarks.harness import Report, cache_file
-
-    samplers = [s.strip() for s in args.samplers.split(",") if s.strip()]
+def run(args: Any) -> Report | None:
+    """``mgdm-audio benchmark paper-audio``: the rows, the summary and the table as one report (tracks sharded
+    under ``torchrun``: rank 0 merges and writes the outputs, the other ranks return None)."""
+    shard = torchrun_shard(args.cache)
     rows, info = run_paper_audio(
-        args.root, args.prior, samplers, args.preset, args.split, args.max_tracks, args.seed, args.batch_chunks,
-        args.device, cache_file(args.cache), progress=None if args.no_progress else lambda m: print(m, file=sys.stderr),
-        bf16=args.bf16,
+        args.root, args.prior, parse_run_specs(args.samplers, args.preset), args.preset, args.split,
+        args.max_tracks, args.seed, args.batch_chunks, args.device, cache_file(args.cache),
+        progress=not args.no_progress and shard.rank == 0, bf16=args.bf16, shard=shard,
     )  # fmt: skip
+    if rows is None:
+        return None
     summary = summarise(rows, PAPER_STEMS)
     return Report({"info": info, "summary": summary, "rows": rows}, markdown_report(summary, info, PAPER_STEMS))
