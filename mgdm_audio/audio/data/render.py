@@ -53,7 +53,9 @@ class SplitSpec:
 
     ``progressions``/``styles`` restrict the procedural choices (None: all); ``chorale_titles`` picks the chorale
     pieces (``held_out``: titles reserved for tests, ``train``: the others, ``all``); ``seconds`` is the track length
-    (chorales: the longest, a piece shorter than that keeps its own length; None: whole pieces).
+    (chorales: the longest, a piece shorter than that keeps its own length; None: whole pieces). ``corpus_set``
+    picks the music21 corpus works (``train``, ``validation``, ``test``, ``all``); ``content`` weighs the sources of
+    a ``mixed`` split; ``timbres`` lists the timbre sources each stem is drawn from (None: ``soundfont`` for all).
     """
 
     name: str
@@ -89,6 +91,10 @@ class SplitSpec:
                     f"Split {self.name!r}: a mixed source needs `content: {{procedural|chorales|corpus: weight}}` "
                     f"with non-negative weights, got {self.content!r}."
                 )
+        if self.corpus_set not in ("train", "validation", "test", "all"):
+            raise UserInputError(
+                f"Split {self.name!r}: corpus_set must be train, validation, test or all, got {self.corpus_set!r}."
+            )
         if self.timbres is not None:
             from mgdm_audio.audio.data.timbres import check_timbres
 
