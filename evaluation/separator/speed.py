@@ -15,26 +15,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
-import time
 from pathlib import Path
 
 import torch
 import yaml
 
 from mgdm_audio.audio.discriminative import build_separator, estimate
+from mgdm_audio.metrics.timing import median_seconds
 
 RECIPE = Path(__file__).resolve().parents[2] / "recipes/separator/slakh-diverse-htdemucs-small.yaml"
-
-
-def median_seconds(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main() -> None:
