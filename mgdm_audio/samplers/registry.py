@@ -16,6 +16,7 @@ SAMPLER_MODULES: dict[str, str] = {
     "ddrm": "mgdm_audio.samplers.ddrm",
     "reddiff": "mgdm_audio.samplers.reddiff",
     "daps": "mgdm_audio.samplers.daps",
+    "pnpdm": "mgdm_audio.samplers.pnpdm",
     "ddim": "mgdm_audio.samplers.ddim",
     "msdm": "mgdm_audio.samplers.msdm",
 }
