@@ -124,7 +124,7 @@ def test_rows_summary_oracles_and_outputs(data, tmp_path, prior, capsys):
     for chunk in chunks:  # every sampler ran with the same seed on a chunk
         assert len({r["seed"] for r in rows if (r["track"], r["chunk"]) == chunk}) == 1
     assert all(r["sdr"] is None for r in rows)  # BSSEval not asked for
-    assert summary["msdm:fast"]["nfe_per_chunk"] == 20 and summary["pigdm-8"]["nfe_per_chunk"] > 0
+    assert summary["msdm:fast"]["nfe_per_chunk"] == 100 and summary["pigdm-8"]["nfe_per_chunk"] > 0
     assert summary["mixture"]["si_sdri_average"] == pytest.approx(0.0, abs=1e-6)
     irm = summary["irm"]["si_sdri_average"]
     assert irm > 30 and all(irm > summary[n]["si_sdri_average"] for n in ("msdm:fast", "pigdm-8", "mixture"))
@@ -183,7 +183,7 @@ def test_a_preset_whose_values_change_is_recomputed(data, tmp_path, prior, monke
     setup = sb.prepare(data, "slakh", "test", prior, runs, max_chunks=1, seed=1, device="cpu", **SHORT)
     sb.run_benchmark(setup, cache=cache, progress=False, on_result=lambda r, c: computed.append(r.name))
     assert computed == ["msdm:fast"]  # same settings: reused
-    monkeypatch.setitem(msdm.SPEC.presets, "fast", {**msdm.SPEC.presets["fast"], "n_steps": 12})
+    monkeypatch.setitem(msdm.SPEC.presets, "audio-fast", {**msdm.SPEC.presets["audio-fast"], "n_steps": 12})
     setup = sb.prepare(data, "slakh", "test", prior, runs, max_chunks=1, seed=1, device="cpu", **SHORT)
     sb.run_benchmark(setup, cache=cache, progress=False, on_result=lambda r, c: computed.append(r.name))
     assert computed == ["msdm:fast", "msdm:fast"]  # same preset name, new values: recomputed

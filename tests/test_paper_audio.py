@@ -40,7 +40,7 @@ def test_protocol_scores_whole_tracks_across_chunk_boundaries_and_resumes(slakh,
     # the track's concatenated chunks are scored: as many windows as the whole (cropped) track has
     for t, n in (("Track00001", 3), ("Track00002", 5)):
         assert len(by_track[t]["per_window"]) == len(windows(n * CHUNK, SR)) > 0
-        assert by_track[t]["nfe"] == 20 * n  # msdm fast: 20 NFE per chunk
+        assert by_track[t]["nfe"] == 100 * n  # msdm fast (its audio-fast preset): 100 NFE per chunk
     summary = summarise(rows, PAPER_STEMS)["msdm"]
     pooled = torch.tensor([w for r in rows for w in r["per_window"]], dtype=torch.float64).mean(0)
     assert summary["si_sdri"] == pytest.approx(dict(zip(PAPER_STEMS, pooled.tolist(), strict=True)))
@@ -76,11 +76,11 @@ def test_second_run_is_served_from_the_cache_and_a_changed_preset_recomputes(sla
     kw = dict(device="cpu", cache=tmp_path / "cells.jsonl", chunk_samples=CHUNK, batch_chunks=2)
     first, _ = run_paper_audio(slakh, toy, ["msdm:fast"], **kw)
     calls = toy.calls
-    assert calls > 0 and summarise(first, PAPER_STEMS)["msdm:fast"]["nfe_per_chunk"] == 20
+    assert calls > 0 and summarise(first, PAPER_STEMS)["msdm:fast"]["nfe_per_chunk"] == 100
     again, _ = run_paper_audio(slakh, toy, ["msdm:fast"], **kw)
     assert toy.calls == calls and again == first  # both tracks from the cache
-    changed, _ = run_paper_audio(slakh, toy, ["msdm:fast", "short=msdm:fast:n_steps=10"], **kw)
-    assert toy.calls == calls + 10 * (2 + 3)  # only the new configuration: 10 steps per batch of <= 2 chunks
+    changed, _ = run_paper_audio(slakh, toy, ["msdm:fast", "short=msdm:fast:n_steps=5"], **kw)
+    assert toy.calls == calls + 10 * (2 + 3)  # only the new configuration: 5 steps x 2 resamples per batch of <= 2 chunks
     short = summarise(changed, PAPER_STEMS)["short"]
     assert (short["preset"], short["nfe_per_chunk"], short["chunks"]) == ("fast", 10, 8)
     assert [r for r in changed if r["sampler"] == "msdm:fast"] == first
@@ -100,5 +100,5 @@ def test_sharded_ranks_split_the_tracks_and_rank0_returns_the_same_rows(slakh, t
     rows, info = run_paper_audio(slakh, zero, cache=cache, shard=Shard(0, 2), **kw)
     timeless = lambda rs: [{k: v for k, v in r.items() if k != "seconds"} for r in rs]  # noqa: E731
     assert timeless(rows) == timeless(single) and info["world_size"] == 2
-    assert (one.calls, zero.calls) == (20 * 3, 20 * 2)  # rank 1: Track00002 (3 batches); rank 0: Track00001 (2)
+    assert (one.calls, zero.calls) == (100 * 3, 100 * 2)  # rank 1: Track00002 (3 batches); rank 0: Track00001 (2)
     assert len(cache.read_text().splitlines()) == 2 and not list(tmp_path.glob("cells.jsonl.rank*"))

@@ -40,6 +40,8 @@ def test_one_syntax_for_every_run_spec():
         ("mgdm", "fast", "audio", "audio-fast"),
         ("mgdm", "paper", "audio", "paper-audio"),
         ("dps", "default", "audio", "fast"),  # no `audio` preset: the next in the row
+        ("dps", "fast", "audio", "audio-fast"),  # every audio sampler has its own `audio-fast`
+        ("pnpdm", "paper", "audio", "paper-audio"),
         ("msdm", "paper", "audio", "paper-audio"),
         ("mgdm", "default", "image", "image"),
         ("ddrm", "paper", "image", "paper-image"),
@@ -107,4 +109,4 @@ def test_separator_keeps_a_users_start_scale():
     prior = BandPrior(sample_rate=8000, chunk_samples=1024)
     assert Separator(prior, sampler="dps", preset="fast", device="cpu").run.start_scale == "vp"
     mine = Separator(prior, sampler="dps", preset="fast", device="cpu", sampler_overrides={"start_scale": "unit"})
-    assert mine.run.start_scale == "unit" and mine.sampler_preset == "fast"
+    assert mine.run.start_scale == "unit" and mine.sampler_preset == "audio-fast"
