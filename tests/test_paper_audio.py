@@ -80,7 +80,7 @@ def test_second_run_is_served_from_the_cache_and_a_changed_preset_recomputes(sla
     again, _ = run_paper_audio(slakh, toy, ["msdm:fast"], **kw)
     assert toy.calls == calls and again == first  # both tracks from the cache
     changed, _ = run_paper_audio(slakh, toy, ["msdm:fast", "short=msdm:fast:n_steps=5"], **kw)
-    assert toy.calls == calls + 10 * (2 + 3)  # only the new configuration: 5 steps x 2 resamples per batch of <= 2 chunks
+    assert toy.calls == calls + 10 * (2 + 3)  # only the new run: 5 steps x 2 resamples per batch of <= 2 chunks
     short = summarise(changed, PAPER_STEMS)["short"]
     assert (short["preset"], short["nfe_per_chunk"], short["chunks"]) == ("fast", 10, 8)
     assert [r for r in changed if r["sampler"] == "msdm:fast"] == first
