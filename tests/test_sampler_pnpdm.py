@@ -166,6 +166,11 @@ def test_audio_fast_runs_on_the_mixture_with_the_exact_step() -> None:
     config = spec.config("audio-fast", grid_start=True)
     z = spec.run(prior, problem, x_init, generator=make_generator(7), config=config).samples
     assert float((z.sum(1, keepdim=True) - y).abs().max()) < 6 * 1e-4
+    # the reference's audio setting (Langevin likelihood step, 1e-9 x 100), shortened: near the projection as well
+    config = spec.config("paper-audio", n_iters=10, rho_decay=0.9**10, prior_steps=10, grid_start=True)
+    result = spec.run(prior, problem, x_init, generator=make_generator(7), config=config)
+    assert result.info["likelihood"] == "langevin" and result.vjp == 0
+    assert float((result.samples.sum(1, keepdim=True) - y).abs().max()) < 1e-3
 
 
 def test_bad_settings_are_one_clear_error() -> None:
