@@ -37,6 +37,8 @@ def load_points(path: Path, samplers: list[str] | None, n_points: int | None) ->
     restricted to ``samplers`` and to the first ``n_points`` points of each."""
     from mgdm_audio.core.errors import UserInputError
 
+    if not path.is_file():
+        raise UserInputError(f"the tuning file {path} does not exist; give one with --config.")
     document = yaml.safe_load(path.read_text())
     table: dict[str, dict[str, Any]] = document["samplers"]
     budget = int(document["points_per_sampler"])
