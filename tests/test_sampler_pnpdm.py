@@ -114,6 +114,23 @@ def test_annealed_pnpdm_approaches_the_exact_posterior() -> None:
     assert nfe == sum(len(prior_levels(prior.denoiser(), grid, r, False)) for r in schedule)
 
 
+def test_annealing_finds_the_posterior_weights_of_a_mixture() -> None:
+    # Three modes with prior weights (0.2, 0.3, 0.5); the observation of x1 + x2 leaves the third with 98 % of the
+    # posterior mass. Slow annealing (rate 0.95) moves the chains there; a sampler that ignored y would keep 50 %.
+    means = torch.tensor([[-3.0, -3.0], [3.0, 3.0], [3.0, -3.0]], dtype=torch.float64)
+    mix = GaussianMixture(means, torch.tensor([0.2, 0.3, 0.5], dtype=torch.float64).log())
+    a = torch.tensor([[1.0, 1.0]], dtype=torch.float64) / math.sqrt(2)
+    problem = InverseProblem(MatrixOperator(a), torch.tensor([[0.5]], dtype=torch.float64), 1.0)
+    post = mix.posterior(a, problem.y[0], 1.0)
+    x_init = torch.randn(4000, 2, generator=make_generator(1), dtype=torch.float64)
+    config = PnPDMConfig(n_iters=200, rho_decay=0.95, rho_min=0.1, prior_steps=50)
+    x = pnpdm(mix.denoiser(), problem, x_init, generator=make_generator(2), config=config).samples
+    nearest = ((x[:, None, :] - post.means[None]) ** 2).sum(-1).argmin(1)
+    weights = torch.bincount(nearest, minlength=3).double() / x.shape[0]
+    assert float((weights - post.log_weights.exp()).abs().max()) < 0.05
+    assert max_mean_error(x, post.log_weights.exp() @ post.means) < 0.15
+
+
 def test_langevin_likelihood_step_approaches_the_exact_posterior_too() -> None:
     prior, a, problem = gaussian_problem()
     post = prior.posterior(a, problem.y[0], SIGMA_Y)
