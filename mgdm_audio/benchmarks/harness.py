@@ -31,7 +31,7 @@ import shlex
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 import torch
 from tqdm import tqdm
@@ -40,6 +40,9 @@ from mgdm_audio.core.atomic import write_atomic
 from mgdm_audio.core.errors import UserInputError
 from mgdm_audio.core.runtime import resolve_device
 from mgdm_audio.core.threads import THREADS_HELP
+
+if TYPE_CHECKING:
+    from mgdm_audio.samplers.run import RunSpec
 
 Row = dict[str, Any]
 
@@ -55,6 +58,18 @@ class Cell(Protocol):
 
 
 C = TypeVar("C", bound=Cell)
+U = TypeVar("U")
+
+
+@dataclass(frozen=True)
+class RunCell(Generic[U]):
+    """A cell of the audio engines: one run (a sampler at a preset, or an oracle) on one ``item`` of data (a track,
+    a chunk); ``group`` names the item, so the cells of one item are computed together and its data read once."""
+
+    run: RunSpec
+    item: U
+    key: dict[str, Any]
+    group: Hashable
 
 
 # ============================================================================================ keys and seeds

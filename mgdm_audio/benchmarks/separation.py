@@ -73,6 +73,7 @@ import torch
 from mgdm_audio.audio.spectra import welch_psd, wiener_posterior_sample, wiener_separation
 from mgdm_audio.benchmarks.harness import (
     Report,
+    RunCell,
     Shard,
     cache_file,
     device_for_rank,
@@ -493,19 +494,6 @@ def fit_wiener_psd(root: Path, layout: str, model: Any, chunk_samples: int, seed
     return welch_psd(chunks, min(WIENER_BINS, chunk_samples // 2 + 1))
 
 
-@dataclass(frozen=True)
-class SeparationCell:
-    """One run (a sampler at a preset, or an oracle) on one chunk; the chunk is the group (its stems are read once)."""
-
-    run: RunSpec
-    chunk: Chunk
-    key: dict[str, Any]
-
-    @property
-    def group(self) -> str:
-        return self.chunk.chunk_id
-
-
 def cell_key(setup: BenchmarkSetup, run: RunSpec, chunk: Chunk) -> dict[str, Any]:
     """Every value a (run, chunk) result depends on: the resolved sampler config and separator settings (or the
     oracle and the baseline's spectra), the prior's weights, the dataset chunk and the seed."""
@@ -556,15 +544,15 @@ def run_benchmark(
 
         require_museval()  # one clear error before any work
     stems, sr = tuple(setup.prior.stems), int(setup.prior.sample_rate)
-    cells = [SeparationCell(r, c, cell_key(setup, r, c)) for c in setup.chunks for r in setup.runs]
+    cells = [RunCell(r, c, cell_key(setup, r, c), group=c.chunk_id) for c in setup.chunks for r in setup.runs]
 
-    def compute(group: list[SeparationCell]) -> list[list[dict[str, Any]]]:
-        references = setup.references(group[0].chunk)  # read once per chunk, only when something is left to do
+    def compute(group: list[RunCell[Chunk]]) -> list[list[dict[str, Any]]]:
+        references = setup.references(group[0].item)  # read once per chunk, only when something is left to do
         out = []
         for cell in group:
-            out.append(_compute(setup, cell.run, cell.chunk, references, stems, sr, bsseval))
+            out.append(_compute(setup, cell.run, cell.item, references, stems, sr, bsseval))
             if on_result is not None:
-                on_result(cell.run, cell.chunk)
+                on_result(cell.run, cell.item)
         return out
 
     results = run_cells(
@@ -575,11 +563,11 @@ def run_benchmark(
         shard=Shard(rank, world_size, barrier),
         progress=progress,
         desc="separation benchmark",
-        status=lambda cell: f"{cell.run.name} {cell.chunk.chunk_id}",
+        status=lambda cell: f"{cell.run.name} {cell.group}",
     )
     if results is None:
         return None
-    by_cell = {(c.run.name, c.chunk.chunk_id): rows for c, rows in zip(cells, results, strict=True)}
+    by_cell = {(c.run.name, c.group): rows for c, rows in zip(cells, results, strict=True)}
     rows: list[dict[str, Any]] = []
     for run in setup.runs:
         for chunk in setup.chunks:
