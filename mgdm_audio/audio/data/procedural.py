@@ -130,6 +130,16 @@ def empty_stems(programs: Mapping[str, int]) -> dict[str, StemScore]:
     }
 
 
+def draw_stems(
+    rng: np.random.Generator, seconds: float, jitter_s: float = ONSET_JITTER_S
+) -> tuple[dict[str, int], dict[str, StemScore], dict[str, NoteSink]]:
+    """The programs (:func:`draw_programs`), the four empty stems and a :class:`NoteSink` on each, clipping notes at
+    ``seconds`` and jittering onsets by ``jitter_s``."""
+    programs = draw_programs(rng)
+    stems = empty_stems(programs)
+    return programs, stems, {name: NoteSink(stem, seconds, rng, jitter_s) for name, stem in stems.items()}
+
+
 def chord_pitches(scale: Sequence[int], key: int, degree: int, sevenths: bool) -> list[int]:
     """Stacked thirds on ``degree`` of ``scale`` transposed to ``key`` (pitch classes may exceed 11)."""
     size = 4 if sevenths else 3
@@ -230,15 +240,13 @@ def generate_song(
     tempo = float(rng.uniform(80.0, 150.0))
     key = int(rng.integers(12))
     sevenths = bool(rng.random() < 0.3)
-    programs = draw_programs(rng)
+    programs, stems, sink = draw_stems(rng, seconds, jitter_s)
     minor = progression_id.startswith("min")
     scale = MINOR_SCALE if minor else MAJOR_SCALE
     degrees = PROGRESSIONS[progression_id]
     beat = 60.0 / tempo
     bar = 4 * beat
 
-    stems = empty_stems(programs)
-    sink = {name: NoteSink(stem, seconds, rng, jitter_s) for name, stem in stems.items()}
     for b in range(int(np.ceil(seconds / bar))):
         t0 = b * bar
         degree = degrees[b % len(degrees)]
