@@ -461,4 +461,4 @@ def run(args: argparse.Namespace) -> Report:
         progress=not args.no_progress,
         label="quick" if args.quick else "full",
     )
-    return Report(payload, text, lambda path: plot_scaling(payload, path))
+    return Report(payload, text, lambda path: plot_scaling(payload, path), device="cpu")  # exact mixture: no weights

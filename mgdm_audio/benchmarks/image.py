@@ -797,7 +797,13 @@ def run(args: argparse.Namespace) -> Report:
     setup = prepare(args.prior, data_root=args.data_root or DEFAULT_ROOT, **{n: getattr(args, n) for n in names})
     result = run_benchmark(setup, cache=cache_file(args.cache), progress=not args.no_progress)
     document = payload(result.rows, setup.settings)
-    return Report(document, markdown_report(document), lambda path: plot_examples(setup, result, path))
+    return Report(
+        document,
+        markdown_report(document),
+        lambda path: plot_examples(setup, result, path),
+        weights_sha256=setup.settings["weights_sha256"] or None,
+        device=str(setup.device),
+    )
 
 
 __all__ = [
