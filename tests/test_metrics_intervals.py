@@ -68,8 +68,10 @@ def test_one_value_and_constant_values():
 def test_plain_words():
     ahead = paired_difference([3.0, 4.0, 5.0, 4.5], [1.0, 1.5, 2.0, 2.5])
     assert plain_words(ahead).startswith(f"ahead by {ahead.mean:.2f} dB [")
+    assert plain_words(ahead) == f"ahead by {ahead.mean:.2f} dB [{ahead.lo:.2f}, {ahead.hi:.2f}]"
     behind = paired_difference([1.0, 1.5, 2.0, 2.5], [3.0, 4.0, 5.0, 4.5])
-    assert plain_words(behind).startswith("behind by ")
+    assert plain_words(behind) == f"behind by {-behind.mean:.2f} dB [{-behind.hi:.2f}, {-behind.lo:.2f}]"
+    assert 0 < -behind.hi < -behind.mean < -behind.lo  # magnitudes, smallest first
     level = paired_difference([1.0, 3.0, 2.0], [2.0, 1.0, 2.5])
     assert level.contains_zero and plain_words(level).startswith("level with (")
 

@@ -297,12 +297,14 @@ def machine(device: str | None) -> dict[str, Any]:
     return info
 
 
-def provenance(report: Report, argv: Sequence[str] | None) -> dict[str, Any]:
+def provenance(report: Report, argv: Sequence[str] | None, git: dict[str, Any] | None = None) -> dict[str, Any]:
     """What a results file records about its numbers: the command that regenerates them, the git commit (and
-    whether tracked files had uncommitted changes), the prior's weight SHA-256 and the machine."""
+    whether tracked files had uncommitted changes; ``git``: :func:`git_state` taken when the run started, else
+    now), the prior's weight SHA-256 and the machine. Rows served from a cache keep the numbers of the commit that
+    computed them; the cache key guarantees only that their settings, data and weights are the same."""
     return {
         "command": command_line(argv) if argv is not None else " ".join(["python", *sys.argv]),
-        "git": git_state(),
+        "git": git if git is not None else git_state(),
         "weights_sha256": report.weights_sha256,
         "machine": machine(report.device),
     }
@@ -332,10 +334,11 @@ def write_outputs(
     markdown_path: str | Path | None,
     plot_path: str | Path | None,
     argv: Sequence[str] | None,
+    git: dict[str, Any] | None = None,
 ) -> None:
     """Write the JSON (with ``"command"`` and ``"provenance"``), the Markdown (ending with the command and the
-    provenance line) and the plot, each atomically."""
-    prov = provenance(report, argv) if json_path or markdown_path else None
+    provenance line) and the plot, each atomically; ``git``: the :func:`git_state` when the run started."""
+    prov = provenance(report, argv, git) if json_path or markdown_path else None
     if json_path and prov is not None:
         document = {**report.payload, "command": prov["command"], "provenance": prov}
         write_atomic(Path(json_path), json.dumps(document, indent=1) + "\n")

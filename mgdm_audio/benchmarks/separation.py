@@ -696,7 +696,7 @@ def markdown_report(document: dict[str, Any], stems: Sequence[str]) -> str:
         "SI-SDRi (dB, higher is better): MSDM's protocol (4 s windows, 2 s hop, windows with fewer than two active "
         "reference stems skipped, silent stems of kept windows still scored), mean over all kept windows. "
         "*non-silent*: the same average with each stem's own silent windows left out. SDR: BSSEval v4 (museval, "
-        "1 s frames), median over frames then over chunks ('–' when not computed). NFE and seconds per chunk. "
+        "1 s frames), median over frames then over chunks ('–' when not computed). NFE, VJP and seconds per chunk. "
         "Oracles (true stems): irm, ibm, mixture (0 dB). Baselines without true stems, stationary Gaussian stems "
         "with the train split's spectra"
         + (f" (sha256 `{info['wiener_psd_sha256'][:12]}`)" if info.get("wiener_psd_sha256") else "")
@@ -727,10 +727,17 @@ def plot_equal_compute(document: dict[str, Any], path: Path) -> None:
     :func:`~mgdm_audio.benchmarks.separation_stats.plot_equal_compute`): runs of one sampler joined in cost order
     (e.g. MGDM's Gibbs sweeps, or one sampler at several step budgets; means of K samples on a line of their own),
     the IRM/IBM ceilings and the learning-free baselines as horizontal lines."""
-    groups, lines = {}, []
+    styles = {
+        "irm": ("--", "gray", 0.01),
+        "ibm": (":", "black", 0.12),
+        "wiener": ("-.", "tab:green", 0.23),
+        "wiener-sample": ("-.", "tab:olive", 0.45),
+    }
+    groups, lines = {}, {}
     for name, s in document["summary"].items():
         if s["preset"] in (ORACLE_PRESET, BASELINE_PRESET):
-            lines.append(name)
+            if name in styles:  # the mixture is the 0 dB line
+                lines[name] = styles[name]
             continue
         k = s["overrides"].get(N_SAMPLES_KEY, 1)  # means of K samples are another estimator: their own line
         groups[name] = s["method"] if k == 1 else f"{s['method']} (mean of K samples)"

@@ -154,11 +154,15 @@ def _bracket(ci: dict[str, Any]) -> str:
 
 
 def plot_equal_compute(
-    levels: dict[str, dict[str, Any]], groups: dict[str, str], lines: Sequence[str], path: Path
+    levels: dict[str, dict[str, Any]],
+    groups: dict[str, str],
+    lines: dict[str, tuple[str, str, float]],
+    path: Path,
 ) -> None:
     """Mean per-chunk SI-SDRi with t 95 % error bars against seconds per chunk (left) and NFE + VJP per chunk
     (right), log x, one point per run; runs of one ``groups`` value (e.g. a sampler at several budgets) joined in
-    cost order; the runs named in ``lines`` (oracles, baselines) as horizontal lines."""
+    cost order; the runs in ``lines`` (oracles, baselines: line style, colour, label position in axes fraction) as
+    horizontal lines."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -175,8 +179,9 @@ def plot_equal_compute(
             if ci is None:
                 continue
             if label in lines:
-                ax.axhline(ci["mean"], ls="--", lw=0.8, color="gray")
-                ax.annotate(label, (0.01, ci["mean"]), xycoords=("axes fraction", "data"), fontsize=7)
+                ls, color, x = lines[label]
+                ax.axhline(ci["mean"], ls=ls, lw=1, color=color)
+                ax.annotate(label, (x, ci["mean"]), xycoords=("axes fraction", "data"), fontsize=7)
             elif label in groups and cost(lv) > 0:
                 by_group[groups[label]].append((cost(lv), ci, label))
         for group, points in by_group.items():
@@ -191,6 +196,7 @@ def plot_equal_compute(
             for x, y, (_, _, label) in zip(xs, ys, points, strict=True):
                 ax.annotate(label, (x, y), fontsize=6, xytext=(3, 2), textcoords="offset points")
         ax.set_xscale("log")
+        ax.margins(x=0.15)
         ax.set_xlabel(xlabel)
         ax.axhline(0.0, color="black", lw=0.6)
     axes[0].set_ylabel("mean SI-SDRi per chunk (dB), t 95 % CI")

@@ -143,9 +143,10 @@ def bootstrap_percentile(
 
 
 def plain_words(diff: Interval, unit: str = "dB", digits: int = 2) -> str:
-    """The difference in words: ``"ahead by 0.77 dB [0.12, 1.40]"``, ``"behind by ..."``, or ``"level with (+0.31
-    dB [-0.50, +1.12])"`` when the interval holds 0 (or is undefined)."""
+    """The difference in words, as magnitudes: ``"ahead by 0.77 dB [0.12, 1.40]"``, ``"behind by 0.77 dB [0.12,
+    1.40]"`` (a difference of -0.77 [-1.40, -0.12]), or ``"level with (+0.31 dB [-0.50, +1.12])"`` when the interval
+    holds 0 (or is undefined)."""
     if diff.contains_zero:
         return f"level with ({diff.bracket(digits)} {unit})"
-    word = "ahead" if diff.mean > 0 else "behind"
-    return f"{word} by {abs(diff.mean):.{digits}f} {unit} [{diff.lo:+.{digits}f}, {diff.hi:+.{digits}f}]"
+    word, lo, hi = ("ahead", diff.lo, diff.hi) if diff.mean > 0 else ("behind", -diff.hi, -diff.lo)
+    return f"{word} by {abs(diff.mean):.{digits}f} {unit} [{lo:.{digits}f}, {hi:.{digits}f}]"
