@@ -47,12 +47,13 @@ MIN_SEGMENT_SECONDS = 0.5
 def _benchmark(args: argparse.Namespace) -> int:
     """Any registered engine: run it, write its JSON / Markdown / plot with the regenerating command, print."""
     from mgdm_audio.benchmarks import load_engine
-    from mgdm_audio.benchmarks.harness import write_outputs
+    from mgdm_audio.benchmarks.harness import git_state, write_outputs
 
+    code = git_state()  # the code the numbers come from: the checkout may change while the run goes on
     report = load_engine(args.suite).run(args)
     if report is None:  # a torchrun rank other than 0: rank 0 writes the outputs
         return 0
-    write_outputs(report, args.json, args.markdown, args.plot, args.argv)
+    write_outputs(report, args.json, args.markdown, args.plot, args.argv, git=code)
     print(report.text)
     return 0
 

@@ -290,4 +290,6 @@ def run(args: Any) -> Report | None:
     if rows is None:
         return None
     summary = summarise(rows, PAPER_STEMS)
-    return Report({"info": info, "summary": summary, "rows": rows}, markdown_report(summary, info, PAPER_STEMS))
+    document = {"info": info, "summary": summary, "rows": rows}
+    text = markdown_report(summary, info, PAPER_STEMS)
+    return Report(document, text, weights_sha256=info["weights_sha256"] or None, device=info["device"])
