@@ -47,12 +47,13 @@ MIN_SEGMENT_SECONDS = 0.5
 def _benchmark(args: argparse.Namespace) -> int:
     """Any registered engine: run it, write its JSON / Markdown / plot with the regenerating command, print."""
     from mgdm_audio.benchmarks import load_engine
-    from mgdm_audio.benchmarks.harness import write_outputs
+    from mgdm_audio.benchmarks.harness import git_state, write_outputs
 
+    code = git_state()  # the code the numbers come from: the checkout may change while the run goes on
     report = load_engine(args.suite).run(args)
     if report is None:  # a torchrun rank other than 0: rank 0 writes the outputs
         return 0
-    write_outputs(report, args.json, args.markdown, args.plot, args.argv)
+    write_outputs(report, args.json, args.markdown, args.plot, args.argv, git=code)
     print(report.text)
     return 0
 
@@ -344,6 +345,26 @@ def _add_threads(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=0, help=THREADS_HELP)
 
 
+def _add_posterior_arguments(
+    p: argparse.ArgumentParser, *, sampler_help: str, samples_help: str, seed_help: str, device_help: str
+) -> None:
+    """``--sampler``, ``--preset``, ``--n-samples``, ``--seed`` and ``--device``: how ``separate`` and ``restore``
+    run a posterior sampler (same names and defaults; the help says what each means for the command)."""
+    p.add_argument("--sampler", default="mgdm", help=sampler_help)
+    p.add_argument("--preset", default="default", help="fast | default | paper, or one of the sampler's presets")
+    p.add_argument("--n-samples", type=int, default=1, help=samples_help)
+    p.add_argument("--seed", type=int, default=0, help=seed_help)
+    p.add_argument("-d", "--device", default="auto", help=device_help)
+
+
+def _add_run_flags(p: argparse.ArgumentParser, json_help: str) -> None:
+    """``--force``, ``--json``, ``--threads`` and ``--no-progress`` of the commands that write outputs of a run."""
+    p.add_argument("--force", action="store_true", help="overwrite existing outputs")
+    p.add_argument("--json", action="store_true", help=json_help)
+    _add_threads(p)
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
 def _add_benchmark_engines(bench_sub: argparse._SubParsersAction, argv: Sequence[str]) -> None:
     """One subcommand per registered engine; only the engine named on the command line is imported (for its flags),
     so that ``--help`` loads no torch."""
@@ -443,13 +464,15 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         help="output file names under OUT/PRIOR, a template of {track} (the input's name; inputs with the same name "
         "get distinct ones, e.g. a_song and b_song), {trackext} (the input's extension), {stem} and {ext}",
     )
-    sep.add_argument(
-        "--sampler", default="mgdm", help="posterior sampler (see `mgdm-audio info`), or demucs: the --init separator"
+    _add_posterior_arguments(
+        sep,
+        sampler_help="posterior sampler (see `mgdm-audio info`), or demucs: the --init separator",
+        samples_help="posterior samples per track (mean + spread)",
+        seed_help="sampler seed (the same seed gives the same stems)",
+        device_help="auto | cpu | cuda (under torchrun: cuda:LOCAL_RANK)",
     )
     sep.add_argument("--init", default=None, help="discriminative separator (export folder or name) for warm starts")
     sep.add_argument("--init-sigma", type=float, default=None, help="warm start: the --init estimate noised to this")
-    sep.add_argument("--preset", default="default", help="fast | default | paper, or one of the sampler's presets")
-    sep.add_argument("-d", "--device", default="auto", help="auto | cpu | cuda (under torchrun: cuda:LOCAL_RANK)")
     sep.add_argument("--bf16", action="store_true", help="run the network under bf16 autocast (GPUs)")
     sep.add_argument(
         "--segment",
@@ -460,8 +483,6 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     )
     sep.add_argument("--overlap", type=float, default=0.25, help="overlap fraction between chunks, in (0, 0.5)")
     sep.add_argument("--batch-chunks", type=int, default=4, help="even chunks separated together (one network batch)")
-    sep.add_argument("--n-samples", type=int, default=1, help="posterior samples per track (mean + spread)")
-    sep.add_argument("--seed", type=int, default=0, help="sampler seed (the same seed gives the same stems)")
     sep.add_argument(
         "--prior-rate-mono",
         action="store_true",
@@ -487,11 +508,8 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         action="store_true",
         help="skip finished tracks (stems and run.json written; a track cut short is redone): how a killed run resumes",
     )
-    sep.add_argument("--force", action="store_true", help="overwrite existing outputs")
     sep.add_argument("--plot", action="store_true", help="write separation.png (spectrograms, spread)")
-    sep.add_argument("--json", action="store_true", help="print the run summaries as JSON")
-    _add_threads(sep)
-    sep.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_run_flags(sep, json_help="print the run summaries as JSON")
     sep.set_defaults(func=_separate)
     from mgdm_audio.image.tasks import INPUT_RULES, KERNEL_WIZARD_HELP, TASKS
 
@@ -505,20 +523,19 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         default="fashion-mnist-pixel",
         help="image prior: a shipped name (fashion-mnist-pixel, fashion-mnist-latent) or an export folder",
     )
-    rs.add_argument("--sampler", default="mgdm", help="posterior sampler (see `mgdm-audio info`)")
-    rs.add_argument("--preset", default="default", help="fast | default | paper, or one of the sampler's presets")
-    rs.add_argument("--n-samples", type=int, default=1, help="posterior samples K (K > 1: mean and spread panels)")
+    _add_posterior_arguments(
+        rs,
+        sampler_help="posterior sampler (see `mgdm-audio info`)",
+        samples_help="posterior samples K (K > 1: mean and spread panels)",
+        seed_help="sampler seed (the measurement noise uses seed + 1000003)",
+        device_help="auto | cpu | cuda",
+    )
     rs.add_argument("--degrade", action="store_true", help="IMAGE is clean: make the measurement from it")
-    rs.add_argument("--seed", type=int, default=0, help="sampler seed (the measurement noise uses seed + 1000003)")
     rs.add_argument("--sigma-y", type=float, default=0.05, help="measurement noise std on [-1, 1] images")
-    rs.add_argument("-d", "--device", default="auto", help="auto | cpu | cuda")
     rs.add_argument(
         "-o", "--out", required=True, metavar="OUT.png", help="the restored image; OUT_figure.png is the figure"
     )
-    rs.add_argument("--force", action="store_true", help="overwrite existing outputs")
-    _add_threads(rs)
-    rs.add_argument("--json", action="store_true", help="print the run summary as JSON")
-    rs.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_run_flags(rs, json_help="print the run summary as JSON")
     rs.add_argument("--kernel-wizard", metavar="WEIGHTS", help=KERNEL_WIZARD_HELP)
     rs.set_defaults(func=_restore)
 

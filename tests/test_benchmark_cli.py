@@ -5,7 +5,18 @@ import json
 
 import pytest
 
-from mgdm_audio.benchmarks.gmm import Suite, entry, make_problem, markdown_table, run_suite, summarise, wins
+from mgdm_audio.benchmarks.gmm import (
+    Suite,
+    entry,
+    make_problem,
+    markdown_table,
+    mean_ci,
+    paired_by_problem,
+    paired_table,
+    run_suite,
+    summarise,
+    wins,
+)
 from mgdm_audio.cli import main
 from mgdm_audio.samplers.registry import get_sampler, sampler_names
 
@@ -52,6 +63,28 @@ def test_suite_rows_cache_and_resume(tmp_path):
     assert wins(rows, "dps:fast", "prior") == (1, 1)
     table = markdown_table(rows, "tiny")
     assert "| prior |" in table and "floor" in table
+
+
+def test_intervals_use_t_quantiles_and_pair_by_problem():
+    """Five problems: the half-width is t_{0.975, 4} SE (2.78, not 1.96); the paired difference is the t interval
+    of the per-problem differences, so a shift shared by every problem cancels."""
+    from scipy import stats
+
+    values = [1.0, 2.0, 4.0, 7.0, 11.0]
+    mean, half = mean_ci(values)
+    assert mean == 5.0 and half == pytest.approx(stats.t.ppf(0.975, 4) * stats.sem(values))
+    hard = [10.0, 0.5, 3.0, 8.0, 1.0, 6.0]  # problems of very different difficulty, shared by both samplers
+    rows = [
+        {"sampler": name, "d": 2, "d_y": 1 + (i >= 3), "problem": i % 3, "sw": h + shift + 0.01 * (i % 2)}
+        for name, shift in (("a", 0.0), ("b", 0.2))
+        for i, h in enumerate(hard)
+    ]
+    diff, lower = paired_by_problem(rows, "a", "b")
+    assert diff.n == 6 and lower == 6 and diff.mean == pytest.approx(-0.2) and diff.hi < 0
+    one, _ = paired_by_problem(rows, "a", "b", (2, 2))
+    assert one.n == 3
+    text, out = paired_table(rows, "a")
+    assert "| b |" in text and out[0]["a_lower"] == 6 and out[0]["difference"]["n"] == 6
 
 
 def test_cli_rejects_unknown_sampler_before_work(capsys, tmp_path):

@@ -111,6 +111,34 @@ def test_average_ranks_with_ties_and_na():
     assert summary["cells"]["a"]["t1"]["psnr"] == pytest.approx(10.0) and summary["cells"]["a"]["t2"]["status"] == "n/a"
 
 
+def test_bootstrap_ranks_over_images():
+    """Eight images: a sampler ahead on every image is best in every resample; two that swap places image by image
+    get the two average ranks they can take; an n/a task is left out of the average; exact ties share the best."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for task in ("t1", "t2"):
+        for image in range(8):
+            noise = rng.normal(0, 1)
+            rows += [
+                _row(task, "top", 30.0 + noise, 0.9, image),
+                _row(task, "x", 20.0 + noise + (-1) ** image, 0.5, image),
+            ]
+            rows.append(_row(task, "y", 20.0 + noise - (-1) ** image + 0.01, 0.5, image))
+    rows.append(_na("t3", "y"))
+    rows += [_row("t3", s, v, 0.5, i) for s, v in (("top", 25.0), ("x", 24.0)) for i in range(8)]
+    boot = ib.bootstrap_ranks(rows, "psnr", resamples=300, seed=1)
+    assert boot["top"] == {"lo": 1.0, "hi": 1.0, "best_share": 1.0, "images": 8, "resamples": 300, "seed": 1}
+    assert boot["x"]["best_share"] == boot["y"]["best_share"] == 0.0
+    # x - y on t1 and t2 is +2 on even images and -2 on odd ones, less 0.01: x is ahead on both tasks exactly when
+    # a resample holds more even images (probability 0.36); then x averages (2 + 2 + 2) / 3 and y (3 + 3) / 2 (n/a
+    # on t3), else x (3 + 3 + 2) / 3 and y (2 + 2) / 2
+    assert boot["x"]["lo"] == pytest.approx(2.0) and boot["x"]["hi"] == pytest.approx(8 / 3)
+    assert boot["y"]["lo"] == pytest.approx(2.0) and boot["y"]["hi"] == pytest.approx(3.0)
+    assert boot == ib.bootstrap_ranks(rows, "psnr", 300, 1)
+    tied = [_row("t1", s, 10.0, 0.5, i) for s in ("p", "q") for i in range(3)]
+    assert ib.bootstrap_ranks(tied, "psnr", resamples=50)["p"]["best_share"] == pytest.approx(0.5)
+
+
 def test_markdown_sentences_come_from_the_numbers():
     rows = [_row("t1", "p", 30.0, 0.9), _row("t1", "q", 20.0, 0.5), _row("t1", "r", 25.0, 0.4)]
     rows += [_na("t2", "p"), _row("t2", "q", 12.0, 0.3), _row("t2", "r", 11.0, 0.2)]
@@ -123,6 +151,9 @@ def test_markdown_sentences_come_from_the_numbers():
     assert "t1: p (30.00 dB); t2: q (12.00 dB)" in text and "| p | **30.00** | n/a | 1.00 | 1.00 | 1 of 2 |" in text
     assert "SSIM rank among the samplers run on all tasks: **q**, 1.50 over 2 of 2 tasks." in text
     assert "2000-01-01" in text and "k of 2" in text and "1 image of Fashion-MNIST" in text
+    assert "Bootstrap over the 1 image (2000 resamples" in text  # one image: every resample is the same
+    assert "| p | 1.00 [1.00, 1.00] | 100 % | 1.00 [1.00, 1.00] | 100 % |" in text
+    assert "| q | 2.00 [2.00, 2.00] | 0 % | 1.50 [1.50, 1.50] | 0 % |" in text
 
 
 def test_cli_writes_rows_na_markdown_and_plot(pixel_prior, data_root, tmp_path):

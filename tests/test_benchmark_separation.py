@@ -140,6 +140,51 @@ def test_rows_summary_oracles_and_outputs(data, tmp_path, prior, capsys):
     text = (out / "r.md").read_text()
     assert "| pigdm-8 |" in text and "| irm |" in text and "seed 0" in text
     assert (out / "r.png").stat().st_size > 1000
+    # one row per (run, chunk), its mean over stems; levels and paired differences computed from them
+    per_chunk = payload["chunks"]
+    assert len(per_chunk) == len(names) * 3 and all(set(STEMS) == set(c["si_sdri"]) for c in per_chunk)
+    assert {"chunk_id", "track", "sampler", "si_sdri_mean", "nfe", "vjp", "seconds"} <= set(per_chunk[0])
+    irm_chunks = [c["si_sdri_mean"] for c in per_chunk if c["sampler"] == "irm"]
+    assert payload["levels"]["irm"]["si_sdri"]["mean"] == pytest.approx(sum(irm_chunks) / 3)
+    assert payload["levels"]["irm"]["si_sdri"]["n"] == 3 and payload["levels"]["pigdm-8"]["nfe_per_chunk"] > 0
+    pairs = {(d["a"], d["b"]): d for d in payload["paired_differences"]}
+    assert payload["info"]["reference"] == "msdm:fast"  # the first sampler run
+    assert set(pairs) == {
+        ("pigdm-8", "msdm:fast"),
+        ("msdm-mean3", "msdm:fast"),
+        *((s, b) for b in ("wiener", "wiener-sample", "mixture") for s in ("msdm:fast", "pigdm-8", "msdm-mean3")),
+    }
+    vs_mixture = pairs[("pigdm-8", "mixture")]["difference"]  # the mixture scores 0: the difference is the level
+    assert vs_mixture["mean"] == pytest.approx(payload["levels"]["pigdm-8"]["si_sdri"]["mean"], abs=1e-6)
+    assert vs_mixture["lo"] < vs_mixture["mean"] < vs_mixture["hi"] and vs_mixture["n"] == 3
+    below_wiener = pairs[("msdm:fast", "wiener")]  # a fast sampler on disjoint bands is far below the exact mean
+    assert below_wiener["difference"]["hi"] < 0 and below_wiener["words"].startswith("behind by ")
+    assert "### Paired differences" in text and "- pigdm-8 vs msdm:fast: " in text
+    assert "### Equal compute" in text and "| NFE + VJP |" in text
+    # provenance: the command, the commit, the prior's weights and the machine, in both files
+    prov = payload["provenance"]
+    assert prov["command"].startswith("mgdm-audio benchmark separation") and payload["command"] == prov["command"]
+    assert prov["weights_sha256"] == prior.weights_sha256 and prov["machine"]["device"] == "cpu"
+    assert prov["machine"]["torch_threads"] >= 1 and prov["machine"]["cpu"]
+    assert len(prov["git"]["commit"]) == 40 and isinstance(prov["git"]["dirty"], bool)
+    assert f"Commit `{prov['git']['commit'][:12]}`" in text and prov["machine"]["cpu"] in text
+    assert prior.weights_sha256 in text and f"Regenerate: `{prov['command']}`" in text
+
+
+def test_stratified_draw_covers_distinct_tracks():
+    """Uneven tracks (one long, many short): the first k chunks of the seeded order come from min(k, tracks)
+    distinct tracks, whatever the seed, and their order within a track is seeded too."""
+
+    class Index:
+        chunk_index = [("Long", 1000 * c) for c in range(40)] + [(f"T{t}", 0) for t in range(7)]
+
+    for seed in range(5):
+        chunks = sb.select_chunks(Index(), 30, seed)
+        assert len(chunks) == 30 and len({c.chunk_id for c in chunks}) == 30
+        for k in (1, 5, 8, 30):
+            assert len({c.track for c in chunks[:k]}) == min(k, 8)
+    starts = {tuple(c.start for c in sb.select_chunks(Index(), 10, seed) if c.track == "Long") for seed in range(4)}
+    assert len(starts) > 1  # not the first chunks of the long track
 
 
 def test_resume_reuses_cached_chunks(data, tmp_path, prior):

@@ -15,8 +15,8 @@ computed together). The engine's ``compute(cells_of_a_group) -> [rows per cell]`
 
 Around it: one run-spec syntax for ``--samplers`` (:func:`mgdm_audio.samplers.run.parse_run_specs`), one device
 resolver (:func:`device_for_rank`), one seed derivation for new engines (:func:`derive_seed`), and one writer
-(:func:`write_outputs`: JSON, Markdown, plot, and the command line that regenerates them). This module imports no
-engine.
+(:func:`write_outputs`: JSON, Markdown, plot, the command line that regenerates them and the :func:`provenance` of
+the numbers: git commit, prior weights, machine). This module imports no engine.
 """
 
 from __future__ import annotations
@@ -27,11 +27,14 @@ import json
 import math
 import multiprocessing
 import os
+import platform
 import shlex
+import subprocess
+import sys
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 import torch
 from tqdm import tqdm
@@ -40,6 +43,9 @@ from mgdm_audio.core.atomic import write_atomic
 from mgdm_audio.core.errors import UserInputError
 from mgdm_audio.core.runtime import resolve_device
 from mgdm_audio.core.threads import THREADS_HELP
+
+if TYPE_CHECKING:
+    from mgdm_audio.samplers.run import RunSpec
 
 Row = dict[str, Any]
 
@@ -55,6 +61,18 @@ class Cell(Protocol):
 
 
 C = TypeVar("C", bound=Cell)
+U = TypeVar("U")
+
+
+@dataclass(frozen=True)
+class RunCell(Generic[U]):
+    """A cell of the audio engines: one run (a sampler at a preset, or an oracle) on one ``item`` of data (a track,
+    a chunk); ``group`` names the item, so the cells of one item are computed together and its data read once."""
+
+    run: RunSpec
+    item: U
+    key: dict[str, Any]
+    group: Hashable
 
 
 # ============================================================================================ keys and seeds
@@ -228,17 +246,101 @@ def run_cells(
 # ============================================================================================ output
 @dataclass
 class Report:
-    """What an engine hands back: the JSON document, the Markdown text and, if it draws one, its plot."""
+    """What an engine hands back: the JSON document, the Markdown text and, if it draws one, its plot; and for the
+    provenance, the SHA-256 of the prior's weights (``None``: no learnt prior, e.g. the exact GMM) and the device
+    the numbers were computed on."""
 
     payload: dict[str, Any]
     text: str
     plot: Callable[[Path], None] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    weights_sha256: str | None = None
+    device: str | None = None
 
 
 def command_line(argv: Sequence[str]) -> str:
     """The shell command that regenerates an output: ``mgdm-audio`` and the arguments as given."""
     return shlex.join(["mgdm-audio", *argv])
+
+
+def git_state(folder: Path | None = None) -> dict[str, Any]:
+    """``{"commit", "dirty"}`` of the checkout holding this package (``None`` for both outside a git checkout);
+    dirty: tracked files differ from the commit (untracked files, e.g. new results, are not counted)."""
+    folder = folder or Path(__file__).resolve().parents[2]
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", "-C", str(folder), *args], capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout if done.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    if commit is None:
+        return {"commit": None, "dirty": None}
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {"commit": commit.strip(), "dirty": None if status is None else bool(status.strip())}
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``; the platform's processor string elsewhere)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine(device: str | None) -> dict[str, Any]:
+    """Where the numbers were computed: CPU model, CPUs this process may use, torch threads (and whether they
+    adapt to load), the device (and the GPU's name on CUDA), torch and Python versions."""
+    from mgdm_audio.core.threads import available_cpus, threads_adapt
+
+    info: dict[str, Any] = {
+        "cpu": cpu_model(),
+        "cpus": available_cpus(),
+        "torch_threads": torch.get_num_threads(),
+        "threads_adapt": threads_adapt(),
+        "device": device,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
+    if device is not None and device.startswith("cuda") and torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(torch.device(device))
+    return info
+
+
+def provenance(report: Report, argv: Sequence[str] | None, git: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What a results file records about its numbers: the command that regenerates them, the git commit (and
+    whether tracked files had uncommitted changes; ``git``: :func:`git_state` taken when the run started, else
+    now), the prior's weight SHA-256 and the machine. Rows served from a cache keep the numbers of the commit that
+    computed them; the cache key guarantees only that their settings, data and weights are the same."""
+    return {
+        "command": command_line(argv) if argv is not None else " ".join(["python", *sys.argv]),
+        "git": git if git is not None else git_state(),
+        "weights_sha256": report.weights_sha256,
+        "machine": machine(report.device),
+    }
+
+
+def provenance_markdown(p: dict[str, Any]) -> str:
+    """The Markdown footer: the command, then commit, prior weights and machine in one line."""
+    git, m = p["git"], p["machine"]
+    commit = "not a git checkout" if git["commit"] is None else f"`{git['commit'][:12]}`"
+    if git["dirty"]:
+        commit += " with uncommitted changes"
+    weights = "none (no learnt prior)" if p["weights_sha256"] is None else f"`{p['weights_sha256']}`"
+    threads = f"{m['torch_threads']} torch thread{'s' if m['torch_threads'] != 1 else ''}"
+    threads += " (adapting to load)" if m["threads_adapt"] else ""
+    device = m["device"] or "cpu"
+    device += f" ({m['gpu']})" if m.get("gpu") else ""
+    return (
+        f"\nRegenerate: `{p['command']}`\n\n"
+        f"Commit {commit}; prior weights sha256 {weights}; machine: {m['cpu']}, {m['cpus']} CPUs, {threads}, "
+        f"device {device}, torch {m['torch']}.\n"
+    )
 
 
 def write_outputs(
@@ -247,15 +349,16 @@ def write_outputs(
     markdown_path: str | Path | None,
     plot_path: str | Path | None,
     argv: Sequence[str] | None,
+    git: dict[str, Any] | None = None,
 ) -> None:
-    """Write the JSON (with ``"command"``), the Markdown (ending with the command) and the plot, each atomically."""
-    command = command_line(argv) if argv is not None else None
-    if json_path:
-        document = report.payload if command is None else {**report.payload, "command": command}
+    """Write the JSON (with ``"command"`` and ``"provenance"``), the Markdown (ending with the command and the
+    provenance line) and the plot, each atomically; ``git``: the :func:`git_state` when the run started."""
+    prov = provenance(report, argv, git) if json_path or markdown_path else None
+    if json_path and prov is not None:
+        document = {**report.payload, "command": prov["command"], "provenance": prov}
         write_atomic(Path(json_path), json.dumps(document, indent=1) + "\n")
-    if markdown_path:
-        tail = "" if command is None else f"\nRegenerate: `{command}`\n"
-        write_atomic(Path(markdown_path), report.text + tail)
+    if markdown_path and prov is not None:
+        write_atomic(Path(markdown_path), report.text + provenance_markdown(prov))
     if plot_path and report.plot is not None:
         report.plot(Path(plot_path))
 

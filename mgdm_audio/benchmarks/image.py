@@ -25,6 +25,9 @@ Ranking (:func:`average_ranks`): within a task, the runs that apply are ranked b
 tied means share the average of the ranks they span; a run's average rank is the mean over the tasks where it
 applies ("k of T" tasks), n/a tasks are left out (not counted as last).
 
+Intervals (:func:`bootstrap_ranks`): a seeded percentile bootstrap over the images gives each average rank a 95 %
+interval and the share of resamples in which each run has the best average rank.
+
 Resumable through the harness cache (:mod:`mgdm_audio.benchmarks.harness`): each finished batch of a (task, run) is
 a cache line keyed by everything it depends on (:func:`cell_key`: the resolved sampler config, prior weights, the
 images and their bytes, seeds, batch, sigma_y, device type), so a killed run recomputes only missing batches and a
@@ -42,6 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -67,6 +71,7 @@ from mgdm_audio.image.data import DEFAULT_ROOT, load_fashion_mnist
 from mgdm_audio.image.operators import TASKS, make_operator
 from mgdm_audio.image.priors import ImagePrior, load_image_prior
 from mgdm_audio.image.tasks import KERNEL_WIZARD_HELP
+from mgdm_audio.metrics.intervals import BOOTSTRAP_RESAMPLES, bootstrap_percentile
 from mgdm_audio.samplers.run import RunSpec, parse_run_specs
 
 SAMPLERS = ("mgdm", "dps", "pigdm", "diffpir", "ddrm", "reddiff", "daps", "vml_map")
@@ -533,11 +538,59 @@ def best_by_rank(ranks: dict[str, dict[str, Any]]) -> list[str]:
     return [s for s, v in scored.items() if v == best]
 
 
-def summarise(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Cells per (sampler, task), average PSNR and SSIM ranks, the best sampler(s) and each task's winner(s)."""
+def bootstrap_ranks(
+    rows: Sequence[dict[str, Any]], metric: str = "psnr", resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0
+) -> dict[str, dict[str, Any]]:
+    """Percentile bootstrap over the images (:func:`mgdm_audio.metrics.intervals.bootstrap_percentile`): each
+    resample draws the images with replacement, recomputes every (sampler, task) mean ``metric`` on them, the
+    ranks within each task as :func:`average_ranks` does (ties share their average rank, n/a cells left out) and
+    each sampler's average rank. Per sampler: the 95 % interval of its average rank (``lo``, ``hi``) and
+    ``best_share``, the fraction of resamples where it has the lowest average rank (a tie of k shares 1/k)."""
+    ok = [r for r in rows if r.get("status", "ok") == "ok" and r.get(metric) is not None]
+    samplers = list(dict.fromkeys(r["sampler"] for r in rows))
+    tasks = list(dict.fromkeys(r["task"] for r in rows))
+    images = sorted({r["image"] for r in ok})
+    if not images:
+        return {}
+    where = {image: i for i, image in enumerate(images)}
+    values = np.full((len(samplers), len(tasks), len(images)), np.nan)
+    for r in ok:
+        values[samplers.index(r["sampler"]), tasks.index(r["task"]), where[r["image"]]] = r[metric]
+    sign = -1.0 if metric == "lpips" else 1.0
+
+    def statistic(idx: np.ndarray) -> np.ndarray:
+        means = sign * values[:, :, idx].mean(-1)  # (S, T), NaN where a cell is n/a; higher is better
+        better = (means[None, :, :] > means[:, None, :]).sum(1)  # (S, T): how many others beat each
+        equal = (means[None, :, :] == means[:, None, :]).sum(1)
+        ranks = np.where(np.isnan(means), np.nan, 1.0 + better + 0.5 * (equal - 1))
+        counted = (~np.isnan(ranks)).sum(1)
+        return np.where(counted > 0, np.nansum(ranks, 1) / np.maximum(counted, 1), np.nan)
+
+    boot = bootstrap_percentile(statistic, len(images), resamples=resamples, seed=seed)
+    ranked = np.where(np.isnan(boot.samples), np.inf, boot.samples)
+    best = ranked == ranked.min(1, keepdims=True)
+    share = (best / best.sum(1, keepdims=True)).mean(0)
+    return {
+        s: {
+            "lo": finite_or_none(boot.lo[i]),
+            "hi": finite_or_none(boot.hi[i]),
+            "best_share": float(share[i]) if np.isfinite(boot.estimate[i]) else 0.0,
+            "images": len(images),
+            "resamples": resamples,
+            "seed": seed,
+        }
+        for i, s in enumerate(samplers)
+    }
+
+
+def summarise(rows: Sequence[dict[str, Any]], seed: int = 0) -> dict[str, Any]:
+    """Cells per (sampler, task), average PSNR and SSIM ranks with their bootstrap intervals over the images
+    (:func:`bootstrap_ranks`, seeded with ``seed``), the best sampler(s) and each task's winner(s)."""
     psnr_ranks = average_ranks(rows, "psnr")
     ssim_ranks = average_ranks(rows, "ssim")
     return {
+        "psnr_rank_bootstrap": bootstrap_ranks(rows, "psnr", seed=seed),
+        "ssim_rank_bootstrap": bootstrap_ranks(rows, "ssim", seed=seed),
         "cells": cell_means(rows),
         "psnr_rank": psnr_ranks,
         "ssim_rank": ssim_ranks,
@@ -550,7 +603,7 @@ def summarise(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 def payload(rows: list[dict[str, Any]], settings: dict[str, Any]) -> dict[str, Any]:
     """The JSON document ``{"rows", "summary", "settings"}`` (deterministic: no dates or wall-clock totals)."""
-    return {"rows": rows, "summary": summarise(rows), "settings": settings}
+    return {"rows": rows, "summary": summarise(rows, int(settings.get("seed", 0))), "settings": settings}
 
 
 # ============================================================================================ markdown
@@ -610,6 +663,35 @@ def _cost_lines(summary: dict[str, Any], samplers: Sequence[str]) -> list[str]:
         nfe, vjp = _span([c["nfe"] for c in ok]), _span([c["vjp"] for c in ok])
         seconds = mean_or_none([c["seconds_per_image"] for c in ok])
         lines.append(f"| {s} | {preset} | {nfe} | {vjp} | {fmt(seconds, 3)} | {len(ok)} |")
+    return lines
+
+
+def _bootstrap_lines(summary: dict[str, Any], samplers: Sequence[str]) -> list[str]:
+    """The average ranks with their 95 % percentile-bootstrap intervals over the images, and how often each sampler
+    has the best average rank among the resamples."""
+    psnr, ssim = summary.get("psnr_rank_bootstrap") or {}, summary.get("ssim_rank_bootstrap") or {}
+    if not psnr:
+        return []
+    first = next(iter(psnr.values()))
+    images = f"{first['images']} image{'s' * (first['images'] != 1)}"
+    lines = [
+        "",
+        f"Bootstrap over the {images} ({first['resamples']} resamples with replacement, seed {first['seed']}; "
+        "every task's means and ranks recomputed on each): the average rank's 95 % percentile "
+        "interval and the share of resamples in which the sampler has the best (lowest) average rank.",
+        "",
+        "| sampler | avg PSNR rank [95 % CI] | best by PSNR rank in | avg SSIM rank [95 % CI] | best by SSIM rank in |",
+        "|---|---|---|---|---|",
+    ]
+    for s in samplers:
+        cells = []
+        for metric, boot in (("psnr", psnr), ("ssim", ssim)):
+            b, r = boot.get(s), summary[f"{metric}_rank"][s]["average_rank"]
+            if b is None or r is None:
+                cells += [NA, NA]
+                continue
+            cells += [f"{fmt(r)} [{fmt(b['lo'])}, {fmt(b['hi'])}]", f"{100 * b['best_share']:.0f} %"]
+        lines.append(f"| {s} | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -690,6 +772,7 @@ def markdown_report(document: dict[str, Any], date: str | None = None) -> str:
     ]
     for metric in ("psnr", "ssim"):
         lines += _best_lines(summary[f"{metric}_rank"], metric.upper())
+    lines += _bootstrap_lines(summary, samplers)
     parts = []
     for task in tasks:
         names = summary["task_winners_psnr"].get(task, [])
@@ -797,7 +880,13 @@ def run(args: argparse.Namespace) -> Report:
     setup = prepare(args.prior, data_root=args.data_root or DEFAULT_ROOT, **{n: getattr(args, n) for n in names})
     result = run_benchmark(setup, cache=cache_file(args.cache), progress=not args.no_progress)
     document = payload(result.rows, setup.settings)
-    return Report(document, markdown_report(document), lambda path: plot_examples(setup, result, path))
+    return Report(
+        document,
+        markdown_report(document),
+        lambda path: plot_examples(setup, result, path),
+        weights_sha256=setup.settings["weights_sha256"] or None,
+        device=str(setup.device),
+    )
 
 
 __all__ = [

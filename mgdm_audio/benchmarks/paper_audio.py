@@ -28,14 +28,21 @@ import time
 import zlib
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from mgdm_audio.audio.separation import SumOfStems
-from mgdm_audio.benchmarks.harness import Report, Shard, cache_file, device_for_rank, run_cells, torchrun_shard
+from mgdm_audio.benchmarks.harness import (
+    Report,
+    RunCell,
+    Shard,
+    cache_file,
+    device_for_rank,
+    run_cells,
+    torchrun_shard,
+)
 from mgdm_audio.core.errors import UserInputError
 from mgdm_audio.core.likelihood import InverseProblem
 from mgdm_audio.core.rng import make_generator
@@ -132,19 +139,6 @@ def markdown_report(summary: dict[str, Any], info: dict[str, Any], stems: Sequen
     return "\n".join(lines) + "\n"
 
 
-@dataclass(frozen=True)
-class PaperCell:
-    """One run (a sampler at a preset) on one track; the track is the group (its references load once)."""
-
-    run: RunSpec
-    track: str
-    key: dict[str, Any]
-
-    @property
-    def group(self) -> str:
-        return self.track
-
-
 def track_seed(seed: int, track: str) -> int:
     """The sampler seed of a track: ``seed + crc32(track)`` (one generator per (run, track), across its batches)."""
     return seed + zlib.crc32(track.encode())
@@ -210,10 +204,10 @@ def run_paper_audio(
             "seed": track_seed(seed, track),
         }
 
-    cells = [PaperCell(r, t, key(r, t)) for t in names for r in runs]
+    cells = [RunCell(r, t, key(r, t), group=t) for t in names for r in runs]  # a track's references load once
 
-    def compute(group: list[PaperCell]) -> list[list[dict[str, Any]]]:
-        track = group[0].track
+    def compute(group: list[RunCell[str]]) -> list[list[dict[str, Any]]]:
+        track = group[0].item
         refs = torch.stack([dataset[p].float() for p in tracks[track]])  # (n, S, T), read once per track
         out = []
         for cell in group:
@@ -231,7 +225,7 @@ def run_paper_audio(
         shard=shard,
         progress=progress,
         desc="paper audio",
-        status=lambda cell: f"{cell.run.name} {cell.track}",
+        status=lambda cell: f"{cell.run.name} {cell.item}",
     )
     info = {
         "prior": prior_name,
@@ -250,7 +244,7 @@ def run_paper_audio(
     }
     if results is None:
         return None, info
-    by_cell = {(c.run.name, c.track): rows[0] for c, rows in zip(cells, results, strict=True)}
+    by_cell = {(c.run.name, c.item): rows[0] for c, rows in zip(cells, results, strict=True)}
     # the cache is keyed by the configuration; the label and the preset as asked are this table's
     rows = [{"sampler": r.name, "preset": r.preset, **by_cell[(r.name, t)]} for r in runs for t in names]
     return rows, info
@@ -296,4 +290,6 @@ def run(args: Any) -> Report | None:
     if rows is None:
         return None
     summary = summarise(rows, PAPER_STEMS)
-    return Report({"info": info, "summary": summary, "rows": rows}, markdown_report(summary, info, PAPER_STEMS))
+    document = {"info": info, "summary": summary, "rows": rows}
+    text = markdown_report(summary, info, PAPER_STEMS)
+    return Report(document, text, weights_sha256=info["weights_sha256"] or None, device=info["device"])

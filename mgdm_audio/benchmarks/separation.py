@@ -13,10 +13,11 @@ tracks; the order does not depend on ``max_chunks`` (a short run's chunks are th
 
 Per chunk and run (a sampler at a preset with overrides, or an oracle) and stem, a row::
 
-    {"sampler", "method", "preset", "overrides", "track", "chunk", "stem", "si_sdri", "si_sdri_nonsilent",
-     "n_windows", "n_windows_nonsilent", "sdr", "nfe", "vjp", "seconds", "seed"}
+    {"sampler", "method", "preset", "overrides", "track", "chunk", "chunk_id", "stem", "si_sdri",
+     "si_sdri_nonsilent", "n_windows", "n_windows_nonsilent", "sdr", "nfe", "vjp", "seconds", "seed"}
 
-(``sampler`` is the table's label, ``method`` the registry sampler or oracle behind it.)
+(``sampler`` is the table's label, ``method`` the registry sampler or oracle behind it, ``chunk`` the start sample
+and ``chunk_id`` ``"track:start"``.)
 
 * ``si_sdri``: MSDM's protocol on the chunk (4 s windows, 2 s hop, windows with fewer than two non-silent
   reference stems skipped, silent stems of kept windows still scored; mean over windows),
@@ -43,7 +44,11 @@ run with ``n_samples=K`` scores the mean of K samples).
 Summary per run: SI-SDRi per stem pooled over all kept windows of all chunks (MSDM's aggregation: a plain mean over
 windows), their average over stems ("average" in the papers), the same for the non-silent variant, the median over
 chunks of the per-chunk SDR per stem (SiSEC's median over tracks, at chunk level), and NFE, VJP and seconds per
-chunk.
+chunk. Beside it (:mod:`~mgdm_audio.benchmarks.separation_stats`): one row per (run, chunk) with the chunk's mean
+SI-SDRi over stems, each run's mean over chunks with a Student-t 95 % interval next to its NFE, VJP and seconds (the
+equal-compute table and plot), and paired differences with t intervals of every sampler run against the reference
+run (``--reference``, default the first sampler run) and the ``wiener``, ``wiener-sample`` and ``mixture``
+baselines.
 
 Runs are resumable through the harness (:mod:`mgdm_audio.benchmarks.harness`): each finished (run, chunk) is a cache
 line keyed by everything it depends on (:func:`cell_key`: the resolved sampler config and separator settings, prior
@@ -71,8 +76,10 @@ from typing import Any
 import torch
 
 from mgdm_audio.audio.spectra import welch_psd, wiener_posterior_sample, wiener_separation
+from mgdm_audio.benchmarks import separation_stats
 from mgdm_audio.benchmarks.harness import (
     Report,
+    RunCell,
     Shard,
     cache_file,
     device_for_rank,
@@ -81,7 +88,6 @@ from mgdm_audio.benchmarks.harness import (
     run_cells,
     torchrun_shard,
 )
-from mgdm_audio.core.atomic import save_figure_atomic
 from mgdm_audio.core.errors import InternalError, UserInputError
 from mgdm_audio.core.runtime import resolve_device
 from mgdm_audio.metrics.sisdr import (
@@ -493,19 +499,6 @@ def fit_wiener_psd(root: Path, layout: str, model: Any, chunk_samples: int, seed
     return welch_psd(chunks, min(WIENER_BINS, chunk_samples // 2 + 1))
 
 
-@dataclass(frozen=True)
-class SeparationCell:
-    """One run (a sampler at a preset, or an oracle) on one chunk; the chunk is the group (its stems are read once)."""
-
-    run: RunSpec
-    chunk: Chunk
-    key: dict[str, Any]
-
-    @property
-    def group(self) -> str:
-        return self.chunk.chunk_id
-
-
 def cell_key(setup: BenchmarkSetup, run: RunSpec, chunk: Chunk) -> dict[str, Any]:
     """Every value a (run, chunk) result depends on: the resolved sampler config and separator settings (or the
     oracle and the baseline's spectra), the prior's weights, the dataset chunk and the seed."""
@@ -556,15 +549,15 @@ def run_benchmark(
 
         require_museval()  # one clear error before any work
     stems, sr = tuple(setup.prior.stems), int(setup.prior.sample_rate)
-    cells = [SeparationCell(r, c, cell_key(setup, r, c)) for c in setup.chunks for r in setup.runs]
+    cells = [RunCell(r, c, cell_key(setup, r, c), group=c.chunk_id) for c in setup.chunks for r in setup.runs]
 
-    def compute(group: list[SeparationCell]) -> list[list[dict[str, Any]]]:
-        references = setup.references(group[0].chunk)  # read once per chunk, only when something is left to do
+    def compute(group: list[RunCell[Chunk]]) -> list[list[dict[str, Any]]]:
+        references = setup.references(group[0].item)  # read once per chunk, only when something is left to do
         out = []
         for cell in group:
-            out.append(_compute(setup, cell.run, cell.chunk, references, stems, sr, bsseval))
+            out.append(_compute(setup, cell.run, cell.item, references, stems, sr, bsseval))
             if on_result is not None:
-                on_result(cell.run, cell.chunk)
+                on_result(cell.run, cell.item)
         return out
 
     results = run_cells(
@@ -575,17 +568,18 @@ def run_benchmark(
         shard=Shard(rank, world_size, barrier),
         progress=progress,
         desc="separation benchmark",
-        status=lambda cell: f"{cell.run.name} {cell.chunk.chunk_id}",
+        status=lambda cell: f"{cell.run.name} {cell.group}",
     )
     if results is None:
         return None
-    by_cell = {(c.run.name, c.chunk.chunk_id): rows for c, rows in zip(cells, results, strict=True)}
+    by_cell = {(c.run.name, c.group): rows for c, rows in zip(cells, results, strict=True)}
     rows: list[dict[str, Any]] = []
     for run in setup.runs:
         for chunk in setup.chunks:
             for row in by_cell[(run.name, chunk.chunk_id)]:
                 out = {k: v for k, v in row.items() if k != "sdr_computed"}
                 out["sampler"] = run.name  # the cache is keyed by the configuration, the label is this table's
+                out["chunk_id"] = chunk.chunk_id
                 rows.append(out)
     return rows
 
@@ -675,8 +669,10 @@ def summarise(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return summary
 
 
-def markdown_report(summary: dict[str, Any], info: dict[str, Any], stems: Sequence[str]) -> str:
-    """The results table: SI-SDRi per stem and average, the non-silent average, SDR, NFE and wall time."""
+def markdown_report(document: dict[str, Any], stems: Sequence[str]) -> str:
+    """The results table (SI-SDRi per stem and average, the non-silent average, SDR, NFE, VJP and wall time), then
+    the paired differences and the equal-compute table."""
+    summary, info = document["summary"], document["info"]
     lines = [
         f"## Separation benchmark: prior `{info['prior']}` on {info['layout']} `{info['split']}`",
         "",
@@ -688,15 +684,15 @@ def markdown_report(summary: dict[str, Any], info: dict[str, Any], stems: Sequen
         "SI-SDRi (dB, higher is better): MSDM's protocol (4 s windows, 2 s hop, windows with fewer than two active "
         "reference stems skipped, silent stems of kept windows still scored), mean over all kept windows. "
         "*non-silent*: the same average with each stem's own silent windows left out. SDR: BSSEval v4 (museval, "
-        "1 s frames), median over frames then over chunks ('–' when not computed). NFE and seconds per chunk. "
+        "1 s frames), median over frames then over chunks ('–' when not computed). NFE, VJP and seconds per chunk. "
         "Oracles (true stems): irm, ibm, mixture (0 dB). Baselines without true stems, stationary Gaussian stems "
         "with the train split's spectra"
         + (f" (sha256 `{info['wiener_psd_sha256'][:12]}`)" if info.get("wiener_psd_sha256") else "")
         + ": wiener (posterior mean) and wiener-sample (one exact posterior sample). A sampler row is one "
         "posterior sample too, unless its overrides set n_samples: then the mean of that many samples is scored.",
         "",
-        "| sampler | preset | " + " | ".join(stems) + " | average | non-silent avg | SDR avg | NFE | s/chunk |",
-        "|---|---|" + "---|" * (len(stems) + 5),
+        "| sampler | preset | " + " | ".join(stems) + " | average | non-silent avg | SDR avg | NFE | VJP | s/chunk |",
+        "|---|---|" + "---|" * (len(stems) + 6),
     ]
     for name, s in summary.items():
         preset = s["preset"] + ("" if not s["overrides"] else " " + json.dumps(s["overrides"], sort_keys=True))
@@ -704,63 +700,64 @@ def markdown_report(summary: dict[str, Any], info: dict[str, Any], stems: Sequen
         lines.append(
             f"| {name} | {preset} | {cells} | {fmt(s['si_sdri_average'])} | "
             f"{fmt(s['si_sdri_nonsilent_average'])} | {fmt(s['sdr_average'])} | {s['nfe_per_chunk']:.0f} | "
-            f"{s['seconds_per_chunk']:.2f} |"
+            f"{s['vjp_per_chunk']:.0f} | {s['seconds_per_chunk']:.2f} |"
         )
     total = sum(s["seconds_total"] for s in summary.values())
     lines += ["", f"Total separation and scoring wall time: {total:.1f} s.", ""]
+    if info.get("reference"):
+        lines += [f"Reference run of the paired differences: {info['reference']}.", ""]
+    lines += separation_stats.markdown_sections(document["levels"], document["paired_differences"])
     return "\n".join(lines)
 
 
-def plot_quality_vs_nfe(summary: dict[str, Any], path: Path) -> None:
-    """Average SI-SDRi against NFE per chunk (PNG): runs of one sampler joined by a line in NFE order (e.g. MGDM's
-    Gibbs sweeps; means of K samples on a line of their own), the IRM/IBM ceilings and the learning-free baselines
-    as horizontal lines."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    groups: dict[str, list[tuple[float, float, str]]] = defaultdict(list)
+def plot_equal_compute(document: dict[str, Any], path: Path) -> None:
+    """Mean per-chunk SI-SDRi (t 95 % error bars) against seconds and against NFE + VJP per chunk (PNG,
+    :func:`~mgdm_audio.benchmarks.separation_stats.plot_equal_compute`): runs of one sampler joined in cost order
+    (e.g. MGDM's Gibbs sweeps, or one sampler at several step budgets; means of K samples on a line of their own),
+    the IRM/IBM ceilings and the learning-free baselines as horizontal lines."""
     styles = {
         "irm": ("--", "gray", 0.01),
         "ibm": (":", "black", 0.12),
         "wiener": ("-.", "tab:green", 0.23),
         "wiener-sample": ("-.", "tab:olive", 0.45),
     }
-    for name, s in summary.items():
-        if s["si_sdri_average"] is None:
-            continue
+    groups, lines = {}, {}
+    for name, s in document["summary"].items():
         if s["preset"] in (ORACLE_PRESET, BASELINE_PRESET):
-            if name in styles:
-                ls, color, x = styles[name]
-                ax.axhline(s["si_sdri_average"], ls=ls, lw=1, color=color)
-                ax.annotate(name, (x, s["si_sdri_average"]), xycoords=("axes fraction", "data"), fontsize=7)
+            if name in styles:  # the mixture is the 0 dB line
+                lines[name] = styles[name]
             continue
         k = s["overrides"].get(N_SAMPLES_KEY, 1)  # means of K samples are another estimator: their own line
-        group = s["method"] if k == 1 else f"{s['method']} (mean of K samples)"
-        groups[group].append((max(s["nfe_per_chunk"], 1.0), s["si_sdri_average"], name))
-    for base, points in groups.items():
-        points.sort()
-        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=base)
-        for x, y, name in points:
-            ax.annotate(name, (x, y), fontsize=6, xytext=(3, 2), textcoords="offset points")
-    ax.set_xscale("log")
-    ax.set_xlabel("NFE per chunk")
-    ax.set_ylabel("average SI-SDRi (dB)")
-    ax.axhline(0.0, color="black", lw=0.6)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    save_figure_atomic(fig, path, dpi=110)
+        groups[name] = s["method"] if k == 1 else f"{s['method']} (mean of K samples)"
+    separation_stats.plot_equal_compute(document["levels"], groups, lines, path)
 
 
-def payload(rows: list[dict[str, Any]], info: dict[str, Any]) -> dict[str, Any]:
-    """The JSON document: ``{"info", "rows", "summary"}``."""
-    return {"info": info, "rows": rows, "summary": summarise(rows)}
+def payload(rows: list[dict[str, Any]], info: dict[str, Any], reference: str | None = None) -> dict[str, Any]:
+    """The JSON document: ``{"info", "rows", "summary", "chunks", "levels", "paired_differences"}``: the per-stem
+    rows, their pooled summary, one row per (run, chunk), each run's per-chunk mean SI-SDRi with its t interval and
+    cost, and the paired differences (:mod:`~mgdm_audio.benchmarks.separation_stats`) of every sampler run against
+    ``reference`` (default: the first sampler run) and against the ``wiener``, ``wiener-sample`` and ``mixture``
+    baselines that ran."""
+    summary = summarise(rows)
+    samplers = [n for n, s in summary.items() if s["preset"] not in (ORACLE_PRESET, BASELINE_PRESET)]
+    if reference is not None and reference not in summary:
+        raise UserInputError(f"--reference {reference!r} is not a run of this table ({', '.join(summary)}).")
+    reference = reference if reference is not None else (samplers[0] if samplers else None)
+    baselines = [b for b in ("wiener", "wiener-sample", "mixture") if b in summary]
+    chunks = separation_stats.chunk_rows(rows)
+    pairs = separation_stats.comparison_pairs(samplers, reference, baselines)
+    return {
+        "info": {**info, "reference": reference},
+        "rows": rows,
+        "summary": summary,
+        "chunks": chunks,
+        "levels": separation_stats.run_levels(chunks),
+        "paired_differences": separation_stats.paired_differences(chunks, pairs),
+    }
 
 
 # ============================================================================================ command line
-PLOT = "plot average SI-SDRi against NFE per chunk"
+PLOT = "plot mean SI-SDRi per chunk (t 95 % CI) against seconds and against NFE + VJP per chunk"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -783,6 +780,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-chunks", type=int, default=None, help="first N chunks of the seeded order (default: all)"
     )
     parser.add_argument("--seed", type=int, default=0, help="chunk order and per-chunk sampler seeds")
+    parser.add_argument(
+        "--reference",
+        metavar="RUN",
+        help="run every other sampler run is compared with in the paired differences (default: the first sampler run)",
+    )
     parser.add_argument("--chunk-seconds", type=float, default=None, help="chunk length (default: the prior's)")
     parser.add_argument("--bsseval", action="store_true", help="also BSSEval v4 SDR via museval (needs ffmpeg)")
     parser.add_argument(
@@ -797,6 +799,10 @@ def run(args: argparse.Namespace) -> Report | None:
     runs = make_runs(samplers, args.preset, args.sampler_set, oracles=not args.no_oracles)
     if not runs:
         raise UserInputError("nothing to run: give --samplers and/or --sampler-set (or drop --no-oracles).")
+    if args.reference is not None and args.reference not in {r.name for r in runs}:
+        raise UserInputError(
+            f"--reference {args.reference!r} is not a run of this table ({', '.join(r.name for r in runs)})."
+        )
     if args.bsseval:
         from mgdm_audio.metrics.bsseval import require_museval
 
@@ -825,6 +831,12 @@ def run(args: argparse.Namespace) -> Report | None:
     )
     if rows is None:
         return None
-    document = payload(rows, setup.info)
-    text = markdown_report(document["summary"], setup.info, setup.prior.stems)
-    return Report(document, text, lambda path: plot_quality_vs_nfe(document["summary"], path))
+    document = payload(rows, setup.info, args.reference)
+    text = markdown_report(document, setup.prior.stems)
+    return Report(
+        document,
+        text,
+        lambda path: plot_equal_compute(document, path),
+        weights_sha256=setup.info["weights_sha256"] or None,
+        device=setup.info["device"],
+    )

@@ -196,3 +196,8 @@ def adapt(now: float | None = None) -> int:
 def current_threads() -> int:
     """The thread count :func:`configure` / :func:`adapt` last chose."""
     return _state.threads
+
+
+def threads_adapt() -> bool:
+    """Whether the count still follows other processes' load (:func:`adapt`), rather than being fixed."""
+    return _state.adaptive

@@ -24,15 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mgdm_audio.audio.data.procedural import (
-    ONSET_JITTER_S,
-    NoteSink,
-    Song,
-    add_drum_bar,
-    draw_programs,
-    empty_stems,
-    fold,
-)
+from mgdm_audio.audio.data.procedural import Song, draw_stems
+from mgdm_audio.audio.data.scores import drum_track, into_range, part_notes, strum_beats
 from mgdm_audio.core.errors import UserInputError
 
 HELD_OUT_PERCENT = 20
@@ -77,17 +70,7 @@ def chorale_pieces(which: str = "all") -> tuple[ChoralePiece, ...]:
 
 def _voice_notes(part, seconds_per_quarter: float) -> list[tuple[float, float, int]]:
     """``(start_s, end_s, midi)`` of every note (chord members too) of a music21 part."""
-    from music21 import chord, note
-
-    out = []
-    for element in part.flatten().notes:
-        start = float(element.offset) * seconds_per_quarter
-        end = float(element.offset + element.quarterLength) * seconds_per_quarter
-        if isinstance(element, note.Note):
-            out.append((start, end, int(element.pitch.midi)))
-        elif isinstance(element, chord.Chord):
-            out.extend((start, end, int(p.midi)) for p in element.pitches)
-    return out
+    return [(s * seconds_per_quarter, e * seconds_per_quarter, p) for s, e, p in part_notes(part)]
 
 
 def _satb_parts(score, piece: ChoralePiece):
@@ -114,17 +97,10 @@ def chorale_song(piece: ChoralePiece, seed: int, max_seconds: float | None = Non
     seconds = float(score.highestTime) * beat
     if max_seconds is not None:
         seconds = min(seconds, float(max_seconds))
-    programs = draw_programs(rng)
-    stems = empty_stems(programs)
-    sink = {name: NoteSink(stem, seconds, rng, ONSET_JITTER_S) for name, stem in stems.items()}
+    programs, stems, sink = draw_stems(rng, seconds)
 
     for start, end, pitch in _voice_notes(bass_voice, beat):
-        low = pitch - 12
-        while low < 28:
-            low += 12
-        while low > 55:
-            low -= 12
-        sink["bass"].add(low, start, end - 0.03 * (end - start), rng.integers(80, 110))
+        sink["bass"].add(into_range(pitch - 12, 28, 55), start, end - 0.03 * (end - start), rng.integers(80, 110))
     for voice in (soprano, alto):
         for start, end, pitch in _voice_notes(voice, beat):
             sink["piano"].add(pitch, start, end, rng.integers(60, 90))
@@ -135,22 +111,18 @@ def chorale_song(piece: ChoralePiece, seed: int, max_seconds: float | None = Non
             sink["guitar"].add(pitch, start, end, rng.integers(70, 100))
     else:
         lower_voices = _voice_notes(alto, beat) + tenor_notes + _voice_notes(bass_voice, beat)
-        for k in range(int(np.ceil(seconds / beat))):
-            t = k * beat + 1e-3
-            classes = sorted({p % 12 for a, b, p in lower_voices if a <= t < b})
-            if not classes:
-                continue
-            voicing = sorted({fold(pc, 48) for pc in classes} | {fold(classes[0], 40)})
-            for i, pitch in enumerate(voicing):
-                sink["guitar"].add(pitch, k * beat + 0.012 * i, (k + 0.95) * beat, rng.integers(65, 95))
+        strum_beats(
+            sink["guitar"],
+            rng,
+            seconds,
+            beat,
+            lambda k: sorted({p % 12 for a, b, p in lower_voices if a <= k * beat + 1e-3 < b}),
+        )
 
     signatures = list(score.recurse().getElementsByClass("TimeSignature"))
     beats_per_bar = int(signatures[0].numerator) if signatures and signatures[0].numerator in (2, 3, 4) else 4
     key_signatures = list(score.recurse().getElementsByClass("KeySignature"))
-    bar_s = beats_per_bar * beat
-    for b in range(int(np.ceil(seconds / bar_s))):
-        fill = b % 4 == 3 and rng.random() < 0.3
-        add_drum_bar(sink["drums"], rng, "rock", b * bar_s, beat, beats_per_bar, fill, crash=b % 8 == 0)
+    drum_track(sink["drums"], rng, "rock", seconds, beats_per_bar * beat, beat, beats_per_bar, fill_probability=0.3)
 
     metadata = {
         "source": "chorales",

@@ -37,16 +37,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mgdm_audio.audio.data.procedural import (
-    ONSET_JITTER_S,
-    STYLES,
-    NoteSink,
-    Song,
-    add_drum_bar,
-    draw_programs,
-    empty_stems,
-    fold,
-)
+from mgdm_audio.audio.data.procedural import STYLES, Song, draw_stems, fold
+from mgdm_audio.audio.data.scores import drum_track, into_range, part_notes, strum_beats
 from mgdm_audio.core.errors import UserInputError
 
 SALT = 0xC0A9
@@ -139,9 +131,9 @@ def piece_notes(path: str) -> dict:
     if cached.is_file():
         return json.loads(cached.read_text())
     score = corpus.parse(path).stripTies()
-    parts = [notes for notes in (_part_notes(p) for p in score.parts) if notes]
+    parts = [notes for notes in (_sounding_notes(p) for p in score.parts) if notes]
     if not parts:
-        parts = [notes for notes in [_part_notes(score)] if notes]
+        parts = [notes for notes in [_sounding_notes(score)] if notes]
     signatures = list(score.recurse().getElementsByClass("TimeSignature"))
     bar_q = float(signatures[0].barDuration.quarterLength) if signatures else 4.0
     key = score.analyze("key") if len(parts) == 1 else None
@@ -159,29 +151,10 @@ def piece_notes(path: str) -> dict:
     return data
 
 
-def _part_notes(part) -> list[list]:
-    """``(start_q, end_q, midi)`` of every sounding pitch (chord members too) of a part, in quarter notes."""
-    from music21 import chord, note
-
-    out = []
-    for element in part.flatten().notes:
-        start, end = float(element.offset), float(element.offset + element.quarterLength)
-        if end <= start:
-            continue
-        if isinstance(element, note.Note):
-            out.append([start, end, int(element.pitch.midi)])
-        elif isinstance(element, chord.Chord):
-            out.extend([start, end, int(p.midi)] for p in element.pitches)
-    return out
-
-
-def into_range(pitch: int, low: int, high: int) -> int:
-    """``pitch`` moved by octaves into ``[low, high]`` (``high - low >= 11``)."""
-    while pitch < low:
-        pitch += 12
-    while pitch > high:
-        pitch -= 12
-    return pitch
+def _sounding_notes(part) -> list[list]:
+    """``[start_q, end_q, midi]`` (JSON lists) of every sounding pitch of a part: :func:`part_notes` without the
+    zero-length (grace) notes."""
+    return [[start, end, pitch] for start, end, pitch in part_notes(part) if end > start]
 
 
 def _lowest_line(notes: list[tuple[float, float, int]]) -> list[tuple[float, float, int]]:
@@ -245,9 +218,7 @@ def corpus_song(which: str, seed: int, seconds: float, piece: CorpusPiece | None
     first_bar = int(rng.integers(min(entered, last_start), last_start + 1))
     offset_q = first_bar * bar_q
     length_s = min(float(seconds), (total_q - offset_q) * beat)
-    programs = draw_programs(rng)
-    stems = empty_stems(programs)
-    sink = {name: NoteSink(stem, length_s, rng, ONSET_JITTER_S) for name, stem in stems.items()}
+    programs, stems, sink = draw_stems(rng, length_s)
 
     def add(name: str, notes, shift: int, velocity: tuple[int, int], legato: float = 1.0) -> None:
         for start, end, pitch in notes:
@@ -256,14 +227,8 @@ def corpus_song(which: str, seed: int, seconds: float, piece: CorpusPiece | None
             t0, t1 = (start - offset_q) * beat, (end - offset_q) * beat
             sink[name].add(pitch + transpose + shift, t0, t0 + legato * (t1 - t0), rng.integers(*velocity))
 
-    def strum(chord_at) -> None:
-        for k in range(int(np.ceil(length_s / beat))):
-            classes = chord_at(offset_q + k + 1e-3)
-            if not classes:
-                continue
-            voicing = sorted({fold(pc + transpose, 48) for pc in classes} | {fold(classes[0] + transpose, 40)})
-            for i, pitch in enumerate(voicing):
-                sink["guitar"].add(pitch, k * beat + 0.012 * i, (k + 0.95) * beat, rng.integers(65, 95))
+    def strum(chord_at) -> None:  # chord_at(q): the pitch classes sounding at q quarters into the piece
+        strum_beats(sink["guitar"], rng, length_s, beat, lambda k: chord_at(offset_q + k + 1e-3), transpose)
 
     shift = {name: 12 * int(rng.choice([-1, 0, 0, 0, 0, 0, 0, 1])) for name in ("guitar", "piano")}
     mode = "tune"
@@ -298,9 +263,7 @@ def corpus_song(which: str, seed: int, seconds: float, piece: CorpusPiece | None
             strum(lambda q: sorted({p % 12 for s, e, p in lower if s <= q < e}))
     drum_style = str(rng.choice(STYLES["drums"]))
     bar_s = bar_q * beat
-    for b in range(int(np.ceil(length_s / bar_s))):
-        fill = b % 4 == 3 and rng.random() < 0.4
-        add_drum_bar(sink["drums"], rng, drum_style, b * bar_s, bar_s / beats_per_bar, beats_per_bar, fill, b % 8 == 0)
+    drum_track(sink["drums"], rng, drum_style, length_s, bar_s, bar_s / beats_per_bar, beats_per_bar, 0.4)
 
     metadata = {
         "source": "corpus",

@@ -34,21 +34,32 @@ KEY_NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
 MAJOR_SCALE = (0, 2, 4, 5, 7, 9, 11)
 MINOR_SCALE = (0, 2, 3, 5, 7, 8, 10)
 
-# Progressions as 0-based scale degrees, one chord per bar, looped.
+#: Scale degrees as roman numerals (the case only says the chord's quality: the scale decides it).
+ROMAN_NUMERALS = ("i", "ii", "iii", "iv", "v", "vi", "vii")
+#: Chord progressions, one chord per bar, looped: ids ``maj0..maj7`` over the major scale, ``min0..min4`` over the
+#: natural minor scale.
+MAJOR_PROGRESSIONS = (
+    "I V vi IV",
+    "I vi IV V",
+    "I IV V IV",
+    "vi IV I V",
+    "I IV I V",
+    "ii V I I",
+    "I iii IV V",
+    "I V IV IV",
+)
+MINOR_PROGRESSIONS = ("i VI III VII", "i iv v i", "i VII VI v", "i iv VII III", "i VI iv v")
+
+
+def scale_degrees(numerals: str) -> tuple[int, ...]:
+    """0-based scale degrees of space-separated roman numerals: ``"I V vi IV"`` -> ``(0, 4, 5, 3)``."""
+    return tuple(ROMAN_NUMERALS.index(numeral.lower()) for numeral in numerals.split())
+
+
+#: Progression id -> 0-based scale degrees.
 PROGRESSIONS: dict[str, tuple[int, ...]] = {
-    "maj0": (0, 4, 5, 3),  # I V vi IV
-    "maj1": (0, 5, 3, 4),  # I vi IV V
-    "maj2": (0, 3, 4, 3),  # I IV V IV
-    "maj3": (5, 3, 0, 4),  # vi IV I V
-    "maj4": (0, 3, 0, 4),  # I IV I V
-    "maj5": (1, 4, 0, 0),  # ii V I I
-    "maj6": (0, 2, 3, 4),  # I iii IV V
-    "maj7": (0, 4, 3, 3),  # I V IV IV
-    "min0": (0, 5, 2, 6),  # i VI III VII
-    "min1": (0, 3, 4, 0),  # i iv v i
-    "min2": (0, 6, 5, 4),  # i VII VI v
-    "min3": (0, 3, 6, 2),  # i iv VII III
-    "min4": (0, 5, 3, 4),  # i VI iv v
+    **{f"maj{i}": scale_degrees(numerals) for i, numerals in enumerate(MAJOR_PROGRESSIONS)},
+    **{f"min{i}": scale_degrees(numerals) for i, numerals in enumerate(MINOR_PROGRESSIONS)},
 }
 
 STYLES: dict[str, tuple[str, ...]] = {
@@ -128,6 +139,16 @@ def empty_stems(programs: Mapping[str, int]) -> dict[str, StemScore]:
         "guitar": StemScore("guitar", programs["guitar"], False),
         "piano": StemScore("piano", programs["piano"], False),
     }
+
+
+def draw_stems(
+    rng: np.random.Generator, seconds: float, jitter_s: float = ONSET_JITTER_S
+) -> tuple[dict[str, int], dict[str, StemScore], dict[str, NoteSink]]:
+    """The programs (:func:`draw_programs`), the four empty stems and a :class:`NoteSink` on each, clipping notes at
+    ``seconds`` and jittering onsets by ``jitter_s``."""
+    programs = draw_programs(rng)
+    stems = empty_stems(programs)
+    return programs, stems, {name: NoteSink(stem, seconds, rng, jitter_s) for name, stem in stems.items()}
 
 
 def chord_pitches(scale: Sequence[int], key: int, degree: int, sevenths: bool) -> list[int]:
@@ -230,15 +251,13 @@ def generate_song(
     tempo = float(rng.uniform(80.0, 150.0))
     key = int(rng.integers(12))
     sevenths = bool(rng.random() < 0.3)
-    programs = draw_programs(rng)
+    programs, stems, sink = draw_stems(rng, seconds, jitter_s)
     minor = progression_id.startswith("min")
     scale = MINOR_SCALE if minor else MAJOR_SCALE
     degrees = PROGRESSIONS[progression_id]
     beat = 60.0 / tempo
     bar = 4 * beat
 
-    stems = empty_stems(programs)
-    sink = {name: NoteSink(stem, seconds, rng, jitter_s) for name, stem in stems.items()}
     for b in range(int(np.ceil(seconds / bar))):
         t0 = b * bar
         degree = degrees[b % len(degrees)]

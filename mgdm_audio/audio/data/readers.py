@@ -52,7 +52,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import numpy as np
 import torch
@@ -62,12 +62,21 @@ from torch.utils.data import Dataset
 from mgdm_audio.audio.io import audio_info, read_segment
 from mgdm_audio.core.errors import UserInputError
 
-__all__ = ["SLAKH_CLASS_TO_STEM", "SLAKH_LAYOUTS", "MusdbDataset", "SlakhDataset", "StemSource", "TrackEntry"]
+__all__ = [
+    "SLAKH_CLASS_TO_STEM",
+    "SLAKH_LAYOUTS",
+    "ChunkOptions",
+    "MusdbDataset",
+    "SlakhDataset",
+    "StemSource",
+    "TrackEntry",
+]
 
 SLAKH_LAYOUTS = ("auto", "ours", "msdm", "slakh2100")
 #: raw Slakh2100 ``inst_class`` -> our stem name (classes not listed are ignored)
 SLAKH_CLASS_TO_STEM = {"Bass": "bass", "Drums": "drums", "Guitar": "guitar", "Piano": "piano"}
 _AUDIO_SUFFIXES = (".flac", ".wav")
+_HQ_SUFFIXES = (".wav", ".flac")  # MUSDB18-HQ ships wav
 
 
 @dataclass(frozen=True)
@@ -125,6 +134,19 @@ def _make_track(
     return TrackEntry(name, folder, tuple(tuple(g) for g in sources), length, mixture, layout)
 
 
+class ChunkOptions(TypedDict, total=False):
+    """Keyword options that both readers take with the same meaning and default (the rules are in the module
+    docstring; the defaults are those of :class:`_StemChunkDataset`)."""
+
+    hop_samples: int | None
+    seed: int
+    in_memory: bool
+    min_active_stems: int
+    silence_db: float
+    gain: float
+    keep_partial: bool
+
+
 class _StemChunkDataset(Dataset):
     """Shared chunking over a list of :class:`TrackEntry` (see the module docstring for the rules)."""
 
@@ -136,14 +158,14 @@ class _StemChunkDataset(Dataset):
         sample_rate: int,
         chunk_samples: int,
         mode: str,
-        hop_samples: int | None,
-        seed: int,
-        in_memory: bool,
-        min_active_stems: int,
-        silence_db: float,
-        gain: float,
-        keep_partial: bool,
         where: str,
+        hop_samples: int | None = None,
+        seed: int = 0,
+        in_memory: bool = False,
+        min_active_stems: int = 0,
+        silence_db: float = -60.0,
+        gain: float = 1.0,
+        keep_partial: bool = False,
     ) -> None:
         if mode not in ("random", "sequential"):
             raise UserInputError(f"mode must be 'random' or 'sequential', got {mode!r}.")
@@ -302,6 +324,18 @@ def _stem_file(folder: Path, stem: str, suffixes: Sequence[str]) -> Path | None:
     return None
 
 
+def _folder_sources(
+    folder: Path, stems: Sequence[str], stem_suffixes: Sequence[str], mix_name: str, mix_suffixes: Sequence[str]
+) -> tuple[list[list[StemSource]], StemSource | None]:
+    """Per-stem sources (``[]`` for a stem with no file) and the mixture file of a one-file-per-stem folder."""
+    groups = []
+    for stem in stems:
+        path = _stem_file(folder, stem, stem_suffixes)
+        groups.append([_source(path)] if path is not None else [])
+    mix_path = _stem_file(folder, mix_name, mix_suffixes)
+    return groups, (_source(mix_path) if mix_path is not None else None)
+
+
 def _detect_layout(folder: Path, stems: Sequence[str]) -> str | None:
     if (folder / "stems").is_dir() and (folder / "metadata.yaml").is_file():
         return "slakh2100"
@@ -349,7 +383,8 @@ def _raw_slakh_sources(folder: Path, stems: Sequence[str]) -> list[list[StemSour
 class SlakhDataset(_StemChunkDataset):
     """Slakh-layout multi-stem dataset (ours, MSDM's 4-stem wav folders, raw Slakh2100); items ``(S, T)``.
 
-    See the module docstring for the layouts, chunking modes, the active-stem rule and missing/mismatched stems.
+    See the module docstring for the layouts, chunking modes, the active-stem rule and missing/mismatched stems;
+    ``options`` are the :class:`ChunkOptions` shared with :class:`MusdbDataset`.
     """
 
     def __init__(
@@ -360,15 +395,9 @@ class SlakhDataset(_StemChunkDataset):
         sample_rate: int = 22050,
         chunk_samples: int = 65536,
         mode: str = "random",
-        hop_samples: int | None = None,
-        seed: int = 0,
-        in_memory: bool = False,
-        min_active_stems: int = 0,
-        silence_db: float = -60.0,
-        layout: str = "auto",
         *,
-        gain: float = 1.0,
-        keep_partial: bool = False,
+        layout: str = "auto",
+        **options: Unpack[ChunkOptions],
     ) -> None:
         if layout not in SLAKH_LAYOUTS:
             raise UserInputError(f"layout must be one of {SLAKH_LAYOUTS}, got {layout!r}.")
@@ -392,12 +421,7 @@ class SlakhDataset(_StemChunkDataset):
                 mixture = None  # Slakh's mix.flac also holds the other instruments: not the sum of these stems
             else:
                 suffixes = (".wav",) if use == "msdm" else _AUDIO_SUFFIXES
-                groups = []
-                for stem in stems:
-                    path = _stem_file(folder, stem, suffixes)
-                    groups.append([_source(path)] if path is not None else [])
-                mix_path = _stem_file(folder, "mix", _AUDIO_SUFFIXES)
-                mixture = _source(mix_path) if mix_path is not None else None
+                groups, mixture = _folder_sources(folder, stems, suffixes, "mix", _AUDIO_SUFFIXES)
                 absent = [stem for stem, group in zip(stems, groups, strict=True) if not group]
                 if use == "ours" and absent and not (folder / "metadata.json").is_file():
                     warnings.warn(
@@ -426,14 +450,8 @@ class SlakhDataset(_StemChunkDataset):
             sample_rate=sample_rate,
             chunk_samples=chunk_samples,
             mode=mode,
-            hop_samples=hop_samples,
-            seed=seed,
-            in_memory=in_memory,
-            min_active_stems=min_active_stems,
-            silence_db=silence_db,
-            gain=gain,
-            keep_partial=keep_partial,
             where=str(split_dir),
+            **options,
         )
 
 
@@ -477,7 +495,8 @@ class MusdbDataset(_StemChunkDataset):
     Items are ``(S, T)`` mono (mean of L/R) stems; with ``return_mixture=True`` an item is ``(stems, mixture)``
     where ``mixture`` ``(1, T)`` is the provided mixture file's crop. ``.stem.mp4`` files are decoded through the
     ``musdb`` package (and ffmpeg), imported only when such files are present. ``mono=False`` is not
-    supported yet (the separation prior is mono).
+    supported yet (the separation prior is mono). ``options`` are the :class:`ChunkOptions` shared with
+    :class:`SlakhDataset`.
     """
 
     def __init__(
@@ -489,15 +508,9 @@ class MusdbDataset(_StemChunkDataset):
         mono: bool = True,
         chunk_samples: int = 262144,
         mode: str = "sequential",
-        hop_samples: int | None = None,
-        seed: int = 0,
-        in_memory: bool = False,
-        min_active_stems: int = 0,
-        silence_db: float = -60.0,
         *,
-        gain: float = 1.0,
-        keep_partial: bool = False,
         return_mixture: bool = False,
+        **options: Unpack[ChunkOptions],
     ) -> None:
         if not mono:
             raise UserInputError("MusdbDataset reads mono (mean of L/R) only; pass mono=True.")
@@ -511,12 +524,7 @@ class MusdbDataset(_StemChunkDataset):
         _check_dir(subset_dir, f"Subset {subset!r}:", f"use 'train' or 'test' under {self.root}.")
         tracks: list[TrackEntry] = []
         for folder in sorted(p for p in subset_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
-            groups = []
-            for stem in stems:
-                path = _stem_file(folder, stem, (".wav", ".flac"))
-                groups.append([_source(path)] if path is not None else [])
-            mix_path = _stem_file(folder, "mixture", (".wav", ".flac"))
-            mixture = _source(mix_path) if mix_path is not None else None
+            groups, mixture = _folder_sources(folder, stems, _HQ_SUFFIXES, "mixture", _HQ_SUFFIXES)
             entry = _make_track(folder.name, folder, groups, sample_rate, mixture, "musdb18hq")
             if entry is not None:
                 tracks.append(entry)
@@ -534,14 +542,8 @@ class MusdbDataset(_StemChunkDataset):
             sample_rate=sample_rate,
             chunk_samples=chunk_samples,
             mode=mode,
-            hop_samples=hop_samples,
-            seed=seed,
-            in_memory=in_memory,
-            min_active_stems=min_active_stems,
-            silence_db=silence_db,
-            gain=gain,
-            keep_partial=keep_partial,
             where=str(subset_dir),
+            **options,
         )
 
     # ---------------------------------------------------------------- MUSDB18 .stem.mp4 through musdb
