@@ -4,8 +4,9 @@ Every point (a sampler at its reference audio preset, or with one of the grid's 
 separation benchmark's engine (:mod:`mgdm_audio.benchmarks.separation`: the same chunks, the same per-chunk seeds,
 the same separator settings and scoring, a resumable cache). Per sampler the point with the best mean SI-SDRi (the
 average over stems of MSDM's pooled per-stem SI-SDRi) is chosen. Writes ``--out`` + ``.json`` (every point's
-summary, the chosen ones, the per-chunk rows, the command, the commit, the prior's weight hash and the machine) and
-``.md`` (one table of every point tried). Refuses a split whose name starts with ``test``.
+summary, the chosen ones, the per-chunk rows) and ``.md`` (one table of every point tried), both with the harness's
+provenance (the command, the commit, the prior's weight hash, the machine). Refuses a split whose name starts with
+``test``.
 
     OMP_NUM_THREADS=1 python evaluation/separation/tune.py --root /work/data/slakh-diverse --split validation_opl3 \\
         --prior slakh-style-small --max-chunks 30 --cache evaluation/results/separation_tuning.cells.jsonl
@@ -17,10 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import shlex
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -84,29 +81,6 @@ def choose(table: dict[str, dict[str, Any]], summary: dict[str, Any]) -> dict[st
     return best
 
 
-def machine() -> dict[str, Any]:
-    """The CPU model, its core count and the torch thread count of this run."""
-    import torch
-
-    model = platform.processor() or platform.machine()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        names = [
-            line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")
-        ]
-        model = names[0] if names else model
-    return {"cpu": model, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__}
-
-
-def commit() -> str:
-    try:
-        out = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain"], capture_output=True, text=True)
-        return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def markdown(document: dict[str, Any]) -> str:
     from mgdm_audio.benchmarks.harness import fmt
 
@@ -117,9 +91,7 @@ def markdown(document: dict[str, Any]) -> str:
         f"Prior `{info['prior']}` (weights sha256 `{info['weights_sha256'][:12]}`), {info['chunks']} chunks of "
         f"{info['chunk_seconds']:.2f} s from {info['tracks']} tracks of `{info['root']}/{info['split']}`, seed "
         f"{info['seed']} (every point gets the same chunks and the same seed on a chunk), device {info['device']}; "
-        f"{document['points_per_sampler']} points per sampler from `evaluation/separation/tuning.yaml`. Machine: "
-        f"{document['machine']['cpu']}, {document['machine']['torch_threads']} torch thread(s). Commit "
-        f"`{document['commit']}`.",
+        f"{document['points_per_sampler']} points per sampler from `evaluation/separation/tuning.yaml`.",
         "",
         "Mean SI-SDRi: the average over stems of MSDM's pooled per-stem SI-SDRi (dB); NFE, VJP and seconds per chunk. "
         "**bold**: the chosen point of each sampler (best mean SI-SDRi).",
@@ -135,8 +107,7 @@ def markdown(document: dict[str, Any]) -> str:
             f"{mark}{fmt(p['si_sdri_average'])}{mark} | {p['nfe_per_chunk']:.0f} | {p['vjp_per_chunk']:.0f} | "
             f"{p['seconds_per_chunk']:.2f} |"
         )
-    lines += ["", f"Regenerate: `{document['command']}`", ""]
-    return "\n".join(lines)
+    return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -162,9 +133,10 @@ def main(argv: list[str] | None = None) -> int:
 
     configure(args.threads or None)  # before torch is loaded
     from mgdm_audio.benchmarks import separation as sb
-    from mgdm_audio.benchmarks.harness import cache_file
-    from mgdm_audio.core.atomic import write_atomic
+    from mgdm_audio.benchmarks.harness import Report, cache_file, git_state, write_outputs
     from mgdm_audio.core.errors import UserInputError
+
+    code = git_state()  # the code the numbers come from: the checkout may change while the run goes on
 
     try:
         if args.split.lower().startswith("test"):
@@ -208,9 +180,6 @@ def main(argv: list[str] | None = None) -> int:
             }
         )
     document = {
-        "command": shlex.join(["python", "evaluation/separation/tune.py", *(sys.argv[1:] if argv is None else argv)]),
-        "commit": commit(),
-        "machine": machine(),
         "info": setup.info,
         "points_per_sampler": len(next(iter(table.values()))["points"]),
         "parameters": {name: entry.get("parameter", "") for name, entry in table.items()},
@@ -218,10 +187,10 @@ def main(argv: list[str] | None = None) -> int:
         "points": points,
         "rows": rows,
     }
-    out = Path(args.out)
-    write_atomic(Path(f"{out}.json"), json.dumps(document, indent=1) + "\n")
-    write_atomic(Path(f"{out}.md"), markdown(document))
-    print(markdown(document))
+    text = markdown(document)
+    report = Report(document, text, weights_sha256=setup.info["weights_sha256"] or None, device=setup.info["device"])
+    write_outputs(report, f"{args.out}.json", f"{args.out}.md", None, None, git=code)  # command: python + argv
+    print(text)
     return 0
 
 
