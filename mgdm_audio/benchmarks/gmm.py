@@ -335,6 +335,7 @@ DEFAULT_ENTRIES: tuple[RunSpec, ...] = (
     entry("ddrm"),
     entry("reddiff"),
     entry("daps"),
+    entry("pnpdm"),
     entry("vml_map"),
     entry("ddim", label="ddim (prior only)"),
 )
