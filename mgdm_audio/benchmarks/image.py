@@ -74,7 +74,7 @@ from mgdm_audio.image.tasks import KERNEL_WIZARD_HELP
 from mgdm_audio.metrics.intervals import BOOTSTRAP_RESAMPLES, bootstrap_percentile
 from mgdm_audio.samplers.run import RunSpec, parse_run_specs
 
-SAMPLERS = ("mgdm", "dps", "pigdm", "diffpir", "ddrm", "reddiff", "daps", "vml_map")
+SAMPLERS = ("mgdm", "dps", "pigdm", "diffpir", "ddrm", "reddiff", "daps", "pnpdm", "vml_map")
 ENGINE_VERSION = 1
 """Part of every cache key: raise it when a change to this file changes the numbers of an unchanged cell."""
 EXAMPLE_KEY = "example"
