@@ -11,7 +11,8 @@ provenance (the command, the commit, the prior's weight hash, the machine). Refu
     OMP_NUM_THREADS=1 python evaluation/separation/tune.py --root /work/data/slakh-diverse --split validation_opl3 \\
         --prior slakh-style-small --max-chunks 30 --cache evaluation/results/separation_tuning.cells.jsonl
 
-``--samplers`` and ``--points N`` (the first N points of each) make a smaller run of the same file.
+``--samplers`` and ``--points N`` (the first N points of each) make a smaller run of the same file. Under
+``torchrun --nproc_per_node K`` (with ``--cache``) the chunks are dealt to K processes, as in the benchmark.
 """
 
 from __future__ import annotations
@@ -133,7 +134,14 @@ def main(argv: list[str] | None = None) -> int:
 
     configure(args.threads or None)  # before torch is loaded
     from mgdm_audio.benchmarks import separation as sb
-    from mgdm_audio.benchmarks.harness import Report, cache_file, git_state, write_outputs
+    from mgdm_audio.benchmarks.harness import (
+        Report,
+        cache_file,
+        device_for_rank,
+        git_state,
+        torchrun_shard,
+        write_outputs,
+    )
     from mgdm_audio.core.errors import UserInputError
 
     code = git_state()  # the code the numbers come from: the checkout may change while the run goes on
@@ -146,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         samplers = [s.strip() for s in args.samplers.split(",") if s.strip()] if args.samplers else None
         table = load_points(args.config, samplers, args.points)
         runs = run_specs(table)
+        shard = torchrun_shard(args.cache)  # torchrun: chunks dealt to the ranks, rank 0 merges and writes
         setup = sb.prepare(
             args.root,
             args.layout,
@@ -155,13 +164,21 @@ def main(argv: list[str] | None = None) -> int:
             max_chunks=args.max_chunks,
             seed=args.seed,
             chunk_seconds=args.chunk_seconds,
-            device=args.device,
+            device=str(device_for_rank(args.device, shard)),
         )
-        rows = sb.run_benchmark(setup, cache=cache_file(args.cache), progress=not args.no_progress)
+        rows = sb.run_benchmark(
+            setup,
+            cache=cache_file(args.cache),
+            progress=not args.no_progress and shard.rank == 0,
+            rank=shard.rank,
+            world_size=shard.world,
+            barrier=shard.barrier,
+        )
     except UserInputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    assert rows is not None  # one process: rank 0
+    if rows is None:
+        return 0  # a rank other than 0: rank 0 merges the results and writes the outputs
     summary = sb.summarise(rows)
     chosen = choose(table, summary)
     points = []
