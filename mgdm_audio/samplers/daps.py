@@ -211,34 +211,30 @@ def daps(
     return x
 
 
+PAPER_AUDIO: dict[str, float | int] = {
+    "annealing_steps": 200,
+    "sigma_max": 20.0,
+    "sigma_min": 1e-3,
+    "inner_sigma_min": 1e-4,
+    "lr": 1e-5,
+    "tau": 0.005,
+    "lr_min_ratio": 1e-3,
+}
+"""The MGDM reference's audio DAPS config (``configs/exp_sound/sampler/daps.yaml``)."""
+
+
 SPEC = SamplerSpec(
     name="daps",
     run=daps,
     config_cls=DAPSConfig,
     presets={
         "paper-image": {},
-        "paper-audio": {
-            "annealing_steps": 200,
-            "sigma_max": 20.0,
-            "sigma_min": 1e-3,
-            "inner_sigma_min": 1e-4,
-            "lr": 1e-5,
-            "tau": 0.005,
-            "lr_min_ratio": 1e-3,
-        },
+        "paper-audio": PAPER_AUDIO,
         "fast": {"annealing_steps": 50},
         # `paper-audio` (configs/exp_sound/sampler/daps.yaml of the MGDM reference: sigma 20 -> 1e-3, inner 1e-4,
         # 5 ODE steps, 50 Langevin steps of lr 1e-5, tau 0.005, lr_min_ratio 1e-3) on 20 annealing levels instead of
         # 200: 100 NFE per segment, no VJP, about MGDM `audio-fast`'s 68 NFE + 31 VJP per segment.
-        "audio-fast": {
-            "annealing_steps": 20,
-            "sigma_max": 20.0,
-            "sigma_min": 1e-3,
-            "inner_sigma_min": 1e-4,
-            "lr": 1e-5,
-            "tau": 0.005,
-            "lr_min_ratio": 1e-3,
-        },
+        "audio-fast": {**PAPER_AUDIO, "annealing_steps": 20},
     },
     needs_linear=False,
     warm_start=True,
