@@ -96,6 +96,22 @@ def test_help_loads_no_torch():
     assert out.returncode == 0 and "separate" in out.stdout
 
 
+def test_every_command_and_engine_help_formats(capsys):
+    """`--help` of every subcommand and benchmark engine prints (a stray `%` in a help string breaks argparse)."""
+    from mgdm_audio.benchmarks import ENGINES
+    from mgdm_audio.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if a.__class__.__name__ == "_SubParsersAction")
+    commands = [[name] for name in sub.choices if name != "benchmark"]
+    commands += [["benchmark", engine] for engine in ENGINES]
+    assert len(commands) >= 8
+    for argv in commands:
+        with pytest.raises(SystemExit) as exit_info:
+            main([*argv, "--help"])
+        assert exit_info.value.code == 0, argv
+        assert capsys.readouterr().out.startswith("usage:"), argv
+
+
 # ------------------------------------------------------------------------------------------ threads
 
 

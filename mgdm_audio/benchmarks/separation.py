@@ -757,7 +757,7 @@ def payload(rows: list[dict[str, Any]], info: dict[str, Any], reference: str | N
 
 
 # ============================================================================================ command line
-PLOT = "plot mean SI-SDRi per chunk (t 95 % CI) against seconds and against NFE + VJP per chunk"
+PLOT = "plot mean SI-SDRi per chunk (t 95 %% CI) against seconds and against NFE + VJP per chunk"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
