@@ -41,10 +41,11 @@ forward process, a standard normal ``z_0`` (``z_0 = x_init`` in the V basis, ``z
   ``\bar x_c = (1 - \eta_b) \bar{\hat x} + \eta_b \bar y + \sqrt{\sigma_c^2 - \eta_b^2 \sigma_y^2 / s_i^2}\, z``
   (with ``eta_b = 1``: the cold start's rule at ``\sigma_c``).
 
-This is SDEdit's forward noising in DDRM's own forward process: averaged over ``\bar y \sim
-N(\bar x_0, \sigma_y^2 / s_i^2)`` every case has the law ``N(\bar{\hat x}_i, \sigma_c^2)`` (DDRM's marginal
-``q(x_t | x_0) = N(x_0, \sigma_t^2 I)``), the VE-noised estimate. Then the steps ``i = N-1-c .. 2`` and the last
-denoise: ``N - 1 - c`` NFE.
+This start is derived here (the paper starts at ``t = T`` only): it is SDEdit's forward noising in DDRM's own
+forward process. Averaged over an observation of ``x_0 = \hat x``, ``\bar y_i \sim N(\bar{\hat x}_i,
+\sigma_y^2 / s_i^2)``, every case has the law ``N(\bar{\hat x}_i, \sigma_c^2)`` (DDRM's marginal
+``q(x_t | x_0) = N(x_0, \sigma_t^2 I)``), the VE-noised estimate of the other samplers. Then the steps
+``i = N-1-c .. 2`` and the last denoise: ``N - 1 - c`` NFE.
 
 The eta-DDIM update has std ``eta * sigma_{t'}`` (in VP: ``eta sqrt(1 - abar_{t'})``), a parametrisation
 that exceeds the DDPM posterior std (the core bridge's ``eta = 1``) for fine grids, so it cannot be routed
