@@ -16,6 +16,7 @@ from torch.utils.data import Dataset
 from mgdm_audio.audio.separator import Separator
 from mgdm_audio.core.errors import UserInputError
 from mgdm_audio.metrics.sisdr import si_snr
+from mgdm_audio.samplers.registry import SAMPLER_MODULES
 from mgdm_audio.training import FactorySpec, Recipe, TrainSettings, ValidationSettings, train
 from tests.audio_priors_for_tests import BANDS, BandPrior, band_stems
 
@@ -100,7 +101,7 @@ def test_l1_training_export_and_load(trained):
         load_separator("slakh-style-small")  # a shipped prior
 
 
-def test_separator_alone_streams_and_reports(trained, tmp_path):
+def test_separator_alone_streams_and_reports(trained, tmp_path, monkeypatch):
     folder, _ = trained
     stems = band_stems(3 * CHUNK + 100, SR, seed=7) * 2.0
     sep = Separator(sampler="demucs", init=folder, output="prior", n_samples=2)
@@ -113,8 +114,9 @@ def test_separator_alone_streams_and_reports(trained, tmp_path):
         Separator(sampler="demucs")
     with pytest.raises(UserInputError, match="go together"):
         Separator(prior=BandPrior(SR, CHUNK), init=folder)
+    monkeypatch.setitem(SAMPLER_MODULES, "one_step", "tests.toy_sampler")  # a plug-in that declares no warm start
     with pytest.raises(UserInputError, match="no warm start"):
-        Separator(prior=BandPrior(SR, CHUNK), sampler="ddrm", init=folder, init_sigma=0.1)
+        Separator(prior=BandPrior(SR, CHUNK), sampler="one_step", init=folder, init_sigma=0.1)
 
 
 def test_cli_separates_with_the_separator_alone(trained, tmp_path):

@@ -25,6 +25,28 @@ Step ``t = ts[i] -> t' = ts[i-1]`` for ``i = N-1 .. 2`` (Eq. 8), fresh ``z ~ N(0
 The last step goes to the clean level ``ts[0] = 0`` (``sigma = 0``): every case then gives
 ``\bar x_\theta``, so the sample is ``D(x_{ts[1]}, \sigma_{ts[1]})``, returned as is.
 
+Warm start (:class:`~mgdm_audio.samplers.base.WarmStart`: an estimate ``\hat x`` and a level ``S``; SDEdit). The
+grid's levels above ``S`` are skipped (:func:`~mgdm_audio.samplers.base.warm_cut`, ``c`` of them) and the chain starts
+at ``t_c = ts[N-1-c]`` with a draw of DDRM's variational distribution ``q(\bar x_{t_c} | x_0 = \hat x, y)``
+(Eq. 8 at ``t = t_c``), i.e. the step rule above into ``\sigma_c`` with ``\bar x_\theta = \bar{\hat x}``
+(``= V^T \hat x``) and, in the null space, the noise estimate ``\hat\epsilon`` replaced by its law under the
+forward process, a standard normal ``z_0`` (``z_0 = x_init`` in the V basis, ``z`` fresh):
+
+* null space: ``\bar x_c = \bar{\hat x} + \sqrt{1 - \eta_c^2}\, \sigma_c z_0 + \eta_c \sigma_c z``
+  (in law ``\bar{\hat x} + \sigma_c z``);
+* measurement noisier than the level (``s_i \sigma_c < \sigma_y``):
+  ``\bar x_c = \bar{\hat x} + \sqrt{1 - \eta^2}\, \sigma_c (\bar y - \bar{\hat x}) s_i / \sigma_y
+  + \eta \sigma_c z``;
+* measurement less noisy than the level (``s_i \sigma_c \ge \sigma_y``):
+  ``\bar x_c = (1 - \eta_b) \bar{\hat x} + \eta_b \bar y + \sqrt{\sigma_c^2 - \eta_b^2 \sigma_y^2 / s_i^2}\, z``
+  (with ``eta_b = 1``: the cold start's rule at ``\sigma_c``).
+
+This start is derived here (the paper starts at ``t = T`` only): it is SDEdit's forward noising in DDRM's own
+forward process. Averaged over an observation of ``x_0 = \hat x``, ``\bar y_i \sim N(\bar{\hat x}_i,
+\sigma_y^2 / s_i^2)``, every case has the law ``N(\bar{\hat x}_i, \sigma_c^2)`` (DDRM's marginal
+``q(x_t | x_0) = N(x_0, \sigma_t^2 I)``), the VE-noised estimate of the other samplers. Then the steps
+``i = N-1-c .. 2`` and the last denoise: ``N - 1 - c`` NFE.
+
 The eta-DDIM update has std ``eta * sigma_{t'}`` (in VP: ``eta sqrt(1 - abar_{t'})``), a parametrisation
 that exceeds the DDPM posterior std (the core bridge's ``eta = 1``) for fine grids, so it cannot be routed
 through :func:`mgdm_audio.core.bridge.ddim_step`; it is written out here.
@@ -41,7 +63,7 @@ null-space rule); the code draws the "noisier than y" noise with ``y``'s batch s
 many chains (the reference's MCGdiff GMM call) all chains share that draw, whereas here each chain has its
 own. ``sigma_y`` must be positive (always true for an :class:`InverseProblem`).
 
-Cost: ``N - 1`` NFE, no VJP. Needs the operator's SVD pieces (``needs_svd``).
+Cost: ``N - 1`` NFE cold, no VJP. Needs the operator's SVD pieces (``needs_svd``).
 """
 
 from __future__ import annotations
@@ -57,7 +79,15 @@ from mgdm_audio.core.errors import UserInputError
 from mgdm_audio.core.likelihood import InverseProblem
 from mgdm_audio.core.operators import SVDPieces
 from mgdm_audio.core.rng import randn_like
-from mgdm_audio.samplers.base import Callback, SamplerSpec, notify, require_svd, sampler
+from mgdm_audio.samplers.base import (
+    Callback,
+    SamplerSpec,
+    WarmStart,
+    notify,
+    require_svd,
+    sampler,
+    vp_schedule,
+)
 
 
 @dataclass
@@ -75,6 +105,36 @@ class DDRMConfig:
 
 def _svd_pieces(problem: InverseProblem) -> SVDPieces:
     return require_svd(problem, "DDRM")
+
+
+@dataclass(frozen=True)
+class _Spectral:
+    """The observation in the V basis: singular values ``s`` (float64 and the run's dtype), ``U^T y`` and
+    ``\bar y = U^T y / s`` on the ``r`` range coordinates, ``sigma_y`` and the etas ``(eta, eta_b, eta_c)``."""
+
+    s64: Tensor
+    s: Tensor
+    uy: Tensor
+    ybar: Tensor
+    sigma_y: float
+    r: int
+    etas: tuple[float, float, float]
+
+    def update(self, c0: Tensor, eps: Tensor, z: Tensor, sigma_next: float) -> Tensor:
+        """DDRM's step rule (Eq. 8) into ``sigma_next``: the V-basis state from ``c0 = V^T x_theta``, the null-space
+        noise estimate ``eps`` and fresh noise ``z`` (module docstring)."""
+        eta_a, eta_b, eta_c = self.etas
+        r, s64, sigma_y = self.r, self.s64, self.sigma_y
+        # null space: eta-DDIM with the noise estimate
+        c = c0 + (1 - eta_c**2) ** 0.5 * sigma_next * eps + eta_c * sigma_next * z
+        # range coordinates: compare sigma_{t'} with sigma_y / s_i
+        c0r, zr = c0[:, :r], z[:, :r]
+        after = c0r + (1 - eta_a**2) ** 0.5 * sigma_next * (self.uy - self.s * c0r) / sigma_y + eta_a * sigma_next * zr
+        before_std = (sigma_next**2 - eta_b**2 * (sigma_y / s64) ** 2).clamp(min=0).sqrt().to(c0)
+        before = (1 - eta_b) * c0r + eta_b * self.ybar + before_std * zr
+        noisier = (s64 * sigma_next >= sigma_y).to(c0.device)
+        c[:, :r] = torch.where(noisier, before, after)
+        return c
 
 
 @sampler(DDRMConfig)
@@ -95,46 +155,42 @@ def ddrm(
             raise UserInputError(f"DDRM's {name} must lie in [0, 1], got {value}.")
     pieces = _svd_pieces(problem)
     sig = prior.levels.sigmas
-    ts = prior.levels.timesteps(config.n_steps)
+    ts, cut = vp_schedule(prior, config.n_steps)  # cut > 0: a warm start skips the levels above its own
+    top = config.n_steps - 1 - cut  # the first index of ts visited
     sigma_y = problem.sigma_y
     r = pieces.rank
     shape = x_init.shape
+    warm: WarmStart | None = prior.warm
     with torch.no_grad():
         s64 = pieces.singulars.double()
         s = s64.to(x_init)
         uy = pieces.Ut(problem.y.to(x_init))[:, :r]
-        ybar = uy / s
+        spectral = _Spectral(s64, s, uy, uy / s, sigma_y, r, (eta_a, eta_b, eta_c))
 
-        # start: exact DDRM marginal at sigma_T, in VE coordinates of the V basis
-        sigma_T = float(sig[ts[-1]])
+        sigma_T = float(sig[ts[top]])
         z = x_init.reshape(shape[0], -1)
-        c = sigma_T * z
-        seen = (s64 * sigma_T > sigma_y).to(x_init.device)
-        start_std = (sigma_T**2 - (sigma_y / s64) ** 2).clamp(min=0).sqrt().to(x_init)
-        c[:, :r] = torch.where(seen, ybar + start_std * z[:, :r], c[:, :r])
+        if warm is None:
+            # start: exact DDRM marginal at sigma_T, in VE coordinates of the V basis
+            c = sigma_T * z
+            seen = (s64 * sigma_T > sigma_y).to(x_init.device)
+            start_std = (sigma_T**2 - (sigma_y / s64) ** 2).clamp(min=0).sqrt().to(x_init)
+            c[:, :r] = torch.where(seen, spectral.ybar + start_std * z[:, :r], c[:, :r])
+        else:
+            # warm: a draw of q(x_{t_c} | x_0 = x_hat, y), the step rule with x_theta = x_hat (module docstring)
+            c_hat = pieces.Vt(warm.estimate.to(x_init).expand(shape))
+            c = spectral.update(c_hat, z, randn_like(c_hat, generator), sigma_T)
         x = pieces.V(c).reshape(shape)
 
-        total = config.n_steps - 1
-        for i in range(config.n_steps - 1, 1, -1):
+        for i in range(top, 1, -1):
             k, k_next = ts[i], ts[i - 1]
             sigma_t, sigma_next = float(sig[k]), float(sig[k_next])
             x0 = prior(x, sigma_t)
             c0, ct = pieces.Vt(x0), pieces.Vt(x)
-            z = randn_like(c0, generator)
-            # null space: eta-DDIM with the model's noise estimate
-            eps = (ct - c0) / sigma_t
-            c = c0 + (1 - eta_c**2) ** 0.5 * sigma_next * eps + eta_c * sigma_next * z
-            # range coordinates: compare sigma_{t'} with sigma_y / s_i
-            c0r, zr = c0[:, :r], z[:, :r]
-            after = c0r + (1 - eta_a**2) ** 0.5 * sigma_next * (uy - s * c0r) / sigma_y + eta_a * sigma_next * zr
-            before_std = (sigma_next**2 - eta_b**2 * (sigma_y / s64) ** 2).clamp(min=0).sqrt().to(x_init)
-            before = (1 - eta_b) * c0r + eta_b * ybar + before_std * zr
-            noisier = (s64 * sigma_next >= sigma_y).to(x_init.device)
-            c[:, :r] = torch.where(noisier, before, after)
+            c = spectral.update(c0, (ct - c0) / sigma_t, randn_like(c0, generator), sigma_next)
             x = pieces.V(c).reshape(shape)
-            notify(callback, i=config.n_steps - 1 - i, total=total, x=x, x0=x0)
+            notify(callback, i=top - i, total=top, x=x, x0=x0)
         x0 = prior(x, float(sig[ts[1]]))
-        notify(callback, i=total - 1, total=total, x=x0, x0=x0)
+        notify(callback, i=top - 1, total=top, x=x0, x0=x0)
         return x0
 
 
@@ -154,5 +210,6 @@ SPEC = SamplerSpec(
     },
     needs_linear=True,
     needs_svd=True,
+    warm_start=True,
     summary="DDRM: per-singular-coordinate variational steps in the operator's SVD basis (needs SVD pieces)",
 )

@@ -28,6 +28,13 @@ starting at ``x = x_init`` (its scale does not matter: the first coupling ``rho_
 The sample is the last ``x``. Cost: per iteration one NFE per level of the prior step, no VJP (the Langevin
 fallback differentiates ``A`` only); about 3850 NFE for the reference's image setting (99 iterations).
 
+Warm start (:class:`~mgdm_audio.samplers.base.WarmStart`: an estimate ``\hat x`` and a level ``S``; SDEdit): the
+chain starts at ``x = \hat x`` and runs the iterations ``k = c .. K-1`` only, ``c`` the number of couplings
+``rho_k`` above ``S`` (:func:`~mgdm_audio.samplers.base.warm_cut`; at least the last iteration runs). ``x`` is the
+clean variable of the split: its first likelihood step draws ``z`` around ``\hat x`` at coupling ``rho_c`` (in the
+null space of ``A``, ``z = \hat x + rho_c e``), which is SDEdit's noising itself, so the estimate enters un-noised.
+``info["rho"]`` lists the couplings run. Cost: the prior steps of ``rho_c .. rho_{K-1}`` only.
+
 Quirk flags and deviations from the reference code:
 
 * ``grid_start`` (default False): the prior step starts at ``rho_k`` itself. True reproduces the reference, which
@@ -39,8 +46,7 @@ Quirk flags and deviations from the reference code:
 * The reference's audio config forces Langevin (``langevin_lr = 1e-9``, 100 steps); with ``sigma_y = 1e-4`` and the
   mixture's singular value 2 that is 100 steps of ``z <- z + 0.1 A^T (y - A z)`` plus noise of std ``4.5e-5``, i.e.
   nearly the projection onto ``A z = y``, which the exact step draws in one go (``likelihood="auto"``).
-* The reference starts from its initial noise as is; so does this module (``start_scale`` is not read, and there is
-  no warm start).
+* The reference starts from its initial noise as is; so does this module (``start_scale`` is not read).
 
 :data:`PNPDM_TASK_PARAMS` holds the reference image config's per-task overrides for the image module.
 """
@@ -59,7 +65,7 @@ from mgdm_audio.core.errors import UserInputError
 from mgdm_audio.core.likelihood import InverseProblem
 from mgdm_audio.core.operators import LinearOperator
 from mgdm_audio.core.rng import randn_like
-from mgdm_audio.samplers.base import Callback, SamplerSpec, notify, sampler
+from mgdm_audio.samplers.base import Callback, SamplerSpec, WarmStart, notify, sampler, warm_cut
 from mgdm_audio.samplers.daps import _langevin
 from mgdm_audio.samplers.diffpir import proximal_data_step
 
@@ -178,8 +184,11 @@ def pnpdm(
     exact = config.likelihood == "auto" and has_svd(problem)
     grid = prior_grid(prior, config)
     rhos = rho_schedule(config)
+    cut = warm_cut(prior, rhos)  # > 0: a warm start runs the couplings at or below its level only
+    rhos = rhos[cut:]
     info.update(likelihood="exact" if exact else "langevin", rho=rhos, nan_chains=0)
-    x = x_init
+    warm: WarmStart | None = prior.warm
+    x = x_init if warm is None else warm.estimate.to(x_init).expand_as(x_init)
     with torch.no_grad():
         for k, rho in enumerate(rhos):
             if exact:
@@ -218,5 +227,6 @@ SPEC = SamplerSpec(
         "audio-fast": _scaled(20, 13, 1e-3),
     },
     needs_linear=False,
+    warm_start=True,
     summary="PnP-DM: split Gibbs with annealed coupling rho_k, exact (SVD) or Langevin likelihood step, EDM prior step",
 )

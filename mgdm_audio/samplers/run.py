@@ -16,10 +16,12 @@ The starting-noise scale is a property of the run, not of a sampler's config: ``
 convention); samplers read it from the counting prior they are given (``prior.start_scale``).
 
 A warm start (``warm``, :class:`~mgdm_audio.samplers.base.WarmStart`: an estimate ``x_hat`` and a level ``S``; SDEdit,
-MSDM's "Demucs + Gibbs") replaces the cold start for the samplers that declare ``warm_start`` (MGDM, MSDM, DDIM,
-DPS, ΠGDM, DiffPIR, DAPS, VML-MAP): they start from ``x_hat`` noised with ``x_init`` to the first level of their
-schedule at or below ``S`` and run only the rest of the schedule. DDRM (its state lives in the operator's spectral
-coordinates, noised per singular value) and RED-diff (an optimisation started at the pseudo-inverse) have none yet.
+MSDM's "Demucs + Gibbs") replaces the cold start for the samplers that declare ``warm_start`` (all the built-in
+ones): they start from ``x_hat`` noised with ``x_init`` to the first level of their schedule at or below ``S`` and run
+only the rest of the schedule. Three read "noised" in their own terms: DDRM draws its spectral state from its
+variational ``q(x_t | x_0 = x_hat, y)`` at that level, per singular value; RED-diff starts its optimised point at
+``x_hat`` itself (its noise is drawn afresh at each level) and PnP-DM its split-Gibbs chain at ``x = x_hat`` with the
+couplings ``rho_k`` at or below ``S`` (its likelihood step adds the noise).
 """
 
 from __future__ import annotations
