@@ -40,14 +40,22 @@ def test_plan_reuses_runs_with_the_same_config_and_skips_the_prior_only_run():
     }
 
 
-def test_matching_takes_the_budget_nearest_the_median_on_a_log_scale():
+def test_matching_takes_the_budget_nearest_the_target_on_a_log_scale():
     seconds = {"ref": {1: 1.0, 2: 2.0, 4: 4.0, 8: 8.0}, "a": {"lo": 0.5, "mid": 3.5, "hi": 10.0}, "b": {"x": 100.0}}
-    match = match_budgets(seconds, "ref")
-    assert match.target == 3.0  # median of 1, 2, 4, 8
-    assert match.chosen == {"ref": 4, "a": "mid", "b": "x"}  # |log 4/3| < |log 2/3|; b's only budget
-    assert nearest_budget({"cheap": 1.0, "dear": 4.0}, 2.0) == "cheap"  # equally far on a log scale: the cheaper
+    median = match_budgets(seconds, "ref", "median")
+    assert median.target == 3.0  # median of 1, 2, 4, 8
+    assert median.chosen == {"ref": 4, "a": "mid", "b": "x"}  # |log 4/3| < |log 2/3|; b's only budget
+    # closest: the ref budget with the least summed log-distance to the others' nearest budgets
+    # (8 s: |log 10/8| + |log 100/8| = 2.75 against 3.35 at 4 s)
+    closest = match_budgets(seconds, "ref")
+    assert (closest.target, closest.chosen) == (8.0, {"ref": 8, "a": "hi", "b": "x"})
+    tie = match_budgets({"ref": {1: 1.0, 2: 4.0}, "a": {"only": 2.0}}, "ref")
+    assert tie.target == 1.0 and tie.chosen["ref"] == 1  # equally far on a log scale: the cheaper
+    assert nearest_budget({"cheap": 1.0, "dear": 4.0}, 2.0) == "cheap"
     with pytest.raises(ValueError):
         match_budgets({"a": {1: 1.0}}, "ref")
+    with pytest.raises(ValueError):
+        match_budgets(seconds, "ref", "mean")
 
 
 def rows_for(name, budget, seconds, offsets, sw=None):
@@ -79,7 +87,7 @@ def test_matched_section_pairs_by_problem_at_the_matched_budgets():
         *rows_for("other", 300, 3.0, [0.0] * 4, sw=math.inf),  # at the target, but diverged: not a candidate
         *rows_for("other", 500, 5.0, [0.5, 0.55, 0.58, 0.6]),
     ]
-    text, out = matched_section(rows, "sw", "ref", problem_key, "SW")
+    text, out = matched_section(rows, "sw", "ref", problem_key, "SW", rule="median")
     assert out["target_seconds"] == 3.0 and out["reference_budget"] == 4
     (versus,) = out["versus"]
     assert versus["budget"] == 500  # |log 5/3| < |log 0.5/3|; 300 has a non-finite SW
@@ -87,6 +95,8 @@ def test_matched_section_pairs_by_problem_at_the_matched_budgets():
     assert diff["n"] == 4 and diff["mean"] == pytest.approx(-0.55) and diff["hi"] < 0
     assert versus["reference_lower"] == 4
     assert "ref ahead by 0.550 SW" in text and "| other |" in text
+    _, closest = matched_section(rows, "sw", "ref", problem_key, "SW")  # 5 s is nearest 4 s: the same pair
+    assert (closest["target_seconds"], closest["versus"][0]["budget"]) == (4.0, 500)
 
 
 def test_cli_equal_compute_writes_table_and_plot(tmp_path, monkeypatch):

@@ -8,11 +8,18 @@ prior's ``T``-level grid cannot exceed ``T``, so when ``2 v > T`` the factors ar
 1). MGDM's budgets are ``R`` in :data:`MGDM_SWEEPS` whatever its preset's ``R``. PnP-DM keeps the span of its
 coupling schedule ``rho_k = max(rho_0 d^k, rho_min)`` on ``K' = f K`` iterations with ``d' = d^{K / K'}``.
 
-**Matching.** With ``s_b`` the mean seconds per run of budget ``b`` (over every problem) and the reference sampler's
-budgets ``b_1..b_m``, the target is ``s* = median(s_{b_1}, ..., s_{b_m})``; every sampler (the reference too) is
-taken at the budget nearest the target on a log scale, ``argmin_b |log s_b - log s*|`` (ties: the cheaper budget),
-among its budgets whose scores are all finite. The reference minus each sampler is then the paired difference over
-the items (problems) both ran, with its Student-t 95 % interval
+**Matching.** With ``s_b`` the mean seconds per run of budget ``b`` (over every problem), every sampler is taken at
+its budget nearest a target ``s*`` on a log scale, ``argmin_b |log s_b - log s*|`` (ties: the cheaper budget), among
+its budgets whose scores are all finite. The target is one of the reference sampler's budgets ``b_1..b_m``:
+
+* ``closest`` (default): the one the other samplers can be matched to best, ``s* = argmin_{s_{b_j}} sum_k min_b
+  |log s^k_b - log s_{b_j}|`` over the other samplers ``k`` (ties: the cheaper); the reference is then taken at that
+  budget itself. When the others' budgets do not reach the reference's dearest ones, this is where equal seconds
+  can be compared at all;
+* ``median``: ``s* = median(s_{b_1}, ..., s_{b_m})``, and the reference at its budget nearest it.
+
+The reference minus each sampler is then the paired difference over the items (problems) both ran, with its
+Student-t 95 % interval
 (:func:`mgdm_audio.metrics.intervals.paired_difference`).
 """
 
@@ -123,19 +130,38 @@ def nearest_budget(seconds: Mapping[Hashable, float], target: float) -> Hashable
 
 @dataclass(frozen=True)
 class Match:
-    """The matched budgets: the target seconds and, per sampler, the budget nearest it."""
+    """The matched budgets: the target seconds, the rule that chose it and, per sampler, the budget nearest it."""
 
     target: float
+    rule: str
     chosen: dict[str, Hashable]
 
 
-def match_budgets(seconds: Mapping[str, Mapping[Hashable, float]], reference: str) -> Match:
-    """``seconds[sampler][budget]``: mean seconds per run. The target is the median of the reference's budgets'
-    seconds; every sampler, the reference too, gets its budget nearest it (:func:`nearest_budget`)."""
-    if not seconds.get(reference):
+MATCH_RULES: tuple[str, ...] = ("closest", "median")
+
+
+def match_target(seconds: Mapping[str, Mapping[Hashable, float]], reference: str, rule: str = "closest") -> float:
+    """The target seconds per run of ``rule`` (module docstring) from ``seconds[sampler][budget]``."""
+    own = sorted(seconds.get(reference, {}).values())
+    if not own:
         raise ValueError(f"the reference {reference!r} has no budget")
-    target = statistics.median(seconds[reference].values())
-    return Match(target, {name: nearest_budget(per, target) for name, per in seconds.items() if per})
+    if rule == "median":
+        return statistics.median(own)
+    if rule != "closest":
+        raise ValueError(f"unknown matching rule {rule!r}; choose one of {MATCH_RULES}")
+    others = [list(per.values()) for name, per in seconds.items() if name != reference and per]
+
+    def mismatch(target: float) -> float:
+        return sum(min(abs(math.log(s / target)) for s in per) for per in others)
+
+    return min(own, key=mismatch)  # sorted: ties go to the cheaper budget
+
+
+def match_budgets(seconds: Mapping[str, Mapping[Hashable, float]], reference: str, rule: str = "closest") -> Match:
+    """``seconds[sampler][budget]``: mean seconds per run. The target (:func:`match_target`) and, for every sampler
+    (the reference too), its budget nearest it (:func:`nearest_budget`)."""
+    target = match_target(seconds, reference, rule)
+    return Match(target, rule, {name: nearest_budget(per, target) for name, per in seconds.items() if per})
 
 
 # ============================================================================================ summaries
@@ -234,19 +260,27 @@ def matched_section(
     unit: str,
     digits: int = 3,
     items: str = "problems",
+    rule: str = "closest",
 ) -> tuple[str, dict[str, Any]]:
-    """The comparison at matched seconds (module docstring), lower ``metric`` better: Markdown and JSON."""
+    """The comparison at matched seconds (module docstring; ``rule`` picks the target), lower ``metric`` better:
+    Markdown and JSON."""
     seconds = mean_seconds(rows, metric)
     if reference not in seconds:
         return "", {}
-    match = match_budgets(seconds, reference)
+    match = match_budgets(seconds, reference, rule)
     labels = budget_labels(rows)
     ref_budget = match.chosen[reference]
+    how = (
+        f"the median of {reference}'s seconds per run over its budgets"
+        if rule == "median"
+        else f"the seconds of {reference}'s budget that the other samplers' budgets come closest to (the least sum "
+        "over samplers of the log-distance to their nearest budget)"
+    )
     lines = [
         f"### Equal compute at matched seconds: {reference} minus each sampler",
         "",
-        f"Target {match.target:.3f} s per run: the median of {reference}'s seconds per run over its budgets (mean "
-        f"over all {items}). Each sampler at its budget whose seconds per run are nearest the target (log scale), "
+        f"Target {match.target:.3f} s per run: {how}; seconds are means over all {items}. Each sampler at its budget "
+        "whose seconds per run are nearest the target (log scale), "
         f"{reference} at {labels[(reference, ref_budget)]} ({seconds[reference][ref_budget]:.3f} s). Mean {unit} "
         f"difference over the {items} both ran, paired, with its Student-t 95 % interval (negative: {reference} has "
         f"the lower {unit}); 'ahead' means a lower {unit}, 'level with' an interval that holds 0. The ratio is the "
@@ -259,6 +293,7 @@ def matched_section(
     out: dict[str, Any] = {
         "reference": reference,
         "target_seconds": match.target,
+        "rule": rule,
         "reference_budget": ref_budget,
         "reference_seconds": seconds[reference][ref_budget],
         "versus": [],
@@ -305,9 +340,10 @@ def plot_equal_compute(
     strata: Callable[[Row], str],
     ylabel: str,
     floors: Mapping[str, float] | None = None,
+    target: float | None = None,
 ) -> None:
-    """Per stratum, ``metric`` (mean ± t 95 % half-width) against seconds per run (top) and NFE + VJP (bottom), log
-    x, one curve per sampler through its budgets (PNG)."""
+    """Per stratum, ``metric`` (mean ± t 95 % half-width) against seconds per run (top, with the matched ``target``
+    seconds as a dotted line) and NFE + VJP (bottom), log x, one curve per sampler through its budgets (PNG)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -345,6 +381,8 @@ def plot_equal_compute(
             ax = axes[i][j]
             if floors and column in floors:
                 ax.axhline(floors[column], color="gray", ls="--", lw=1, label="floor")
+            if i == 0 and target is not None:
+                ax.axvline(target, color="black", ls=":", lw=1, label="matched seconds (all problems)")
             ax.set_xscale("log")
             ax.set_xlabel(xlabel)
             ax.set_ylabel(ylabel)
