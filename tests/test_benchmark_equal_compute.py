@@ -1,5 +1,6 @@
 """Equal compute: the budgets of each sampler, the matching at equal seconds, and `benchmark gmm --equal-compute`."""
 
+import dataclasses
 import json
 import math
 
@@ -104,10 +105,10 @@ def test_cli_equal_compute_writes_table_and_plot(tmp_path, monkeypatch):
     table, the matched section and a second PNG, and leaves the main rows as they were."""
     import mgdm_audio.benchmarks.gmm as gmm
 
-    monkeypatch.setattr(gmm, "QUICK", TINY)
+    monkeypatch.setattr(gmm, "QUICK", dataclasses.replace(TINY, n_problems=5))  # --problems 2 below
     entries = (entry("mgdm", "gmm", {"n_steps": 20}), entry("ddrm"), entry("ddim", "fast", label="prior"))
     monkeypatch.setattr(gmm, "DEFAULT_ENTRIES", entries)
-    base = ["benchmark", "gmm", "--quick", "--no-scaling", "--no-progress", "--workers", "1"]
+    base = ["benchmark", "gmm", "--quick", "--problems", "2", "--no-scaling", "--no-progress", "--workers", "1"]
     plain = tmp_path / "plain.json"
     assert main([*base, "--json", str(plain)]) == 0
     out, md, png = tmp_path / "ec.json", tmp_path / "ec.md", tmp_path / "gmm.png"
@@ -126,3 +127,12 @@ def test_cli_equal_compute_writes_table_and_plot(tmp_path, monkeypatch):
     assert "### Equal compute: SW against cost" in text and "| ddrm | n_steps=40 (x2) |" in text
     assert "### Equal compute at matched seconds: mgdm:gmm minus each sampler" in text
     assert png.exists() and (tmp_path / "gmm_equal_compute.png").stat().st_size > 10_000
+    assert payload["suite"]["n_problems"] == 2
+
+
+def test_cli_rejects_zero_problems(capsys, tmp_path):
+    out = tmp_path / "x.json"
+    assert main(["benchmark", "gmm", "--quick", "--problems", "0", "--equal-compute", "--json", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "--problems" in err and "Traceback" not in err
+    assert not out.exists()

@@ -613,6 +613,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "presets were tuned on; problem i of setting (d, d_y) uses seed base + 10007 d + 101 d_y + i, so a base far "
         "from both (e.g. 900000) gives new problems",
     )
+    parser.add_argument(
+        "--problems",
+        type=int,
+        default=None,
+        metavar="N",
+        help="problems per setting (default: the suite's, 5 with --quick and 20 without); problem i is the same "
+        "whatever N, so a larger N adds problems",
+    )
     parser.add_argument("--workers", type=int, default=None, help="processes (default: the CPUs this process may use)")
 
 
@@ -627,8 +635,11 @@ def run(args: argparse.Namespace) -> Report:
         raise UserInputError(f"--workers must be at least 1, got {args.workers}.")
     if not 0 <= args.seed_base < 2**62:
         raise UserInputError(f"--seed-base must be an integer in [0, 2**62), got {args.seed_base}.")
+    if args.problems is not None and args.problems < 1:
+        raise UserInputError(f"--problems must be at least 1, got {args.problems}.")
+    suite = QUICK if args.quick else FULL
     payload, text = run_benchmark(
-        dataclasses.replace(QUICK if args.quick else FULL, seed_base=args.seed_base),
+        dataclasses.replace(suite, seed_base=args.seed_base, n_problems=args.problems or suite.n_problems),
         samplers=samplers,
         scaling=not args.no_scaling,
         cache=cache_file(args.cache),
