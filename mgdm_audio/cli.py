@@ -5,7 +5,7 @@
     mgdm-audio train RECIPE.yaml [--out DIR] [--resume] | RECIPE.yaml --out DIR --export-only [--export DIR]
     mgdm-audio generate -n PRIOR --seconds S --seed S -o OUT
     mgdm-audio benchmark gmm [--quick] [--json PATH] [--markdown PATH] [--plot PNG] [--samplers a,b] [--no-scaling]
-                             [--seed-base N]
+                             [--seed-base N] [--problems N] [--equal-compute [--match-at closest|median]]
     mgdm-audio benchmark separation --root DIR --layout slakh|musdb [--prior P] [--samplers a,b] [--max-chunks N]
     mgdm-audio benchmark image [--prior P] [--tasks all|t1,t2] [--samplers a,b:paper] [--preset fast] [--n-images N]
     mgdm-audio restore IMAGE --task TASK --prior P [--sampler mgdm] [--preset fast] [--n-samples K] [--degrade] -o OUT

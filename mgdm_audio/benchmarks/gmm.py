@@ -24,10 +24,20 @@ from typing import Any
 
 import torch
 
+from mgdm_audio.benchmarks.equal_compute import (
+    FACTORS,
+    MATCH_RULES,
+    MGDM_SWEEPS,
+    Budget,
+    budgets,
+    equal_compute_table,
+    matched_section,
+    plot_equal_compute,
+)
 from mgdm_audio.benchmarks.harness import Report, cache_file, run_cells
 from mgdm_audio.core.atomic import save_figure_atomic
 from mgdm_audio.core.errors import UserInputError
-from mgdm_audio.core.gmm import GaussianMixture, random_measurement
+from mgdm_audio.core.gmm import GaussianMixture, gmm_noise_levels, random_measurement
 from mgdm_audio.core.likelihood import InverseProblem
 from mgdm_audio.core.operators import MatrixOperator
 from mgdm_audio.core.rng import make_generator
@@ -368,6 +378,51 @@ def select_entries(samplers: Sequence[str] | None) -> list[RunSpec]:
     return [e for e in DEFAULT_ENTRIES if e.sampler in names] + custom
 
 
+def run_key(run: RunSpec) -> str:
+    """What a run computes (its resolved config and start), as canonical JSON: equal keys give equal rows."""
+    return json.dumps(resolve(run).key(), sort_keys=True)
+
+
+def equal_compute_plan(entries: Sequence[RunSpec], known: Sequence[RunSpec]) -> tuple[list[Budget], dict[str, str]]:
+    """The budgets of every entry that samples a posterior (:func:`mgdm_audio.benchmarks.equal_compute.budgets`)
+    and, per budget run, the label of the run that computes it: a run of ``known`` (or an earlier budget) with the
+    same resolved config, else the budget run itself."""
+    grid = gmm_noise_levels().T
+    plan = [b for e in entries if resolve(e).sampler.needs_problem for b in budgets(e, grid)]
+    owner = {run_key(e): e.name for e in known}
+    source = {}
+    for b in plan:
+        source[b.run.name] = owner.setdefault(run_key(b.run), b.run.name)
+    return plan, source
+
+
+def setting_name(row: dict[str, Any]) -> str:
+    return f"d={row['d']}, d_y={row['d_y']}"
+
+
+def equal_compute_rows(plan: Sequence[Budget], source: dict[str, str], rows: Sequence[dict[str, Any]]) -> list[dict]:
+    """Every budget's rows (from the run that computed it), labelled by the run it scales and the budget."""
+    by_label: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        by_label[r["sampler"]].append(r)
+    out = []
+    for b in plan:
+        meta = {"sampler": b.base, "budget": b.value, "budget_label": b.label, "knob": b.knob, "factor": b.factor}
+        out += [{**r, **meta} for r in by_label[source[b.run.name]]]
+    return out
+
+
+EQUAL_COMPUTE_NOTE = (
+    "Each sampler at budgets of its cost knob: MGDM's Gibbs sweeps R = {sweeps}, the others' steps (or annealing "
+    "levels, split-Gibbs iterations) at x{factors} of their preset's value (x0.125 .. x1 where twice the preset "
+    "would pass the prior's {grid}-step grid); DDIM (prior only) is left out. Mean SW with its Student-t 95 % "
+    "interval over problems, per setting and over all problems; NFE, VJP and seconds per run are means over all "
+    "problems. Seconds are wall time of one run on one CPU thread in this run's worker processes; rows read from a "
+    "--cache keep the seconds of the run that computed them, so compare seconds from one run on one machine (a "
+    "fresh cache)."
+)
+
+
 def run_benchmark(
     suite: Suite,
     samplers: Sequence[str] | None = None,
@@ -376,8 +431,11 @@ def run_benchmark(
     workers: int = 1,
     progress: bool = True,
     label: str = "",
+    equal_compute: bool = False,
+    match_at: str = "closest",
 ) -> tuple[dict[str, Any], str]:
-    """The committed comparison (and the Gibbs-sweep scaling run): JSON payload and Markdown report.
+    """The committed comparison (and the Gibbs-sweep scaling run; with ``equal_compute``, every sampler at 3-4
+    budgets and the comparison at matched seconds, the target chosen by ``match_at``): JSON payload and Markdown report.
 
     Every sampler name and preset is validated before any work starts.
     """
@@ -388,7 +446,13 @@ def run_benchmark(
     check_unique(entries + extra, "--samplers")
     for e in entries + extra:
         resolve(e)  # one clear error for an unknown sampler, preset or setting
-    rows = run_suite(entries + extra, suite, cache=cache, progress=progress, workers=workers)
+    plan, source = equal_compute_plan(entries, entries + extra) if equal_compute else ([], {})
+    budget_runs = [b.run for b in plan if source[b.run.name] == b.run.name]
+    check_unique(entries + extra + budget_runs, "--samplers (with the equal-compute budgets)")
+    rows = run_suite(entries + extra + budget_runs, suite, cache=cache, progress=progress, workers=workers)
+    budget_names = {r.name for r in budget_runs}
+    ec_rows = equal_compute_rows(plan, source, rows)
+    rows = [r for r in rows if r["sampler"] not in budget_names]
     scaling_names = {scaling_label(r) for r in SCALING_REPS}
     main_rows = [r for r in rows if r["sampler"] not in scaling_names]
     scaling_rows = [r for r in rows if r["sampler"] in scaling_names]
@@ -425,7 +489,48 @@ def run_benchmark(
         "summary": summarise(rows),
         "paired": paired,
     }
+    if equal_compute:
+        note = EQUAL_COMPUTE_NOTE.format(
+            sweeps=", ".join(map(str, MGDM_SWEEPS)),
+            factors=", ".join(f"{f:g}" for f in FACTORS),
+            grid=gmm_noise_levels().T,
+        )
+        parts.append(equal_compute_table(ec_rows, "sw", "Equal compute: SW against cost", setting_name, note=note))
+        matched: dict[str, Any] = {}
+        if main_mgdm is not None:
+            text, matched = matched_section(ec_rows, "sw", main_mgdm.name, problem_key, "SW", rule=match_at)
+            parts.append(text)
+        payload["equal_compute"] = {"rows": ec_rows, "matched": matched}
     return payload, "\n".join(parts)
+
+
+def problem_key(row: dict[str, Any]) -> tuple[int, int, int]:
+    return (row["d"], row["d_y"], row["problem"])
+
+
+def equal_compute_plot_path(path: Path) -> Path:
+    """The equal-compute figure beside ``--plot``'s: ``gmm_scaling.png`` -> ``gmm_scaling_equal_compute.png``."""
+    return path.with_name(f"{path.stem}_equal_compute{path.suffix or '.png'}")
+
+
+def plot(payload: dict[str, Any], path: Path) -> None:
+    """``--plot``: the scaling figure at ``path`` and, with ``--equal-compute``, SW against seconds per run and NFE +
+    VJP beside it (:func:`equal_compute_plot_path`)."""
+    plot_scaling(payload, path)
+    ec = payload.get("equal_compute")
+    if ec:
+        floors: dict[str, list[float]] = defaultdict(list)
+        for r in ec["rows"]:
+            floors[setting_name(r)].append(r["sw_floor"])
+        plot_equal_compute(
+            ec["rows"],
+            "sw",
+            equal_compute_plot_path(path),
+            setting_name,
+            "sliced Wasserstein to the exact posterior",
+            {k: sum(v) / len(v) for k, v in floors.items()},
+            ec["matched"].get("target_seconds"),
+        )
 
 
 def plot_scaling(payload: dict[str, Any], path: Path) -> None:
@@ -472,7 +577,10 @@ def plot_scaling(payload: dict[str, Any], path: Path) -> None:
 
 
 # ============================================================================================ command line
-PLOT = "plot SW against NFE (MGDM's sweeps and the other samplers)"
+PLOT = (
+    "plot SW against NFE (MGDM's sweeps and the other samplers); with --equal-compute also SW against seconds and "
+    "NFE + VJP per run for every sampler's budgets, in NAME_equal_compute.png beside it"
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -485,12 +593,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--no-scaling", action="store_true", help="skip the MGDM Gibbs-sweep scaling run")
     parser.add_argument(
+        "--equal-compute",
+        action="store_true",
+        help="also run every posterior sampler at 3-4 budgets (MGDM: R = 1, 2, 4, 8 sweeps; the others: x0.25, x0.5, "
+        "x1, x2 their steps) and compare them with MGDM at matched seconds per run (a table, and a plot with --plot)",
+    )
+    parser.add_argument(
+        "--match-at",
+        choices=MATCH_RULES,
+        default="closest",
+        help="--equal-compute's target seconds: closest (default), the MGDM budget the other samplers' budgets come "
+        "closest to; median, the median of MGDM's budgets",
+    )
+    parser.add_argument(
         "--seed-base",
         type=int,
         default=0,
         help="seed base of the problems: 0 (default) the committed test problems, 500000 the validation problems the "
         "presets were tuned on; problem i of setting (d, d_y) uses seed base + 10007 d + 101 d_y + i, so a base far "
         "from both (e.g. 900000) gives new problems",
+    )
+    parser.add_argument(
+        "--problems",
+        type=int,
+        default=None,
+        metavar="N",
+        help="problems per setting (default: the suite's, 5 with --quick and 20 without); problem i is the same "
+        "whatever N, so a larger N adds problems",
     )
     parser.add_argument("--workers", type=int, default=None, help="processes (default: the CPUs this process may use)")
 
@@ -506,13 +635,18 @@ def run(args: argparse.Namespace) -> Report:
         raise UserInputError(f"--workers must be at least 1, got {args.workers}.")
     if not 0 <= args.seed_base < 2**62:
         raise UserInputError(f"--seed-base must be an integer in [0, 2**62), got {args.seed_base}.")
+    if args.problems is not None and args.problems < 1:
+        raise UserInputError(f"--problems must be at least 1, got {args.problems}.")
+    suite = QUICK if args.quick else FULL
     payload, text = run_benchmark(
-        dataclasses.replace(QUICK if args.quick else FULL, seed_base=args.seed_base),
+        dataclasses.replace(suite, seed_base=args.seed_base, n_problems=args.problems or suite.n_problems),
         samplers=samplers,
         scaling=not args.no_scaling,
         cache=cache_file(args.cache),
         workers=args.workers,
         progress=not args.no_progress,
         label="quick" if args.quick else "full",
+        equal_compute=args.equal_compute,
+        match_at=args.match_at,
     )
-    return Report(payload, text, lambda path: plot_scaling(payload, path), device="cpu")  # exact mixture: no weights
+    return Report(payload, text, lambda path: plot(payload, path), device="cpu")  # exact mixture: no weights
