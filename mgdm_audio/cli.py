@@ -71,11 +71,13 @@ def _info(args: argparse.Namespace) -> int:
         presets = ", ".join(["default", *spec.presets])
         needs = "svd" if spec.needs_svd else "linear" if spec.needs_linear else "any operator"
         print(f"  {name:9s} needs {needs:12s} presets: {presets}\n            {spec.summary}")
+    from mgdm_audio.audio.discriminative import available_separators
     from mgdm_audio.audio.priors import available_priors
     from mgdm_audio.image.operators import TASKS
     from mgdm_audio.image.priors import available_image_priors
 
     print(f"shipped audio priors: {', '.join(available_priors()) or 'none'}")
+    print(f"shipped separators: {', '.join(available_separators()) or 'none'}")
     print(f"shipped image models: {', '.join(available_image_priors()) or 'none'}")
     print(f"image tasks: {', '.join(TASKS)}")
     return 0
@@ -471,7 +473,12 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         seed_help="sampler seed (the same seed gives the same stems)",
         device_help="auto | cpu | cuda (under torchrun: cuda:LOCAL_RANK)",
     )
-    sep.add_argument("--init", default=None, help="discriminative separator (export folder or name) for warm starts")
+    sep.add_argument(
+        "--init",
+        default=None,
+        help="discriminative separator (export folder or name) for warm starts; --sampler demucs without it runs "
+        "the shipped slakh-diverse-htdemucs-small",
+    )
     sep.add_argument("--init-sigma", type=float, default=None, help="warm start: the --init estimate noised to this")
     sep.add_argument("--bf16", action="store_true", help="run the network under bf16 autocast (GPUs)")
     sep.add_argument(

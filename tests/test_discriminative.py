@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from mgdm_audio.audio.separator import Separator
+from mgdm_audio.audio.separator import DEFAULT_SEPARATOR, Separator
 from mgdm_audio.core.errors import UserInputError
 from mgdm_audio.metrics.sisdr import si_snr
 from mgdm_audio.samplers.registry import SAMPLER_MODULES
@@ -21,7 +21,8 @@ from mgdm_audio.training import FactorySpec, Recipe, TrainSettings, ValidationSe
 from tests.audio_priors_for_tests import BANDS, BandPrior, band_stems
 
 pytest.importorskip("demucs")
-from mgdm_audio.audio.discriminative import estimate, load_separator  # noqa: E402
+from mgdm_audio.audio.discriminative import available_separators, estimate, load_separator  # noqa: E402
+from mgdm_audio.audio.priors import available_priors  # noqa: E402
 
 SR, CHUNK = 8000, 1024
 STEMS = ["bass", "drums", "guitar", "piano"]
@@ -110,8 +111,9 @@ def test_separator_alone_streams_and_reports(trained, tmp_path, monkeypatch):
     assert result.info["sampler"] == "demucs" and result.info["init_seconds"] > 0
     assert float(result.spread.abs().max()) == 0.0  # one deterministic estimate per chunk
     torch.testing.assert_close(result.stems.sum(0)[0], stems.sum(0), atol=1e-4, rtol=0)  # projected on the mix
-    with pytest.raises(UserInputError, match="needs --init"):
-        Separator(sampler="demucs")
+    shipped = Separator(sampler="demucs")  # without --init: the shipped separator
+    assert shipped.estimator.path.name == DEFAULT_SEPARATOR == available_separators()[0]
+    assert DEFAULT_SEPARATOR not in available_priors()  # separators are not listed as priors
     with pytest.raises(UserInputError, match="go together"):
         Separator(prior=BandPrior(SR, CHUNK), init=folder)
     monkeypatch.setitem(SAMPLER_MODULES, "one_step", "tests.toy_sampler")  # a plug-in that declares no warm start

@@ -18,10 +18,12 @@ from pathlib import Path
 
 from mgdm_audio.cli import main as cli
 
-#: Noise levels of the grid (VE units of chunks scaled to the prior's training mixture RMS, about 0.08), each just
+#: Noise levels of the grid (VE units of chunks scaled to the prior's training mixture RMS, about 0.06), each just
 #: above a level of MGDM's `fast` grid on the prior's table (0.031, 0.170, 0.501, 1.106, 2.069, 3.454, ..., 19.94):
-#: the warm start runs the last 0, 1, 2, 3 and 4 of its 9 steps (a level between two grid levels adds nothing).
-GRID = (0.2, 0.6, 1.2, 2.2, 3.5)
+#: the warm start starts at that level and runs the rest of the grid (a level between two grid levels adds nothing).
+#: 0.05 and 0.2 both end in one denoising call, from the estimate noised to 0.031 (about +6 dB SNR) or to 0.170
+#: (about -9 dB: most of the estimate is buried); 0.05 was added after the first grid's best was its smallest level.
+GRID = (0.05, 0.2, 0.6, 1.2, 2.2, 3.5)
 HERE = Path(__file__).resolve().parent
 
 

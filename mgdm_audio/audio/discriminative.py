@@ -17,7 +17,6 @@ cross-faded), as the :class:`~mgdm_audio.audio.separator.Separator` streams its 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -27,7 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from mgdm_audio.core.errors import UserInputError
-from mgdm_audio.training.export import load_export, require_export
+from mgdm_audio.training.export import export_factory, load_export, require_export, shipped_exports
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 FACTORY = "mgdm_audio.audio.discriminative:build_separator"
@@ -113,16 +112,18 @@ class LoadedSeparator:
         return estimate(self.module, mix)
 
 
+def available_separators() -> list[str]:
+    """Names of the discriminative separators shipped inside the package."""
+    return shipped_exports(WEIGHTS_DIR, separators=True)
+
+
 def load_separator(name_or_path: str | Path, device: torch.device | str = "cpu") -> LoadedSeparator:
     """Load a shipped separator by name or an export folder by path (eval mode, on ``device``)."""
     expected = "an export folder with config.json and model.safetensors"
     folder = require_export(name_or_path, WEIGHTS_DIR, "separator", expected)
 
-    try:  # a readable config of another model (a prior) is named here; anything unreadable, by load_export
-        factory = json.loads((folder / "config.json").read_text())["model"]["factory"]
-    except (OSError, ValueError, KeyError, TypeError):
-        factory = FACTORY
-    if not str(factory).endswith(FACTORY):
+    factory = export_factory(folder) or FACTORY  # anything unreadable is named by load_export
+    if not factory.endswith(FACTORY):
         raise UserInputError(
             f"{folder} is not a discriminative separator (its model is {factory}); "
             "give a folder exported from a recipes/separator/ training."

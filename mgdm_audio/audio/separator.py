@@ -62,6 +62,8 @@ DEFAULT_MIX_RMS = 0.08
 SILENCE = 1e-6
 """A chunk whose mixture peak (after scaling) is below this is silent."""
 DISCRIMINATIVE = "demucs"
+DEFAULT_SEPARATOR = "slakh-diverse-htdemucs-small"
+"""The shipped discriminative separator: what ``--sampler demucs`` runs when ``--init`` names none."""
 """The ``sampler`` name that runs the ``init`` separator alone (no diffusion prior)."""
 
 
@@ -357,7 +359,7 @@ def _load_init(init: str | Path | Any, init_sigma: float | None, sampler: str, d
 
     if sampler == DISCRIMINATIVE:
         if init is None:
-            raise UserInputError(f"--sampler {DISCRIMINATIVE} needs --init (a separator export folder or name).")
+            init = DEFAULT_SEPARATOR
         if init_sigma is not None:
             raise UserInputError(
                 f"--init-sigma warm-starts a diffusion sampler; --sampler {DISCRIMINATIVE} takes none."

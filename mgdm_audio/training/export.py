@@ -189,11 +189,26 @@ def load_initial_weights(model: nn.Module, folder: Path) -> dict[str, Any]:
     return {"path": str(folder), "weights_sha256": file_sha256(weights_path), "training_steps": steps, "new": new}
 
 
-def shipped_exports(weights_dir: Path) -> list[str]:
-    """Names of the export folders (those with a ``config.json``) inside a package's ``weights`` folder."""
+SEPARATOR_FACTORY_SUFFIX = "discriminative:build_separator"
+"""How a discriminative separator's export names its model factory (priors name others)."""
+
+
+def export_factory(folder: Path) -> str:
+    """The ``model.factory`` an export's ``config.json`` names ('' when it names none or cannot be read)."""
+    try:
+        return str(json.loads((folder / CONFIG_NAME).read_text())["model"]["factory"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
+
+
+def shipped_exports(weights_dir: Path, separators: bool = False) -> list[str]:
+    """Names of the export folders (those with a ``config.json``) inside a package's ``weights`` folder: the
+    discriminative separators (model factory ``...discriminative:build_separator``) when ``separators``, else the
+    rest (the priors)."""
     if not weights_dir.is_dir():
         return []
-    return sorted(p.name for p in weights_dir.iterdir() if (p / CONFIG_NAME).is_file())
+    folders = [p for p in weights_dir.iterdir() if (p / CONFIG_NAME).is_file()]
+    return sorted(p.name for p in folders if export_factory(p).endswith(SEPARATOR_FACTORY_SUFFIX) == separators)
 
 
 def require_export(
