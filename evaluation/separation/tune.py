@@ -136,10 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     from mgdm_audio.benchmarks import separation as sb
     from mgdm_audio.benchmarks.harness import (
         Report,
-        cache_file,
-        device_for_rank,
         git_state,
-        torchrun_shard,
         write_outputs,
     )
     from mgdm_audio.core.errors import UserInputError
@@ -154,8 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         samplers = [s.strip() for s in args.samplers.split(",") if s.strip()] if args.samplers else None
         table = load_points(args.config, samplers, args.points)
         runs = run_specs(table)
-        shard = torchrun_shard(args.cache)  # torchrun: chunks dealt to the ranks, rank 0 merges and writes
-        setup = sb.prepare(
+        setup, rows = sb.prepare_and_run(  # under torchrun: chunks dealt to the ranks, rank 0 merges and writes
             args.root,
             args.layout,
             args.split,
@@ -164,15 +160,9 @@ def main(argv: list[str] | None = None) -> int:
             max_chunks=args.max_chunks,
             seed=args.seed,
             chunk_seconds=args.chunk_seconds,
-            device=str(device_for_rank(args.device, shard)),
-        )
-        rows = sb.run_benchmark(
-            setup,
-            cache=cache_file(args.cache),
-            progress=not args.no_progress and shard.rank == 0,
-            rank=shard.rank,
-            world_size=shard.world,
-            barrier=shard.barrier,
+            device=args.device,
+            cache=args.cache,
+            progress=not args.no_progress,
         )
     except UserInputError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -527,6 +527,49 @@ def cell_key(setup: BenchmarkSetup, run: RunSpec, chunk: Chunk) -> dict[str, Any
     }
 
 
+def prepare_and_run(
+    root: str | Path,
+    layout: str,
+    split: str,
+    prior: str | Path | Any,
+    runs: Sequence[RunSpec],
+    *,
+    max_chunks: int | None,
+    seed: int,
+    chunk_seconds: float | None,
+    device: str,
+    init: str | Path | Any = None,
+    cache: str | Path | None = None,
+    bsseval: bool = False,
+    progress: bool = True,
+) -> tuple[BenchmarkSetup, list[dict[str, Any]] | None]:
+    """:func:`prepare` then :func:`run_benchmark`, sharded over the ``torchrun`` processes when there are several (the
+    chunks dealt to the ranks, each on its own device; rank 0 merges the results, the other ranks get ``None`` rows)."""
+    shard = torchrun_shard(cache)
+    setup = prepare(
+        root,
+        layout,
+        split,
+        prior,
+        runs,
+        max_chunks=max_chunks,
+        seed=seed,
+        chunk_seconds=chunk_seconds,
+        device=str(device_for_rank(device, shard)),
+        init=init,
+    )
+    rows = run_benchmark(
+        setup,
+        cache=cache_file(cache),
+        bsseval=bsseval,
+        progress=progress and shard.rank == 0,
+        rank=shard.rank,
+        world_size=shard.world,
+        barrier=shard.barrier,
+    )
+    return setup, rows
+
+
 def run_benchmark(
     setup: BenchmarkSetup,
     cache: Path | None = None,
@@ -807,8 +850,7 @@ def run(args: argparse.Namespace) -> Report | None:
         from mgdm_audio.metrics.bsseval import require_museval
 
         require_museval()
-    shard = torchrun_shard(args.cache)  # torchrun: chunks dealt to the ranks, rank 0 merges and writes the outputs
-    setup = prepare(
+    setup, rows = prepare_and_run(
         args.root,
         args.layout,
         args.split,
@@ -817,17 +859,11 @@ def run(args: argparse.Namespace) -> Report | None:
         max_chunks=args.max_chunks,
         seed=args.seed,
         chunk_seconds=args.chunk_seconds,
-        device=str(device_for_rank(args.device, shard)),
+        device=args.device,
         init=args.init,
-    )
-    rows = run_benchmark(
-        setup,
-        cache=cache_file(args.cache),
+        cache=args.cache,
         bsseval=args.bsseval,
-        progress=not args.no_progress and shard.rank == 0,
-        rank=shard.rank,
-        world_size=shard.world,
-        barrier=shard.barrier,
+        progress=not args.no_progress,
     )
     if rows is None:
         return None
