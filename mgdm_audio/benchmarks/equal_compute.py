@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from mgdm_audio.core.atomic import save_figure_atomic
-from mgdm_audio.metrics.intervals import Interval, paired_difference, plain_words, t_interval
+from mgdm_audio.metrics.intervals import Interval, paired_on_common, plain_words, t_interval
 from mgdm_audio.samplers.run import RunSpec, resolve
 
 FACTORS: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0)
@@ -245,11 +245,7 @@ def paired_at(
         key = (r["sampler"], r["budget"])
         if key in values:
             values[key][item(r)] = r[metric]
-    common = [k for k in values[a] if k in values[b]]
-    if not common:
-        return None
-    x, y = [values[a][k] for k in common], [values[b][k] for k in common]
-    return paired_difference(x, y), sum(u < v for u, v in zip(x, y, strict=True))
+    return paired_on_common(values[a], values[b])
 
 
 def matched_section(

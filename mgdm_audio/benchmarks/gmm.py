@@ -41,7 +41,7 @@ from mgdm_audio.core.gmm import GaussianMixture, gmm_noise_levels, random_measur
 from mgdm_audio.core.likelihood import InverseProblem
 from mgdm_audio.core.operators import MatrixOperator
 from mgdm_audio.core.rng import make_generator
-from mgdm_audio.metrics.intervals import Interval, paired_difference, t_interval
+from mgdm_audio.metrics.intervals import Interval, paired_on_common, t_interval
 from mgdm_audio.metrics.sliced_wasserstein import sliced_wasserstein
 from mgdm_audio.samplers.base import SamplerResult
 from mgdm_audio.samplers.registry import get_sampler
@@ -214,11 +214,7 @@ def paired_by_problem(
     for r in rows:
         if r["sampler"] in sw and (setting is None or (r["d"], r["d_y"]) == setting):
             sw[r["sampler"]][(r["d"], r["d_y"], r["problem"])] = r["sw"]
-    common = sorted(set(sw[ours]) & set(sw[other]))
-    if not common:
-        return None
-    a, b = [sw[ours][k] for k in common], [sw[other][k] for k in common]
-    return paired_difference(a, b), sum(x < y for x, y in zip(a, b, strict=True))
+    return paired_on_common(dict(sorted(sw[ours].items())), sw[other])
 
 
 def paired_table(rows: Sequence[dict[str, Any]], ours: str) -> tuple[str, list[dict[str, Any]]]:

@@ -22,7 +22,7 @@ from typing import Any
 
 from mgdm_audio.benchmarks.harness import fmt
 from mgdm_audio.core.atomic import save_figure_atomic
-from mgdm_audio.metrics.intervals import Interval, paired_difference, plain_words, t_interval
+from mgdm_audio.metrics.intervals import Interval, paired_on_common, plain_words, t_interval
 
 
 def chunk_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -83,14 +83,9 @@ def run_levels(chunks: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 def paired(chunks: Sequence[dict[str, Any]], a: str, b: str) -> Interval | None:
     """``a - b`` over the chunks both scored (``None`` when they share none)."""
     runs = _by_label(chunks)
-    common = [
-        c
-        for c, row in runs[a].items()
-        if row["si_sdri_mean"] is not None and runs[b].get(c, {}).get("si_sdri_mean") is not None
-    ]
-    if not common:
-        return None
-    return paired_difference([runs[a][c]["si_sdri_mean"] for c in common], [runs[b][c]["si_sdri_mean"] for c in common])
+    scores = [{c: r["si_sdri_mean"] for c, r in runs[x].items() if r["si_sdri_mean"] is not None} for x in (a, b)]
+    found = paired_on_common(*scores)
+    return None if found is None else found[0]
 
 
 def comparison_pairs(samplers: Sequence[str], reference: str | None, baselines: Sequence[str]) -> list[tuple[str, str]]:

@@ -18,7 +18,7 @@ replacement (``numpy.random.default_rng(seed).integers(0, n, (B, n))``), ``T`` o
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -104,6 +104,16 @@ def paired_difference(
     if x.shape != y.shape:
         raise ValueError(f"paired values need the same number of items, got {x.size} and {y.size}")
     return t_interval(x - y, level)
+
+
+def paired_on_common(a: Mapping[Hashable, float], b: Mapping[Hashable, float]) -> tuple[Interval, int] | None:
+    """:func:`paired_difference` of ``a[k] - b[k]`` over the items ``k`` both have (in ``a``'s order), and on how many
+    of them ``a`` is lower; ``None`` when they share no item."""
+    common = [k for k in a if k in b]
+    if not common:
+        return None
+    x, y = [a[k] for k in common], [b[k] for k in common]
+    return paired_difference(x, y), sum(u < v for u, v in zip(x, y, strict=True))
 
 
 @dataclass(frozen=True)
