@@ -26,10 +26,17 @@ import torch
 from torch import Tensor, nn
 
 from mgdm_audio.core.errors import UserInputError
-from mgdm_audio.training.export import export_factory, load_export, require_export, shipped_exports
+from mgdm_audio.training.export import (
+    SEPARATOR_FACTORY_SUFFIX,
+    export_factory,
+    load_export,
+    require_export,
+    shipped_exports,
+)
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
-FACTORY = "mgdm_audio.audio.discriminative:build_separator"
+FACTORY = f"mgdm_audio.audio.{SEPARATOR_FACTORY_SUFFIX}"
+"""The model factory a separator export names (the suffix is how the weights listing tells separators from priors)."""
 
 #: The CPU configuration (3.7 M parameters with 4 stems): 24 channels, 4 levels, 2 cross-domain transformer layers,
 #: a 1024-point STFT (the package's default is 48 channels, 5 layers, 4096 points at 44.1 kHz).
