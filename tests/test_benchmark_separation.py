@@ -171,6 +171,49 @@ def test_rows_summary_oracles_and_outputs(data, tmp_path, prior, capsys):
     assert prior.weights_sha256 in text and f"Regenerate: `{prov['command']}`" in text
 
 
+def test_equal_compute_budgets_and_matched_seconds(data, tmp_path, prior, capsys):
+    """--equal-compute: each cold one-sample run at x0.25 and x0.5 its knob (labelled by the knob's value), the
+    warm/mean-of-K runs left alone, budget runs out of the paired list, and the reference compared with each sampler
+    at matched seconds per chunk, paired by chunk."""
+    out = tmp_path / "ec.json"
+    runs = "msdm=msdm:fast:n_steps=8,pigdm=pigdm:fast:n_steps=8," + MEAN3
+    code = _cli(
+        data,
+        tmp_path,
+        "--samplers",
+        "",
+        "--sampler-set",
+        runs,
+        "--no-oracles",
+        "--equal-compute",
+        "--max-chunks",
+        "2",
+        "--json",
+        str(out),
+        "--markdown",
+        str(tmp_path / "ec.md"),
+    )
+    assert code == 0, capsys.readouterr().err
+    payload = json.loads(out.read_text())
+    names = ["msdm", "pigdm", "msdm-mean3", "msdm n_steps=2", "msdm n_steps=4", "pigdm n_steps=3", "pigdm n_steps=4"]
+    assert list(payload["summary"]) == names
+    budgets = payload["equal_compute"]["budgets"]
+    assert budgets["msdm n_steps=2"] == {"base": "msdm", "knob": "n_steps", "value": 2, "factor": 0.25}
+    assert budgets["msdm"]["factor"] == 1.0 and "msdm-mean3" not in budgets
+    assert payload["summary"]["msdm n_steps=4"]["nfe_per_chunk"] < payload["summary"]["msdm"]["nfe_per_chunk"]
+    assert {d["a"] for d in payload["paired_differences"]} == {"pigdm", "msdm-mean3"}
+    matched = payload["equal_compute"]["matched"]
+    assert matched["reference"] == "msdm" and [v["sampler"] for v in matched["versus"]] == ["pigdm"]
+    versus = matched["versus"][0]
+    chunks = {(c["sampler"], c["chunk_id"]): c["si_sdri_mean"] for c in payload["chunks"]}
+    ref = next(k for k, b in budgets.items() if b["base"] == "msdm" and b["value"] == matched["reference_budget"])
+    its = next(k for k, b in budgets.items() if b["base"] == "pigdm" and b["value"] == versus["budget"])
+    ids = {c for _, c in chunks}
+    diff = sum(chunks[(ref, c)] - chunks[(its, c)] for c in ids) / len(ids)
+    assert versus["difference"]["mean"] == pytest.approx(diff) and versus["difference"]["n"] == 2
+    assert "### Equal compute at matched seconds: msdm minus each sampler" in (tmp_path / "ec.md").read_text()
+
+
 def test_stratified_draw_covers_distinct_tracks():
     """Uneven tracks (one long, many short): the first k chunks of the seeded order come from min(k, tracks)
     distinct tracks, whatever the seed, and their order within a track is seeded too."""

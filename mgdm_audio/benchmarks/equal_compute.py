@@ -5,8 +5,14 @@ comparison at matched seconds.
 levels or split-Gibbs iterations, and for MGDM the Gibbs sweeps ``R``. A run at preset ``p`` with knob value ``v``
 gets the budgets ``round(f v)`` for ``f`` in :data:`FACTORS` (0.25, 0.5, 1, 2); a knob that counts steps on the
 prior's ``T``-level grid cannot exceed ``T``, so when ``2 v > T`` the factors are :data:`CAPPED_FACTORS` (0.125 ..
-1). MGDM's budgets are ``R`` in :data:`MGDM_SWEEPS` whatever its preset's ``R``. PnP-DM keeps the span of its
-coupling schedule ``rho_k = max(rho_0 d^k, rho_min)`` on ``K' = f K`` iterations with ``d' = d^{K / K'}``.
+1). MGDM's budgets are ``R`` in :data:`MGDM_SWEEPS` whatever its preset's ``R`` (R = 8 is left out: it costs twice
+any other sampler's dearest budget, so nothing is matched to it). PnP-DM keeps the span of its coupling schedule
+``rho_k = max(rho_0 d^k, rho_min)`` on ``K' = f K`` iterations with ``d' = d^{K / K'}``, and MSDM's sampler its churn
+per step ``S_churn / N`` on ``N' = f N`` steps (``S_churn' = f S_churn``).
+
+Separation (:data:`AUDIO_KNOBS`, :data:`AUDIO_FACTORS`): every sampler's ``audio-fast`` preset is set to about
+MGDM ``audio-fast``'s network calls per segment, so the budgets are x0.25, x0.5 and x1 of it, and MGDM's knob is its
+number of diffusion steps (its audio presets make one Gibbs sweep; below 4 steps no VI step is left).
 
 **Matching.** With ``s_b`` the mean seconds per run of budget ``b`` (over every problem), every sampler is taken at
 its budget nearest a target ``s*`` on a log scale, ``argmin_b |log s_b - log s*|`` (ties: the cheaper budget), among
@@ -39,7 +45,8 @@ from mgdm_audio.samplers.run import RunSpec, resolve
 
 FACTORS: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0)
 CAPPED_FACTORS: tuple[float, ...] = (0.125, 0.25, 0.5, 1.0)
-MGDM_SWEEPS: tuple[int, ...] = (1, 2, 4, 8)
+MGDM_SWEEPS: tuple[int, ...] = (1, 2, 4)
+AUDIO_FACTORS: tuple[float, ...] = (0.25, 0.5, 1.0)
 
 Row = dict[str, Any]
 
@@ -64,8 +71,10 @@ KNOBS: dict[str, Knob] = {
     "ddim": Knob("n_steps", 3, on_grid=True),
     "daps": Knob("annealing_steps"),
     "pnpdm": Knob("n_iters"),
+    "msdm": Knob("n_steps", 2),
     "vml_map": Knob("n_levels", 2),
 }
+AUDIO_KNOBS: dict[str, Knob] = {**KNOBS, "mgdm": Knob("n_steps", 4, on_grid=True)}
 
 
 @dataclass(frozen=True)
@@ -87,18 +96,27 @@ class Budget:
         return f"{self.knob}={self.value} (x{self.factor:g})"
 
 
-def budgets(run: RunSpec, grid_size: int) -> list[Budget]:
-    """The budgets of ``run`` (empty when its sampler has no knob in :data:`KNOBS`); ``grid_size``: the prior's
-    ``T``."""
-    knob = KNOBS.get(run.sampler)
+def budgets(
+    run: RunSpec,
+    grid_size: int,
+    factors: Sequence[float] = FACTORS,
+    knobs: Mapping[str, Knob] = KNOBS,
+    modality: str = "plain",
+) -> list[Budget]:
+    """The budgets of ``run`` (empty when its sampler has no knob in ``knobs``); ``grid_size``: the prior's ``T``;
+    ``factors``: the multiples of the preset's knob value (:data:`CAPPED_FACTORS` instead when twice the value would
+    pass the grid and the factors reach 2); ``modality``: how the run's preset resolves
+    (:data:`mgdm_audio.samplers.run.MODALITIES`)."""
+    knob = knobs.get(run.sampler)
     if knob is None:
         return []
-    config = resolve(run).config
+    config = resolve(run, modality).config
     base_value = int(getattr(config, knob.field))
-    if run.sampler == "mgdm":
+    if knob.field == "n_reps":
         plan: list[tuple[int, float | None]] = [(r, None) for r in MGDM_SWEEPS]
     else:
-        factors = CAPPED_FACTORS if knob.on_grid and 2 * base_value > grid_size else FACTORS
+        if knob.on_grid and max(factors) * base_value > grid_size:
+            factors = CAPPED_FACTORS
         plan = [(max(knob.minimum, math.floor(f * base_value + 0.5)), f) for f in factors]
     out, seen = [], set()
     for value, factor in plan:
@@ -108,6 +126,8 @@ def budgets(run: RunSpec, grid_size: int) -> list[Budget]:
         overrides = {**run.overrides_dict, knob.field: value}
         if run.sampler == "pnpdm":  # the same span of rho on value iterations
             overrides["rho_decay"] = config.rho_decay ** (base_value / value)
+        if run.sampler == "msdm":  # the same churn per step on value steps
+            overrides["s_churn"] = config.s_churn * value / base_value
         label = f"{run.name} {knob.field}={value}"
         out.append(
             Budget(
@@ -257,9 +277,10 @@ def matched_section(
     digits: int = 3,
     items: str = "problems",
     rule: str = "closest",
+    higher_is_better: bool = False,
 ) -> tuple[str, dict[str, Any]]:
-    """The comparison at matched seconds (module docstring; ``rule`` picks the target), lower ``metric`` better:
-    Markdown and JSON."""
+    """The comparison at matched seconds (module docstring; ``rule`` picks the target): Markdown and JSON. ``metric``
+    is better lower (SW) unless ``higher_is_better`` (SI-SDRi)."""
     seconds = mean_seconds(rows, metric)
     if reference not in seconds:
         return "", {}
@@ -272,6 +293,7 @@ def matched_section(
         else f"the seconds of {reference}'s budget that the other samplers' budgets come closest to (the least sum "
         "over samplers of the log-distance to their nearest budget)"
     )
+    better = "higher" if higher_is_better else "lower"
     lines = [
         f"### Equal compute at matched seconds: {reference} minus each sampler",
         "",
@@ -279,11 +301,11 @@ def matched_section(
         "whose seconds per run are nearest the target (log scale), "
         f"{reference} at {labels[(reference, ref_budget)]} ({seconds[reference][ref_budget]:.3f} s). Mean {unit} "
         f"difference over the {items} both ran, paired, with its Student-t 95 % interval (negative: {reference} has "
-        f"the lower {unit}); 'ahead' means a lower {unit}, 'level with' an interval that holds 0. The ratio is the "
+        f"the lower {unit}); 'ahead' means a {better} {unit}, 'level with' an interval that holds 0. The ratio is the "
         "sampler's seconds over the target: far from 1, its budgets do not reach the target and the comparison is at "
         "its nearest budget, not at equal seconds.",
         "",
-        f"| vs | its budget | its s/run (ratio) | {reference} − it [t 95 %] | {reference} lower on | in words |",
+        f"| vs | its budget | its s/run (ratio) | {reference} − it [t 95 %] | {reference} {better} on | in words |",
         "|---|---|---|---|---|---|",
     ]
     out: dict[str, Any] = {
@@ -301,8 +323,12 @@ def matched_section(
         if found is None:
             continue
         diff, lower = found
+        if higher_is_better:
+            lower = diff.n - lower  # how often it is higher (exact ties, rare, count as higher)
         words = f"{reference} " + (
-            f"level with {name}" if diff.contains_zero else plain_words(negate(diff), unit, digits)
+            f"level with {name}"
+            if diff.contains_zero
+            else plain_words(diff if higher_is_better else negate(diff), unit, digits)
         )
         ratio = seconds[name][budget] / match.target
         lines.append(

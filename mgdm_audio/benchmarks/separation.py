@@ -76,7 +76,7 @@ from typing import Any
 import torch
 
 from mgdm_audio.audio.spectra import welch_psd, wiener_posterior_sample, wiener_separation
-from mgdm_audio.benchmarks import separation_stats
+from mgdm_audio.benchmarks import equal_compute, separation_stats
 from mgdm_audio.benchmarks.harness import (
     Report,
     RunCell,
@@ -166,6 +166,58 @@ def make_runs(
         runs += [RunSpec(b, BASELINE_PRESET, (), b) for b in BASELINES]
     check_unique(runs, "sampler names in the table")
     return runs
+
+
+def budget_runs(runs: Sequence[RunSpec]) -> tuple[list[RunSpec], dict[str, dict[str, Any]]]:
+    """``--equal-compute``: every cold, one-sample sampler run at x0.25 and x0.5 its cost knob (``AUDIO_FACTORS``
+    and ``AUDIO_KNOBS`` of :mod:`~mgdm_audio.benchmarks.equal_compute`; oracles, baselines and the discriminative
+    separator have no knob), and ``{label: {"base", "knob", "value", "factor"}}`` for those runs and the runs they
+    scale (x1)."""
+    extra: list[RunSpec] = []
+    meta: dict[str, dict[str, Any]] = {}
+    for run in runs:
+        overrides = run.overrides_dict
+        if N_SAMPLES_KEY in overrides or INIT_SIGMA_KEY in overrides:
+            continue  # means of K samples and warm starts are other estimators, not budgets of one
+        for b in equal_compute.budgets(
+            run, 2**31, equal_compute.AUDIO_FACTORS, equal_compute.AUDIO_KNOBS, modality="audio"
+        ):
+            label = run.name if b.factor == 1.0 else b.run.name
+            meta[label] = {"base": run.name, "knob": b.knob, "value": b.value, "factor": b.factor}
+            if b.factor != 1.0:
+                extra.append(b.run)
+    return extra, meta
+
+
+def budget_chunk_rows(chunks: Sequence[dict[str, Any]], budgets: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """The per-chunk rows of the budget runs in the equal-compute form (``sampler``: the run scaled, ``budget``: the
+    knob's value, ``budget_label``), scored chunks only."""
+    out = []
+    for c in chunks:
+        b = budgets.get(c["sampler"])
+        if b is not None and c["si_sdri_mean"] is not None:
+            label = f"{b['knob']}={b['value']} (x{b['factor']:g})"
+            out.append({**c, "sampler": b["base"], "budget": b["value"], "budget_label": label})
+    return out
+
+
+def matched_seconds_section(document: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """With ``--equal-compute``: the reference run minus each sampler at matched seconds per chunk
+    (:func:`~mgdm_audio.benchmarks.equal_compute.matched_section`), Markdown and JSON; empty without budgets."""
+    budgets, reference = document["info"].get("budgets"), document["info"].get("reference")
+    if not budgets or reference not in {b["base"] for b in budgets.values()}:
+        return "", {}
+    rows = budget_chunk_rows(document["chunks"], budgets)
+    return equal_compute.matched_section(
+        rows,
+        "si_sdri_mean",
+        reference,
+        lambda r: r["chunk_id"],
+        "dB",
+        digits=2,
+        items="chunks",
+        higher_is_better=True,
+    )
 
 
 # ============================================================================================ chunks
@@ -750,7 +802,8 @@ def markdown_report(document: dict[str, Any], stems: Sequence[str]) -> str:
     if info.get("reference"):
         lines += [f"Reference run of the paired differences: {info['reference']}.", ""]
     lines += separation_stats.markdown_sections(document["levels"], document["paired_differences"])
-    return "\n".join(lines)
+    matched = matched_seconds_section(document)[0]
+    return "\n".join(lines) + ("\n" + matched if matched else "")
 
 
 def plot_equal_compute(document: dict[str, Any], path: Path) -> None:
@@ -782,14 +835,15 @@ def payload(rows: list[dict[str, Any]], info: dict[str, Any], reference: str | N
     ``reference`` (default: the first sampler run) and against the ``wiener``, ``wiener-sample`` and ``mixture``
     baselines that ran."""
     summary = summarise(rows)
+    scaled = {label for label, b in info.get("budgets", {}).items() if b["factor"] != 1.0}
     samplers = [n for n, s in summary.items() if s["preset"] not in (ORACLE_PRESET, BASELINE_PRESET)]
     if reference is not None and reference not in summary:
         raise UserInputError(f"--reference {reference!r} is not a run of this table ({', '.join(summary)}).")
     reference = reference if reference is not None else (samplers[0] if samplers else None)
     baselines = [b for b in ("wiener", "wiener-sample", "mixture") if b in summary]
     chunks = separation_stats.chunk_rows(rows)
-    pairs = separation_stats.comparison_pairs(samplers, reference, baselines)
-    return {
+    pairs = separation_stats.comparison_pairs([n for n in samplers if n not in scaled], reference, baselines)
+    document = {
         "info": {**info, "reference": reference},
         "rows": rows,
         "summary": summary,
@@ -797,6 +851,10 @@ def payload(rows: list[dict[str, Any]], info: dict[str, Any], reference: str | N
         "levels": separation_stats.run_levels(chunks),
         "paired_differences": separation_stats.paired_differences(chunks, pairs),
     }
+    matched = matched_seconds_section(document)[1]
+    if matched:
+        document["equal_compute"] = {"budgets": info["budgets"], "matched": matched}
+    return document
 
 
 # ============================================================================================ command line
@@ -833,6 +891,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--init", default=None, help="discriminative separator export: the run `demucs`, and runs with init_sigma=S"
     )
+    parser.add_argument(
+        "--equal-compute",
+        action="store_true",
+        help="also run every cold one-sample sampler run at x0.25 and x0.5 its cost knob (steps, annealing levels, "
+        "iterations) and compare it with --reference at matched seconds per chunk (a section, and the plot's curves)",
+    )
     parser.add_argument("-d", "--device", default="auto", help="auto | cpu | cuda")
 
 
@@ -842,6 +906,11 @@ def run(args: argparse.Namespace) -> Report | None:
     runs = make_runs(samplers, args.preset, args.sampler_set, oracles=not args.no_oracles)
     if not runs:
         raise UserInputError("nothing to run: give --samplers and/or --sampler-set (or drop --no-oracles).")
+    budgets: dict[str, dict[str, Any]] = {}
+    if args.equal_compute:
+        extra, budgets = budget_runs(runs)
+        runs = runs + extra
+        check_unique(runs, "sampler names in the table (with the equal-compute budgets)")
     if args.reference is not None and args.reference not in {r.name for r in runs}:
         raise UserInputError(
             f"--reference {args.reference!r} is not a run of this table ({', '.join(r.name for r in runs)})."
@@ -867,7 +936,7 @@ def run(args: argparse.Namespace) -> Report | None:
     )
     if rows is None:
         return None
-    document = payload(rows, setup.info, args.reference)
+    document = payload(rows, {**setup.info, "budgets": budgets} if budgets else setup.info, args.reference)
     text = markdown_report(document, setup.prior.stems)
     return Report(
         document,
