@@ -1,6 +1,6 @@
 """The ``mgdm-audio`` command line (floor 4: parse flags, call one function, print).
 
-    mgdm-audio separate FILES... [-n PRIOR] [-o OUT] [--sampler mgdm] [--preset fast|default|paper] [--n-samples K]
+    mgdm-audio separate FILES... [-n PRIOR] [-o OUT] [--sampler mgdm] [--preset fast|default|paper|tuned] [--n-samples K]
     mgdm-audio make-dataset slakh-style -o OUT [...] | --recipe recipes/data/slakh-style.yaml -o OUT
     mgdm-audio train RECIPE.yaml [--out DIR] [--resume] | RECIPE.yaml --out DIR --export-only [--export DIR]
     mgdm-audio generate -n PRIOR --seconds S --seed S -o OUT
@@ -353,7 +353,11 @@ def _add_posterior_arguments(
     """``--sampler``, ``--preset``, ``--n-samples``, ``--seed`` and ``--device``: how ``separate`` and ``restore``
     run a posterior sampler (same names and defaults; the help says what each means for the command)."""
     p.add_argument("--sampler", default="mgdm", help=sampler_help)
-    p.add_argument("--preset", default="default", help="fast | default | paper, or one of the sampler's presets")
+    p.add_argument(
+        "--preset",
+        default="default",
+        help="fast | default | paper | tuned (audio: chosen on validation), or one of the sampler's presets",
+    )
     p.add_argument("--n-samples", type=int, default=1, help=samples_help)
     p.add_argument("--seed", type=int, default=0, help=seed_help)
     p.add_argument("-d", "--device", default="auto", help=device_help)

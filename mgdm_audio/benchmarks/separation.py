@@ -868,7 +868,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", default="test", help="split (slakh) or subset (musdb) folder name")
     parser.add_argument("--prior", default="slakh-style-small", help="shipped prior name or export folder")
     parser.add_argument("--samplers", default="mgdm,msdm,dps", metavar="A,B", help="registry samplers at --preset")
-    parser.add_argument("--preset", default="fast", help="fast | default | paper, or a sampler preset")
+    parser.add_argument("--preset", default="fast", help="fast | default | paper | tuned, or a sampler preset")
     parser.add_argument(
         "--sampler-set",
         metavar="NAME=S:P:k=v,...",

@@ -207,6 +207,9 @@ SPEC = SamplerSpec(
         # DDRM at the DDRM paper's etas (the defaults: eta 0.85, eta_b 1) on 100 steps: 99 NFE per segment, no VJP,
         # about MGDM `audio-fast`'s 68 NFE + 31 VJP per segment.
         "audio-fast": {"n_steps": 100},
+        # `audio-fast` at the point chosen on a held-out-timbre validation split with the same 6-point budget as every
+        # audio sampler (evaluation/separation/tuning.yaml; evaluation/results/separation_tuning.md): the preset itself.
+        "audio-tuned": {"n_steps": 100},
     },
     needs_linear=True,
     needs_svd=True,

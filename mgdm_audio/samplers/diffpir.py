@@ -146,6 +146,9 @@ SPEC = SamplerSpec(
         # lambda 1, zeta 1 of configs/exp_sound/sampler/diffpir.yaml (MGDM reference), its 1000 steps cut to 100:
         # 98 NFE per segment, no VJP, about MGDM `audio-fast`'s 68 NFE + 31 VJP per segment.
         "audio-fast": {"n_steps": 100, "lam": 1.0, "zeta": 1.0},
+        # `audio-fast` at the point chosen on a held-out-timbre validation split with the same 6-point budget as every
+        # audio sampler (evaluation/separation/tuning.yaml; evaluation/results/separation_tuning.md).
+        "audio-tuned": {"n_steps": 100, "lam": 1.0, "zeta": 0.8},
     },
     needs_linear=False,
     summary="DiffPIR: denoise, proximal data step (exact with SVD pieces), re-noise with zeta-mixed noise",

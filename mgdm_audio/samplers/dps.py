@@ -110,6 +110,9 @@ SPEC = SamplerSpec(
         # gamma 1.0 of configs/exp_sound/sampler/dps.yaml (MGDM reference), its 1000 steps cut to 50: 49 NFE + 48 VJP
         # per segment, about MGDM `audio-fast`'s 68 NFE + 31 VJP per segment.
         "audio-fast": {"n_steps": 50, "gamma": 1.0},
+        # `audio-fast` at the point chosen on a held-out-timbre validation split with the same 6-point budget as every
+        # audio sampler (evaluation/separation/tuning.yaml; evaluation/results/separation_tuning.md): the preset itself.
+        "audio-tuned": {"n_steps": 50, "gamma": 1.0},
     },
     warm_start=True,
     summary="DPS: DDIM(eta=1) steps plus (gamma / ||y - A(x0)||) grad_x(-||y - A(D(x))||^2); any differentiable A",

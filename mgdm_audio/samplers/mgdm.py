@@ -441,6 +441,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     # Separation (the separator's `fast`): `audio` on a 12-point grid, for the real-time target, chosen on the
     # validation split (evaluation/separation/validation_rtf.md).
     "audio-fast": {**_FAST, "n_steps": 12, "lr_default": 0.2},
+    # `audio-fast` at the point chosen on a held-out-timbre validation split with the same 6-point budget as every
+    # audio sampler (evaluation/separation/tuning.yaml; evaluation/results/separation_tuning.md); 0.05 is the
+    # smallest rate of that grid.
+    "audio-tuned": {**_FAST, "n_steps": 12, "lr_default": 0.05},
 }
 
 SPEC = SamplerSpec(

@@ -131,6 +131,9 @@ SPEC = SamplerSpec(
         # configs/exp_sound/sampler/pgdm.yaml (MGDM reference: no parameters, 1000 steps) cut to 50 steps: 49 NFE +
         # 48 VJP per segment, about MGDM `audio-fast`'s 68 NFE + 31 VJP per segment.
         "audio-fast": {"n_steps": 50},
+        # `audio-fast` at the point chosen on a held-out-timbre validation split with the same 6-point budget as every
+        # audio sampler (evaluation/separation/tuning.yaml; evaluation/results/separation_tuning.md).
+        "audio-tuned": {"n_steps": 50, "eta": 0.9},
     },
     needs_svd=True,
     warm_start=True,

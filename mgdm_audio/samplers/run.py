@@ -52,7 +52,15 @@ class Modality:
 
 
 MODALITIES: dict[str, Modality] = {
-    "audio": Modality({"fast": ("audio-fast", "fast"), "default": ("audio", "fast"), "paper": ("paper-audio",)}, "vp"),
+    "audio": Modality(
+        {
+            "fast": ("audio-fast", "fast"),
+            "default": ("audio", "fast"),
+            "paper": ("paper-audio",),
+            "tuned": ("audio-tuned", "audio-fast", "fast"),
+        },
+        "vp",
+    ),
     "image": Modality({"fast": ("fast",), "default": ("image", "fast"), "paper": ("paper-image",)}, "unit"),
     "plain": Modality({}, "unit"),  # sampler presets by their own names (the GMM benchmark, generate)
 }
