@@ -1,6 +1,7 @@
 """The ``mgdm-audio`` command line (floor 4: parse flags, call one function, print).
 
-    mgdm-audio separate FILES... [-n PRIOR] [-o OUT] [--sampler mgdm] [--preset fast|default|paper|tuned] [--n-samples K]
+    mgdm-audio separate FILES... [-n PRIOR] [-o OUT] [--sampler mgdm] [--preset fast|default|paper|tuned]
+                        [--n-samples K]
     mgdm-audio make-dataset slakh-style -o OUT [...] | --recipe recipes/data/slakh-style.yaml -o OUT
     mgdm-audio train RECIPE.yaml [--out DIR] [--resume] | RECIPE.yaml --out DIR --export-only [--export DIR]
     mgdm-audio generate -n PRIOR --seconds S --seed S -o OUT

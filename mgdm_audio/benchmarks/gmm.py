@@ -591,7 +591,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--equal-compute",
         action="store_true",
-        help="also run every posterior sampler at 3-4 budgets (MGDM: R = 1, 2, 4, 8 sweeps; the others: x0.25, x0.5, "
+        help="also run every posterior sampler at 3-4 budgets (MGDM: R = 1, 2, 4 sweeps; the others: x0.25, x0.5, "
         "x1, x2 their steps) and compare them with MGDM at matched seconds per run (a table, and a plot with --plot)",
     )
     parser.add_argument(

@@ -76,16 +76,16 @@ DAPS_TASK_LR: dict[str, float] = {
 class DAPSConfig:
     """DAPS settings; defaults are the reference's image config (``configs/experiments/sampler/daps.yaml``)."""
 
-    annealing_steps: int = 200
-    sigma_max: float = 100.0
-    sigma_min: float = 0.1
-    inner_sigma_min: float = 0.01
-    ode_steps: int = 5
-    langevin_steps: int = 50
-    lr: float = 5e-5
-    tau: float = 0.01
-    lr_min_ratio: float = 0.01
-    rho: float = 7.0
+    annealing_steps: int = 200  # M, the annealing levels sigma_0 .. sigma_{M-1}
+    sigma_max: float = 100.0  # sigma_0
+    sigma_min: float = 0.1  # sigma_{M-1}
+    inner_sigma_min: float = 0.01  # the last sigma of each inner ODE grid (then 0)
+    ode_steps: int = 5  # Euler steps of the inner probability-flow ODE (its NFE per level)
+    langevin_steps: int = 50  # Langevin steps per level
+    lr: float = 5e-5  # lr, the Langevin step at level 0
+    tau: float = 0.01  # tau, the likelihood std of U(x)
+    lr_min_ratio: float = 0.01  # lr_{M} / lr: the Langevin step's linear decay over the levels
+    rho: float = 7.0  # the poly-rho exponent of both grids
     tau_from_sigma_y: bool = False
     nan_zero_whole_batch: bool = True
     clip_sigmas: bool = True
