@@ -824,7 +824,8 @@ def plot_equal_compute(document: dict[str, Any], path: Path) -> None:
                 lines[name] = styles[name]
             continue
         k = s["overrides"].get(N_SAMPLES_KEY, 1)  # means of K samples are another estimator: their own line
-        groups[name] = s["method"] if k == 1 else f"{s['method']} (mean of K samples)"
+        warm = " warm-started" if INIT_SIGMA_KEY in s["overrides"] else ""  # so are warm starts
+        groups[name] = s["method"] + warm + ("" if k == 1 else " (mean of K samples)")
     separation_stats.plot_equal_compute(document["levels"], groups, lines, path)
 
 

@@ -148,6 +148,10 @@ def _bracket(ci: dict[str, Any]) -> str:
     return f"{fmt(ci['mean'])} [{fmt(ci['lo'])}, {fmt(ci['hi'])}]"
 
 
+FLOOR_DB = -10.0
+"""The plot's lowest SI-SDRi: runs below it (a diverged sampler) are named under the axes instead."""
+
+
 def plot_equal_compute(
     levels: dict[str, dict[str, Any]],
     groups: dict[str, str],
@@ -194,6 +198,15 @@ def plot_equal_compute(
         ax.margins(x=0.15)
         ax.set_xlabel(xlabel)
         ax.axhline(0.0, color="black", lw=0.6)
+    means = sorted(lv["si_sdri"]["mean"] for lv in levels.values() if lv["si_sdri"] is not None)
+    if means and means[0] < FLOOR_DB:  # a diverged run would squash every other curve: clip, and say which
+        axes[0].set_ylim(bottom=FLOOR_DB)
+        below = [
+            f"{label} ({lv['si_sdri']['mean']:.1f} dB)"
+            for label, lv in levels.items()
+            if lv["si_sdri"] is not None and lv["si_sdri"]["mean"] < FLOOR_DB
+        ]
+        fig.text(0.01, 0.005, "below the axis: " + ", ".join(below), fontsize=7)
     axes[0].set_ylabel("mean SI-SDRi per chunk (dB), t 95 % CI")
     handles, names = axes[0].get_legend_handles_labels()
     if handles:
