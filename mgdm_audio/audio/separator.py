@@ -62,9 +62,9 @@ DEFAULT_MIX_RMS = 0.08
 SILENCE = 1e-6
 """A chunk whose mixture peak (after scaling) is below this is silent."""
 DISCRIMINATIVE = "demucs"
+"""The ``sampler`` name that runs the ``init`` separator alone (no diffusion prior)."""
 DEFAULT_SEPARATOR = "slakh-diverse-htdemucs-small"
 """The shipped discriminative separator: what ``--sampler demucs`` runs when ``--init`` names none."""
-"""The ``sampler`` name that runs the ``init`` separator alone (no diffusion prior)."""
 
 
 @dataclass

@@ -90,20 +90,25 @@ class Budget:
 
     @property
     def label(self) -> str:
-        """``R=2`` for MGDM's sweeps, ``n_steps=250 (x0.25)`` otherwise."""
-        if self.knob == "n_reps":
-            return f"R={self.value}"
-        return f"{self.knob}={self.value} (x{self.factor:g})"
+        return budget_label(self.knob, self.value, self.factor)
+
+
+def budget_label(knob: str, value: int, factor: float | None) -> str:
+    """``R=2`` for MGDM's sweeps, ``n_steps=250 (x0.25)`` otherwise."""
+    if knob == "n_reps":
+        return f"R={value}"
+    return f"{knob}={value} (x{factor:g})"
 
 
 def budgets(
     run: RunSpec,
-    grid_size: int,
+    grid_size: int | None,
     factors: Sequence[float] = FACTORS,
     knobs: Mapping[str, Knob] = KNOBS,
     modality: str = "plain",
 ) -> list[Budget]:
-    """The budgets of ``run`` (empty when its sampler has no knob in ``knobs``); ``grid_size``: the prior's ``T``;
+    """The budgets of ``run`` (empty when its sampler has no knob in ``knobs``); ``grid_size``: the prior's ``T``
+    (``None``: no cap, for factors that never pass the preset's own value);
     ``factors``: the multiples of the preset's knob value (:data:`CAPPED_FACTORS` instead when twice the value would
     pass the grid and the factors reach 2); ``modality``: how the run's preset resolves
     (:data:`mgdm_audio.samplers.run.MODALITIES`)."""
@@ -115,12 +120,12 @@ def budgets(
     if knob.field == "n_reps":
         plan: list[tuple[int, float | None]] = [(r, None) for r in MGDM_SWEEPS]
     else:
-        if knob.on_grid and max(factors) * base_value > grid_size:
+        if knob.on_grid and grid_size is not None and max(factors) * base_value > grid_size:
             factors = CAPPED_FACTORS
         plan = [(max(knob.minimum, math.floor(f * base_value + 0.5)), f) for f in factors]
     out, seen = [], set()
     for value, factor in plan:
-        if value in seen or (knob.on_grid and value > grid_size):
+        if value in seen or (knob.on_grid and grid_size is not None and value > grid_size):
             continue
         seen.add(value)
         overrides = {**run.overrides_dict, knob.field: value}

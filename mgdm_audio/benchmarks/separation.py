@@ -179,9 +179,8 @@ def budget_runs(runs: Sequence[RunSpec]) -> tuple[list[RunSpec], dict[str, dict[
         overrides = run.overrides_dict
         if N_SAMPLES_KEY in overrides or INIT_SIGMA_KEY in overrides:
             continue  # means of K samples and warm starts are other estimators, not budgets of one
-        for b in equal_compute.budgets(
-            run, 2**31, equal_compute.AUDIO_FACTORS, equal_compute.AUDIO_KNOBS, modality="audio"
-        ):
+        # AUDIO_FACTORS stop at x1: no budget passes the preset's own grid, so no grid cap is needed
+        for b in equal_compute.budgets(run, None, equal_compute.AUDIO_FACTORS, equal_compute.AUDIO_KNOBS, "audio"):
             label = run.name if b.factor == 1.0 else b.run.name
             meta[label] = {"base": run.name, "knob": b.knob, "value": b.value, "factor": b.factor}
             if b.factor != 1.0:
@@ -196,7 +195,7 @@ def budget_chunk_rows(chunks: Sequence[dict[str, Any]], budgets: dict[str, dict[
     for c in chunks:
         b = budgets.get(c["sampler"])
         if b is not None and c["si_sdri_mean"] is not None:
-            label = f"{b['knob']}={b['value']} (x{b['factor']:g})"
+            label = equal_compute.budget_label(b["knob"], b["value"], b["factor"])
             out.append({**c, "sampler": b["base"], "budget": b["value"], "budget_label": label})
     return out
 

@@ -198,14 +198,13 @@ def plot_equal_compute(
         ax.margins(x=0.15)
         ax.set_xlabel(xlabel)
         ax.axhline(0.0, color="black", lw=0.6)
-    means = sorted(lv["si_sdri"]["mean"] for lv in levels.values() if lv["si_sdri"] is not None)
-    if means and means[0] < FLOOR_DB:  # a diverged run would squash every other curve: clip, and say which
+    below = [
+        f"{label} ({lv['si_sdri']['mean']:.1f} dB)"
+        for label, lv in levels.items()
+        if lv["si_sdri"] is not None and lv["si_sdri"]["mean"] < FLOOR_DB
+    ]
+    if below:  # a diverged run would squash every other curve: clip, and say which
         axes[0].set_ylim(bottom=FLOOR_DB)
-        below = [
-            f"{label} ({lv['si_sdri']['mean']:.1f} dB)"
-            for label, lv in levels.items()
-            if lv["si_sdri"] is not None and lv["si_sdri"]["mean"] < FLOOR_DB
-        ]
         fig.text(0.01, 0.005, "below the axis: " + ", ".join(below), fontsize=7)
     axes[0].set_ylabel("mean SI-SDRi per chunk (dB), t 95 % CI")
     handles, names = axes[0].get_legend_handles_labels()

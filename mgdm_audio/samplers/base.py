@@ -183,6 +183,10 @@ class WarmStart:
     estimate: Tensor
     sigma: float
 
+    def like(self, x_init: Tensor) -> Tensor:
+        """The estimate on ``x_init``'s device and dtype, broadcast to its chains (a view: clone it to write)."""
+        return self.estimate.to(x_init).expand_as(x_init)
+
     def check(self, x_init: Tensor) -> None:
         if not (math.isfinite(self.sigma) and self.sigma > 0):
             raise UserInputError(f"the warm start's noise level must be a positive number, got {self.sigma}.")

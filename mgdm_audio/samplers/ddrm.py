@@ -177,7 +177,7 @@ def ddrm(
             c[:, :r] = torch.where(seen, spectral.ybar + start_std * z[:, :r], c[:, :r])
         else:
             # warm: a draw of q(x_{t_c} | x_0 = x_hat, y), the step rule with x_theta = x_hat (module docstring)
-            c_hat = pieces.Vt(warm.estimate.to(x_init).expand(shape))
+            c_hat = pieces.Vt(warm.like(x_init))
             c = spectral.update(c_hat, z, randn_like(c_hat, generator), sigma_T)
         x = pieces.V(c).reshape(shape)
 

@@ -188,7 +188,7 @@ def pnpdm(
     rhos = rhos[cut:]
     info.update(likelihood="exact" if exact else "langevin", rho=rhos, nan_chains=0)
     warm: WarmStart | None = prior.warm
-    x = x_init if warm is None else warm.estimate.to(x_init).expand_as(x_init)
+    x = x_init if warm is None else warm.like(x_init)
     with torch.no_grad():
         for k, rho in enumerate(rhos):
             if exact:

@@ -107,7 +107,7 @@ def reddiff(
     ts, cut = vp_schedule(prior, config.n_steps)  # cut > 0: a warm start skips the levels above its own
     top = config.n_steps - 1 - cut  # the first index of ts visited
     warm: WarmStart | None = prior.warm
-    mu = _start(problem, x_init) if warm is None else warm.estimate.to(x_init).expand_as(x_init).clone()
+    mu = _start(problem, x_init) if warm is None else warm.like(x_init).clone()
     mu.requires_grad_(True)
     optimizer = torch.optim.Adam([mu], lr=config.lr, betas=config.betas, weight_decay=0.0)
     y = problem.y.to(x_init)
