@@ -30,6 +30,7 @@ import torch
 from mgdm_audio.audio.msdm_net import MGDM_AUDIO_LEVELS, build_msdm_prior
 from mgdm_audio.audio.priors import AudioPrior
 from mgdm_audio.audio.separator import Separator
+from mgdm_audio.benchmarks.harness import provenance_markdown, script_provenance, with_provenance
 from mgdm_audio.core.likelihood import InverseProblem
 from mgdm_audio.core.rng import make_generator
 from mgdm_audio.samplers.registry import get_sampler, sampler_names
@@ -179,6 +180,7 @@ def main() -> None:
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("gpu_check: no CUDA device here; nothing to check (--device cpu --small: a smoke test).")
+    prov = script_provenance(None, str(device))  # random-weight networks: no learnt prior
     env = {
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "torch": torch.__version__,
@@ -199,8 +201,8 @@ def main() -> None:
     print(text)
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
-        args.out.with_suffix(".md").write_text(text)
+        args.out.with_suffix(".json").write_text(json.dumps(with_provenance(report, prov), indent=1) + "\n")
+        args.out.with_suffix(".md").write_text(text + provenance_markdown(prov))
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ import numpy as np
 from mgdm_audio.audio.data import synth
 from mgdm_audio.audio.data.procedural import STEM_NAMES
 from mgdm_audio.audio.data.render import SplitSpec, render_split
+from mgdm_audio.benchmarks.harness import provenance_markdown, script_provenance
 
 WINDOW_S = 4.0
 ACTIVE_DBFS = -60.0
@@ -78,6 +79,7 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=10.0, help="audio minutes to render per renderer")
     parser.add_argument("--out", type=Path, default=Path("evaluation/results/data.md"))
     args = parser.parse_args()
+    prov = script_provenance(None, "cpu")  # no learnt network; git state before the long work
 
     lines = ["# Slakh-style data: render speed and dataset statistics", ""]
     lines += [f"Machine: {os.cpu_count()} CPU cores (shared with other jobs while measured), one render worker.", ""]
@@ -116,7 +118,7 @@ def main() -> None:
             lines.append(f"| {split_dir.name} | {stats['tracks']} | {stats['hours']:.3f} | {rms} | {counts} |")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_name(f".{args.out.name}.tmp")
-    tmp.write_text("\n".join(lines) + "\n")
+    tmp.write_text("\n".join(lines) + "\n" + provenance_markdown(prov))
     os.replace(tmp, args.out)
     print("\n".join(lines))
 

@@ -24,6 +24,7 @@ import numpy as np
 
 from mgdm_audio.audio.data.procedural import BASS_PROGRAMS, GUITAR_PROGRAMS, PIANO_PROGRAMS, STEM_NAMES, generate_song
 from mgdm_audio.audio.data.timbres import TIMBRE_SOURCES, TimbreBank, draw_timbres
+from mgdm_audio.benchmarks.harness import provenance_markdown, script_provenance
 
 CLASS_PROGRAMS = {"bass": BASS_PROGRAMS, "guitar": GUITAR_PROGRAMS, "piano": PIANO_PROGRAMS}
 WINDOW_S, ACTIVE_DBFS = 4.0, -60.0
@@ -96,6 +97,7 @@ def main() -> None:
     parser.add_argument("--window-every", type=int, default=10)
     parser.add_argument("--out", default="evaluation/results/data_diverse.md")
     args = parser.parse_args()
+    prov = script_provenance(None, "cpu")  # no learnt network; git state before the long work
     lines = [
         "# Diverse Slakh-style data (issue 22): render speed per timbre source and dataset statistics",
         "",
@@ -150,7 +152,7 @@ def main() -> None:
             f"Background render of `train` (one niced worker on the shared machine): {rate:.0f} complete tracks per "
             f"wall hour = {hours:.2f} h of 4-stem audio per wall hour.",
         ]
-    Path(args.out).write_text("\n".join(lines) + "\n")
+    Path(args.out).write_text("\n".join(lines) + "\n" + provenance_markdown(prov))
     print("\n".join(lines))
 
 

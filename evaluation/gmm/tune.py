@@ -19,6 +19,7 @@ from pathlib import Path
 import yaml
 
 from mgdm_audio.benchmarks.gmm import VALIDATION_SEED_BASE, Suite, entry, markdown_table, run_suite
+from mgdm_audio.benchmarks.harness import provenance_markdown, script_provenance
 
 
 def main() -> None:
@@ -31,6 +32,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=1000)
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
+    prov = script_provenance(None, "cpu")  # the exact GMM: no learnt prior; git state before the runs
     entries = [entry(**e) for e in yaml.safe_load(args.candidates.read_text())]
     suite = Suite(
         dims=tuple(int(v) for v in args.dims.split(",")),
@@ -42,7 +44,9 @@ def main() -> None:
     cache = args.markdown.with_suffix(".jsonl")
     rows = run_suite(entries, suite, cache=cache, workers=args.workers)
     note = f"Validation problems (seed base {VALIDATION_SEED_BASE}); suite {json.dumps(suite.__dict__)}."
-    args.markdown.write_text(markdown_table(rows, f"Validation: {args.candidates.name}", note))
+    args.markdown.write_text(
+        markdown_table(rows, f"Validation: {args.candidates.name}", note) + provenance_markdown(prov)
+    )
     print(args.markdown.read_text())
 
 

@@ -21,6 +21,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import torch
 
+from mgdm_audio.benchmarks.harness import git_state, provenance_markdown, script_provenance
 from mgdm_audio.core.atomic import save_figure_atomic, write_atomic
 from mgdm_audio.image.data import load_fashion_mnist
 from mgdm_audio.image.priors import generate_images, load_image_prior
@@ -53,6 +54,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    code = git_state()  # the code the numbers come from: the checkout may change while the run goes on
+    hashes: list[str] = []
     test_images, _ = load_fashion_mnist("test", args.data_root, limit=512)
     real_png = args.out.with_name(f"{args.out.stem}_real.png")
     grid(test_images[: args.samples], real_png, "real Fashion-MNIST test images")
@@ -72,6 +75,7 @@ def main() -> None:
     ae_lines: list[str] = []
     for name in args.priors.split(","):
         prior = load_image_prior(name)
+        hashes.append(prior.weights_sha256)
         cfg = prior.config
         start = time.perf_counter()
         samples = generate_images(prior, args.samples, args.seed, steps=args.steps)
@@ -101,7 +105,8 @@ def main() -> None:
             "|---|---|---|---|",
             *ae_lines,
         ]
-    write_atomic(args.out, "\n".join(lines) + "\n")
+    prov = script_provenance(", ".join(hashes), "cpu", git=code)  # the priors' hashes in --priors order
+    write_atomic(args.out, "\n".join(lines) + "\n" + provenance_markdown(prov))
     print(args.out.read_text())
 
 

@@ -14,6 +14,7 @@ import argparse
 import json
 from pathlib import Path
 
+from mgdm_audio.benchmarks.harness import provenance_markdown
 from mgdm_audio.benchmarks.image import markdown_report, payload
 from mgdm_audio.core.atomic import write_atomic
 
@@ -28,7 +29,9 @@ def main() -> None:
     document = payload(old["rows"], old["settings"])
     extra = {k: v for k, v in old.items() if k not in document}  # provenance, command: kept
     write_atomic(args.json, json.dumps({**document, **extra}, indent=1) + "\n")
-    write_atomic(args.markdown, markdown_report(document, args.date))
+    # the rows' provenance (the run that computed them), when the document has one: re-rendering keeps it
+    footer = provenance_markdown(old["provenance"]) if "provenance" in old else ""
+    write_atomic(args.markdown, markdown_report(document, args.date) + footer)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,6 @@ import argparse
 import datetime
 import json
 import math
-import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -40,6 +39,7 @@ from torch import Tensor
 
 from mgdm_audio.audio.baselines import SkipPathDenoiser, WienerDenoiser
 from mgdm_audio.audio.data.readers import seeded_slakh_chunks
+from mgdm_audio.benchmarks.harness import git_state, provenance_markdown, script_provenance, with_provenance
 from mgdm_audio.core.atomic import write_atomic
 from mgdm_audio.core.errors import UserInputError
 from mgdm_audio.core.schedules import karras_sigmas
@@ -217,13 +217,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     torch.set_num_threads(args.threads)
     out = Path(args.out)
+    code = git_state()  # the code the numbers come from: the checkout may change while the run goes on
     try:
         priors = [diagnose(p, args) for p in args.prior]
     except UserInputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    script = ["evaluation/prior/diagnose.py", *(sys.argv[1:] if argv is None else argv)]
+    prov = script_provenance(", ".join(p["weights_sha256"] for p in priors), "cpu", script, code)
     results = {
-        "command": "python evaluation/prior/diagnose.py " + shlex.join(sys.argv[1:] if argv is None else argv),
+        "command": prov["command"],
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "sigmas": args.sigmas,
         "samples": args.samples,
@@ -234,9 +237,9 @@ def main(argv: list[str] | None = None) -> int:
         "priors": priors,
     }
     out.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(out.with_suffix(".json"), json.dumps(results, indent=1) + "\n")
+    write_atomic(out.with_suffix(".json"), json.dumps(with_provenance(results, prov), indent=1) + "\n")
     text = render_markdown(results)
-    write_atomic(out, text)
+    write_atomic(out, text + provenance_markdown(prov))
     print(text)
     return 0
 

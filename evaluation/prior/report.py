@@ -39,7 +39,6 @@ import datetime
 import json
 import math
 import os
-import shlex
 import sys
 import tempfile
 import time
@@ -51,6 +50,7 @@ from torch import Tensor, nn
 
 from mgdm_audio.audio.baselines import WIENER, denoising_bands
 from mgdm_audio.audio.data.readers import seeded_slakh_chunks
+from mgdm_audio.benchmarks.harness import provenance_markdown, script_provenance, with_provenance
 from mgdm_audio.core.atomic import write_atomic
 from mgdm_audio.core.errors import UserInputError
 from mgdm_audio.metrics.signal_stats import dynamics, spectral_balance
@@ -334,10 +334,11 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
         prior = load_prior(args.prior)
         load_seconds.append(time.perf_counter() - start)
     stems = list(prior.stems)
-    argv_text = shlex.join(sys.argv[1:] if argv is None else argv)
+    given = sys.argv[1:] if argv is None else argv
+    prov = script_provenance(prior.weights_sha256, "cpu", ["evaluation/prior/report.py", *given])  # before the work
     results: dict[str, Any] = {
         "prior": str(args.prior),
-        "command": f"python evaluation/prior/report.py {argv_text}",
+        "command": prov["command"],
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "weights_sha256": prior.weights_sha256,
         "load_seconds": load_seconds,
@@ -381,9 +382,9 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
     results["spectral_balance"] = spectral_balance(generated, test, stems, prior.sample_rate)
     results["dynamics"] = dynamics(generated, test, stems)
     plot_mels(generated, test, stems, prior.sample_rate, png_path)
-    write_atomic(json_path, json.dumps(results, indent=1) + "\n")
+    write_atomic(json_path, json.dumps(with_provenance(results, prov), indent=1) + "\n")
     text = render_markdown(results)
-    write_atomic(out, text)
+    write_atomic(out, text + provenance_markdown(prov))
     print(text)
     return 0
 

@@ -35,6 +35,7 @@ from mgdm_audio.audio.separation import SumOfStems
 from mgdm_audio.audio.separator import SIGMA_Y
 from mgdm_audio.audio.spectra import wiener_posterior_sample, wiener_separation
 from mgdm_audio.benchmarks import separation as sb
+from mgdm_audio.benchmarks.harness import git_state, provenance_markdown, script_provenance, with_provenance
 from mgdm_audio.core.atomic import write_atomic
 from mgdm_audio.core.likelihood import InverseProblem
 from mgdm_audio.metrics.sisdr import si_snr
@@ -56,6 +57,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    code = git_state()  # the code the numbers come from: the checkout may change while the run goes on
 
     like = load_prior(args.prior)
     psd = sb.fit_wiener_psd(args.root, "slakh", like, like.chunk_samples, args.seed)
@@ -127,10 +129,11 @@ def main() -> None:
         )
     text = "\n".join(lines) + "\n"
     print(text)
+    prov = script_provenance(prior.weights_sha256, "cpu", git=code)  # the Gaussian prior's PSD hash
     if args.markdown:
-        write_atomic(args.markdown, text)
+        write_atomic(args.markdown, text + provenance_markdown(prov))
     if args.json:
-        write_atomic(args.json, json.dumps({"info": info, "rows": table}, indent=1))
+        write_atomic(args.json, json.dumps(with_provenance({"info": info, "rows": table}, prov), indent=1))
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ import soxr
 import torch
 
 from mgdm_audio.audio.io import resample
+from mgdm_audio.benchmarks.harness import provenance_markdown, script_provenance
 
 PAIRS = [(44100, 22050), (48000, 22050), (22050, 44100), (22050, 48000)]
 
@@ -73,6 +74,7 @@ def main() -> None:
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     torch.set_num_threads(1)
+    prov = script_provenance(None, "cpu")  # no learnt network
     lines = [
         "# Resamplers: hand-written windowed sinc against python-soxr",
         "",
@@ -89,7 +91,7 @@ def main() -> None:
             stop_cell = "-" if stop is None else f"{stop:.1f}"
             lines.append(f"| {sr_in} -> {sr_out} | {name} | {snr:.1f} | {stop_cell} | {seconds:.3f} |")
             print(lines[-1], flush=True)
-    Path(args.out).write_text("\n".join(lines) + "\n")
+    Path(args.out).write_text("\n".join(lines) + "\n" + provenance_markdown(prov))
 
 
 if __name__ == "__main__":

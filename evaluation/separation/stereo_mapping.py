@@ -41,6 +41,7 @@ from mgdm_audio.audio.data.synth import make_renderer
 from mgdm_audio.audio.io import resample_blocks
 from mgdm_audio.audio.remix import ChannelMapper, map_to_input
 from mgdm_audio.audio.separator import Separator
+from mgdm_audio.benchmarks.harness import provenance_markdown, script_provenance, with_provenance
 from mgdm_audio.metrics.sisdr import si_sdri_windows
 
 RATE = 44100
@@ -103,6 +104,7 @@ def main() -> None:
     torch.set_num_threads(1)
     exponents = [float(e) for e in args.exponents.split(",")]
     sep = Separator("slakh-style-small", sampler="mgdm", preset=args.preset, device="cpu", output="prior")
+    prov = script_provenance(sep.prior.weights_sha256, "cpu")  # before the long work
     sr = sep.sample_rate
     rows, prior_scores, input_scores = [], [], {e: [] for e in exponents}
     channel_scores: list = []
@@ -160,7 +162,8 @@ def main() -> None:
         "date": time.strftime("%Y-%m-%d"),
         "machine": f"{platform.machine()}, torch {torch.__version__}, 1 thread, shared 2-core CPU",
     }
-    Path(args.out + ".json").write_text(json.dumps({"meta": meta, "summary": summary, "rows": rows}, indent=1) + "\n")
+    document = with_provenance({"meta": meta, "summary": summary, "rows": rows}, prov)
+    Path(args.out + ".json").write_text(json.dumps(document, indent=1) + "\n")
     lines = [
         f"# Stems at the input's channels and rate ({args.split}, {args.tracks} stereo mixes of {args.seconds:g} s)",
         "",
@@ -186,7 +189,7 @@ def main() -> None:
         f"(the sampler: {summary['sampler_seconds_per_audio_second']:.2f} s), {meta['machine']}, {meta['date']}.",
         "",
     ]
-    Path(args.out + ".md").write_text("\n".join(lines))
+    Path(args.out + ".md").write_text("\n".join(lines) + provenance_markdown(prov))
     print("\n".join(lines))
     assert math.isfinite(summary["prior_rate"])
 

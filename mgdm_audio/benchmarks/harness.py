@@ -343,6 +343,27 @@ def provenance_markdown(p: dict[str, Any]) -> str:
     )
 
 
+def script_provenance(
+    weights_sha256: str | None,
+    device: str | None,
+    argv: Sequence[str] | None = None,
+    git: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The :func:`provenance` of a stand-alone script under ``evaluation/``: the command is ``python`` and
+    ``argv`` (the script's path, then its arguments; ``None``: ``sys.argv``), shell-quoted; ``weights_sha256``: the
+    SHA-256 of the learnt weights the script loaded (``None``: none); ``device``: where it computed. Call it when the
+    script starts, before the long work, so that ``git`` (default: :func:`git_state` now) is the code the numbers come
+    from; end a Markdown results file with :func:`provenance_markdown` and add :func:`with_provenance` to JSON."""
+    report = Report(payload={}, text="", weights_sha256=weights_sha256, device=device)
+    found = provenance(report, None, git)
+    return {**found, "command": shlex.join(["python", *(sys.argv if argv is None else argv)])}
+
+
+def with_provenance(document: dict[str, Any], p: dict[str, Any]) -> dict[str, Any]:
+    """A JSON results document with the top-level ``"command"`` and ``"provenance"`` (:func:`provenance`)."""
+    return {**document, "command": p["command"], "provenance": p}
+
+
 def write_outputs(
     report: Report,
     json_path: str | Path | None,
@@ -355,8 +376,7 @@ def write_outputs(
     provenance line) and the plot, each atomically; ``git``: the :func:`git_state` when the run started."""
     prov = provenance(report, argv, git) if json_path or markdown_path else None
     if json_path and prov is not None:
-        document = {**report.payload, "command": prov["command"], "provenance": prov}
-        write_atomic(Path(json_path), json.dumps(document, indent=1) + "\n")
+        write_atomic(Path(json_path), json.dumps(with_provenance(report.payload, prov), indent=1) + "\n")
     if markdown_path and prov is not None:
         write_atomic(Path(markdown_path), report.text + provenance_markdown(prov))
     if plot_path and report.plot is not None:
