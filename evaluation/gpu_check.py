@@ -113,7 +113,7 @@ def full_size_run(
     if device.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
-    info = separator.last_info
+    info = result.info
     nfe, calls = float(info["nfe"]), float(info["batched_nfe"])  # per chunk chain / batched network calls
     return {
         "network": config,
