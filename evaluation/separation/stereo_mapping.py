@@ -2,8 +2,8 @@
 
     nice -n 10 env OMP_NUM_THREADS=1 python evaluation/separation/stereo_mapping.py --split validation --tracks 4 \
         --per-channel --out evaluation/results/stereo_mapping_validation
-    nice -n 10 env OMP_NUM_THREADS=1 python evaluation/separation/stereo_mapping.py --split test --tracks 10 --exponents 1,2 \
-        --out evaluation/results/stereo_mapping_test
+    nice -n 10 env OMP_NUM_THREADS=1 python evaluation/separation/stereo_mapping.py --split test --tracks 10 \
+        --exponents 1,2 --out evaluation/results/stereo_mapping_test
 
 Mixes: the songs of the recipe's split (``recipes/data/slakh-style.yaml``: ``validation`` seeds 3000000+, ``test``
 seeds 1000000+), each stem rendered at 44.1 kHz with FluidSynth and FluidR3_GM (the renderer of the dataset), cut to
