@@ -143,6 +143,9 @@ SPEC = SamplerSpec(
         "paper-image": {},
         "paper-audio": {"lam": 1.0, "zeta": 1.0},
         "fast": {"n_steps": 100},
+        # `fast` at the point chosen on Fashion-MNIST validation images with the same 3-point budget as every image
+        # sampler (evaluation/image/choice.md); `--preset default` of the image benchmark runs it.
+        "image": {"n_steps": 100},
         # lambda 1, zeta 1 of configs/exp_sound/sampler/diffpir.yaml (MGDM reference), its 1000 steps cut to 100:
         # 98 NFE per segment, no VJP, about MGDM `audio-fast`'s 68 NFE + 31 VJP per segment.
         "audio-fast": {"n_steps": 100, "lam": 1.0, "zeta": 1.0},

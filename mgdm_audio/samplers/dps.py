@@ -107,6 +107,9 @@ SPEC = SamplerSpec(
         "paper-image": {"gamma": 0.1},
         "paper-audio": {"gamma": 1.0, "n_steps": 1000},
         "fast": {"n_steps": 100},
+        # `fast` at the point chosen on Fashion-MNIST validation images with the same 3-point budget as every image
+        # sampler (evaluation/image/choice.md); `--preset default` of the image benchmark runs it.
+        "image": {"n_steps": 100, "gamma": 1.0},
         # gamma 1.0 of configs/exp_sound/sampler/dps.yaml (MGDM reference), its 1000 steps cut to 50: 49 NFE + 48 VJP
         # per segment, about MGDM `audio-fast`'s 68 NFE + 31 VJP per segment.
         "audio-fast": {"n_steps": 50, "gamma": 1.0},

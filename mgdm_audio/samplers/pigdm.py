@@ -128,6 +128,9 @@ SPEC = SamplerSpec(
         "paper-image": {},
         "paper-audio": {"n_steps": 1000},
         "fast": {"n_steps": 100},
+        # `fast` at the point chosen on Fashion-MNIST validation images with the same 3-point budget as every image
+        # sampler (evaluation/image/choice.md); `--preset default` of the image benchmark runs it.
+        "image": {"n_steps": 100, "eta": 0.5},
         # configs/exp_sound/sampler/pgdm.yaml (MGDM reference: no parameters, 1000 steps) cut to 50 steps: 49 NFE +
         # 48 VJP per segment, about MGDM `audio-fast`'s 68 NFE + 31 VJP per segment.
         "audio-fast": {"n_steps": 50},

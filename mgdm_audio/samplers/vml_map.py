@@ -287,6 +287,9 @@ SPEC = SamplerSpec(
         # budget (2449 NFE / 1020 VJP); the levels span the audio prior's own range.
         "paper-audio": {"n_levels": 100, "inner_steps": 4},
         "fast": {"n_levels": 20, "inner_steps": 2},
+        # `fast` at the point chosen on Fashion-MNIST validation images with the same 3-point budget as every image
+        # sampler (evaluation/image/choice.md); `--preset default` of the image benchmark runs it.
+        "image": {"n_levels": 20, "inner_steps": 2, "step_scale": 2.0},
     },
     needs_linear=False,
     needs_svd=False,
