@@ -217,6 +217,9 @@ SPEC = SamplerSpec(
     presets={
         # configs/experiments/sampler/pnp_dm.yaml (the paper's Tables 3-4): the defaults.
         "paper-image": {},
+        # the point chosen on the exact-posterior benchmark's validation problems with four points per competitor
+        # (evaluation/gmm/rounds/16-competitors; {} = its reference settings kept).
+        "gmm": {},
         # configs/exp_sound/sampler/pnp_dm.yaml: rho_min 1e-3, forced Langevin of step 1e-9 x 100 (module docstring).
         "paper-audio": {"rho_min": 1e-3, "likelihood": "langevin", "langevin_lr": 1e-9, "langevin_steps": 100},
         # The image setting on 20 iterations and a 10-level prior grid (98 NFE on the Fashion-MNIST pixel prior, as
