@@ -148,13 +148,11 @@ def main() -> None:
     p.add_argument("--out", default="evaluation/results/separation_speed.md", help="Markdown file to update")
     args = p.parse_args()
     sys.path.insert(0, str(ROOT))
-    from mgdm_audio.audio.priors import WEIGHTS_NAME, resolve_prior_dir
+    from mgdm_audio.audio.priors import prior_weights_sha256
     from mgdm_audio.benchmarks.harness import provenance_markdown, script_provenance
-    from mgdm_audio.core.atomic import file_sha256
     from mgdm_audio.core.threads import available_cpus
 
-    # the runs load the prior in their own processes: hash its weights file here, before the long work
-    prov = script_provenance(file_sha256(resolve_prior_dir(args.prior) / WEIGHTS_NAME), "cpu")
+    prov = script_provenance(prior_weights_sha256(args.prior), "cpu")  # before the runs (other processes)
     cpus = available_cpus()
     variants = [v for v in args.variants.split(",") if v]
     scenarios = [s for s in args.scenarios.split(",") if s]

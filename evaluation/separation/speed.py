@@ -111,12 +111,10 @@ def main() -> None:
     p.add_argument("--out", default="evaluation/results/separation_speed.md")
     p.add_argument("--repeats", type=int, default=3, help="runs per row, interleaved; the median-wall run is shown")
     args = p.parse_args()
-    from mgdm_audio.audio.priors import WEIGHTS_NAME, resolve_prior_dir
+    from mgdm_audio.audio.priors import prior_weights_sha256
     from mgdm_audio.benchmarks.harness import provenance_markdown, script_provenance
-    from mgdm_audio.core.atomic import file_sha256
 
-    # the runs load the prior in their own processes: hash its weights file here, before the long work
-    prov = script_provenance(file_sha256(resolve_prior_dir(args.prior) / WEIGHTS_NAME), "cpu")
+    prov = script_provenance(prior_weights_sha256(args.prior), "cpu")  # before the runs (other processes)
     items = [tuple(item.split(":")) for item in args.runs.split(",")]
     runs: dict[tuple[str, ...], list[dict]] = {item: [] for item in items}
     for rep in range(args.repeats):  # interleaved, so that a slow spell of the machine hits every row alike

@@ -19,6 +19,7 @@ from torch import Tensor
 
 from mgdm_audio.audio.model import EDMPrior, prior_from_export_config
 from mgdm_audio.audio.msdm_net import ISDMPrior, MSDMPrior
+from mgdm_audio.core.atomic import file_sha256
 from mgdm_audio.core.errors import UserInputError
 from mgdm_audio.core.schedules import NoiseLevels
 from mgdm_audio.training.export import load_export, require_export, shipped_exports
@@ -70,6 +71,12 @@ def available_priors() -> list[str]:
 def resolve_prior_dir(name_or_path: str | Path) -> Path:
     expected = f"an export folder with {CONFIG_NAME} and {WEIGHTS_NAME}"
     return require_export(name_or_path, WEIGHTS_DIR, "prior", expected)
+
+
+def prior_weights_sha256(name_or_path: str | Path) -> str:
+    """The SHA-256 of a prior's weights file, as :func:`load_prior` records it, without building the network (for a
+    script whose runs load the prior in other processes)."""
+    return file_sha256(resolve_prior_dir(name_or_path) / WEIGHTS_NAME)
 
 
 def load_prior(name_or_path: str | Path, device: torch.device | str = "cpu", bf16: bool = False) -> AudioPrior:
