@@ -2,44 +2,42 @@
 (`evaluation/gmm/rounds/16-competitors`: four points each on validation problems, the lowest average SW kept), as
 MGDM's `gmm` preset came out of rounds 1-15."""
 
-import dataclasses
 import json
 from collections import defaultdict
 from pathlib import Path
-from statistics import fmean
 
 import pytest
 import yaml
 
-from mgdm_audio.samplers.run import RunSpec, resolve
+from mgdm_audio.benchmarks import gmm
+from mgdm_audio.samplers.run import START_SCALE_KEY, RunSpec, resolve
 
 ROUND = Path(__file__).resolve().parents[1] / "evaluation" / "gmm" / "rounds" / "16-competitors"
 CANDIDATES = yaml.safe_load((ROUND / "candidates.yaml").read_text())
 
 
-def config_key(sampler: str, config: object) -> str:
-    """The run's identity in the round's cache lines: sampler and its resolved configuration as JSON."""
-    as_json = json.loads(json.dumps(dataclasses.asdict(config) if dataclasses.is_dataclass(config) else config))
-    return sampler + json.dumps(as_json, sort_keys=True)
-
-
-def candidate_key(c: dict) -> str:
-    run = resolve(RunSpec(c["sampler"], "default", tuple(sorted(c.get("overrides", {}).items()))), "plain")
-    return config_key(c["sampler"], run.config)
+def run_key(sampler: str, overrides: dict) -> str:
+    """The run's identity in the round's cache lines: the engine's own key (sampler, resolved config, start) as JSON."""
+    run = resolve(RunSpec(sampler, "default", tuple(sorted(overrides.items()))), "plain")
+    return json.dumps(json.loads(json.dumps(run.key())), sort_keys=True)
 
 
 def chosen_points() -> dict[str, dict]:
-    """Per sampler, the candidate with the lowest average over the settings (d, d_y) of the mean SW over problems."""
-    sw: dict[str, dict[tuple[int, int], list[float]]] = defaultdict(lambda: defaultdict(list))
+    """Per sampler, the candidate with the lowest suite average (:func:`gmm.summarise`: the mean over the settings
+    (d, d_y) of the mean SW over problems)."""
+    labels = {run_key(c["sampler"], c.get("overrides", {})): c["label"] for c in CANDIDATES}
+    rows = []
     for line in (ROUND / "results.jsonl").read_text().splitlines():
         cell = json.loads(line)
-        for row in cell["rows"]:
-            sw[config_key(cell["key"]["sampler"], cell["key"]["config"])][(row["d"], row["d_y"])].append(row["sw"])
-    average = {key: fmean(fmean(v) for v in cells.values()) for key, cells in sw.items()}
+        key = json.dumps({k: cell["key"][k] for k in ("sampler", "config", START_SCALE_KEY)}, sort_keys=True)
+        rows += [{"sampler": labels[key], **row} for row in cell["rows"]]
+    summary = gmm.summarise(rows)
+    average = summary["suite_average"]
     best: dict[str, dict] = {}
     for c in CANDIDATES:
-        assert len(sw[candidate_key(c)]) == 4, c["label"]  # every (d, d_y) setting ran
-        if c["sampler"] not in best or average[candidate_key(c)] < average[candidate_key(best[c["sampler"]])]:
+        settings = [s for s in summary["per_setting"].values() if s["sampler"] == c["label"]]
+        assert len(settings) == 4, c["label"]  # every (d, d_y) setting ran
+        if c["sampler"] not in best or average[c["label"]] < average[best[c["sampler"]]["label"]]:
             best[c["sampler"]] = c
     return best
 
