@@ -26,33 +26,34 @@ from typing import Any
 
 def point_means(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One entry per sampler label: its method, preset, overrides, tasks run, and the mean over those tasks of the
-    per-task mean PSNR / SSIM / NFE / VJP / seconds per image."""
-    cells: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
+    benchmark's per-task cells (:func:`mgdm_audio.benchmarks.image.cell_means`: mean PSNR / SSIM over the images,
+    NFE, VJP, seconds per image)."""
+    from mgdm_audio.benchmarks.image import cell_means
+
     first: dict[str, dict[str, Any]] = {}
     for row in rows:
-        if row["status"] != "ok":
-            continue
-        cells[row["sampler"]][row["task"]].append(row)
-        first.setdefault(row["sampler"], row)
-
-    def task_mean(tasks: dict[str, list[dict[str, Any]]], key: str) -> float:
-        return fmean(fmean(float(r[key]) for r in task_rows) for task_rows in tasks.values())
-
+        if row["status"] == "ok":
+            first.setdefault(row["sampler"], row)
     points = []
-    for label, tasks in cells.items():
+    for label, by_task in cell_means(rows).items():
+        cells = {task: c for task, c in by_task.items() if c["status"] == "ok"}
+        if not cells:
+            continue
         row = first[label]
+        keys = ("psnr", "ssim", "nfe", "vjp", "seconds_per_image")
+        mean = {key: fmean(float(c[key]) for c in cells.values()) for key in keys}
         points.append(
             {
                 "label": label,
                 "sampler": row["method"],
                 "preset": row["preset"],
                 "overrides": row["overrides"],
-                "tasks": sorted(tasks),
-                "mean_psnr": task_mean(tasks, "psnr"),
-                "mean_ssim": task_mean(tasks, "ssim"),
-                "nfe": task_mean(tasks, "nfe"),
-                "vjp": task_mean(tasks, "vjp"),
-                "seconds_per_image": task_mean(tasks, "seconds"),
+                "tasks": sorted(cells),
+                "mean_psnr": mean["psnr"],
+                "mean_ssim": mean["ssim"],
+                "nfe": mean["nfe"],
+                "vjp": mean["vjp"],
+                "seconds_per_image": mean["seconds_per_image"],
             }
         )
     return points
