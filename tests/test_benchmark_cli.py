@@ -148,3 +148,21 @@ def test_workers_give_the_same_rows(tmp_path):
     one = run_suite(ENTRIES, TINY, progress=False, workers=1)
     two = run_suite(ENTRIES, TINY, cache=tmp_path / "c.jsonl", progress=False, workers=2)
     assert [(r["sampler"], r["problem"], r["sw"]) for r in one] == [(r["sampler"], r["problem"], r["sw"]) for r in two]
+
+
+def test_every_mgdm_entry_gets_its_paired_section(tmp_path, monkeypatch):
+    """A second MGDM preset beside `gmm` (e.g. the four-point `gmm-budget4`) is compared with every sampler too."""
+    import mgdm_audio.benchmarks.gmm as gmm
+
+    small = {"n_steps": 10, "n_reps": 1, "n_denoising_steps": 2, "x0_candidates": 1}
+    entries = (entry("mgdm", "gmm", small), entry("mgdm", "fast", {"n_steps": 10}), entry("dps", "fast"))
+    monkeypatch.setattr(gmm, "QUICK", TINY)
+    monkeypatch.setattr(gmm, "DEFAULT_ENTRIES", entries)
+    out, md = tmp_path / "r.json", tmp_path / "r.md"
+    args = ["benchmark", "gmm", "--quick", "--no-scaling", "--no-progress", "--workers", "1"]
+    assert main([*args, "--json", str(out), "--markdown", str(md)]) == 0
+    text = md.read_text()
+    assert "### Paired by problem: mgdm:gmm minus each sampler" in text
+    assert "### Paired by problem: mgdm:fast minus each sampler" in text
+    more = json.loads(out.read_text())["paired_more"]["mgdm:fast"]
+    assert {r["b"] for r in more} == {"mgdm:gmm", "dps:fast"}

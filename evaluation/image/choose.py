@@ -4,10 +4,13 @@ The validation run (``evaluation/image/validation.md``, Fashion-MNIST *validatio
 same number of points: its ``fast`` preset and two more (MGDM: R = 2 Gibbs sweeps and ``paper-image``; each
 competitor: two values of the setting it is most sensitive to, at ``fast``'s cost). Per sampler the point with the
 highest mean PSNR over the tasks it runs is chosen (ties: the higher mean SSIM); every point tried is listed with its
-mean PSNR, mean SSIM and cost. Each sampler's ``image`` preset is its chosen point (``tests/test_image_presets.py``
-holds them equal), and ``--preset default`` of ``mgdm-audio benchmark image`` runs it.
+mean PSNR, mean SSIM and cost. Each sampler's ``image`` preset is its point chosen with the pixel prior; the latent
+prior's run (``validation_latent.md``, the same points) chooses again, and where its choice differs the sampler has an
+``image-latent`` preset (``tests/test_image_presets.py`` holds both equal to the choice); ``--preset default`` of
+``mgdm-audio benchmark image`` runs the one for the prior's kind.
 
     python evaluation/image/choose.py evaluation/image/validation.json --out evaluation/image/choice
+    python evaluation/image/choose.py evaluation/image/validation_latent.json --out evaluation/image/choice_latent
 
 Writes ``OUT.json`` (every point's means, the chosen label per sampler) and ``OUT.md``, both with the provenance of
 this script's run; the numbers come from the validation JSON, whose own provenance it names.
@@ -78,9 +81,10 @@ def markdown(points: list[dict[str, Any]], chosen: dict[str, str], source: dict[
     lines = [
         "# Image samplers: the point chosen on validation images",
         "",
-        f"Every point of `{source['path']}` (the validation run: {source['images']} Fashion-MNIST validation images, "
-        f"ten tasks), the mean over the tasks a sampler runs of its per-task mean PSNR (dB) and SSIM; per sampler the "
-        "point with the highest mean PSNR is chosen (**bold**) and becomes its `image` preset. Each sampler had "
+        f"Every point of `{source['path']}` (the validation run: prior `{source['prior']}`, {source['images']} "
+        "Fashion-MNIST validation images, ten tasks), the mean over the tasks a sampler runs of its per-task mean PSNR "
+        "(dB) and SSIM; per sampler the point with the highest mean PSNR is chosen (**bold**) and becomes its "
+        f"`{source['preset']}` preset{source['preset_note']}. Each sampler had "
         f"{len(points) // max(len(chosen), 1)} points. NFE, VJP: per chain, mean over tasks; s/image: mean over tasks.",
         "",
         "| sampler | point | preset + overrides | tasks | mean PSNR | mean SSIM | NFE | VJP | s/image |",
@@ -121,8 +125,12 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         print(f"choose.py: {error}.", file=sys.stderr)
         return 2
+    latent = document["settings"].get("prior_kind") == "latent"
     source = {
         "path": str(args.validation),
+        "prior": document["settings"].get("prior", "?"),
+        "preset": "image-latent" if latent else "image",
+        "preset_note": " where it differs from the pixel prior's `image` point" if latent else "",
         "images": document["settings"]["n_images"],
         "command": document.get("command", "the validation run (no command recorded)"),
     }

@@ -476,6 +476,11 @@ def run_benchmark(
         parts.append("")
         text, paired = paired_table(main_rows, main_mgdm.name)
         parts.append(text)
+    paired_more: dict[str, list[dict[str, Any]]] = {}
+    for e in entries:  # every other MGDM entry (e.g. another preset) gets its own paired comparison
+        if e.sampler == "mgdm" and e is not main_mgdm:
+            text, paired_more[e.name] = paired_table(main_rows, e.name)
+            parts.append(text)
     if scaling_rows:
         parts.append(markdown_table(scaling_rows, f"Compute scaling: MGDM ({SCALING_PRESET}) with R Gibbs sweeps", ""))
     payload = {
@@ -484,6 +489,7 @@ def run_benchmark(
         "scaling_rows": scaling_rows,
         "summary": summarise(rows),
         "paired": paired,
+        "paired_more": paired_more,
     }
     if equal_compute:
         note = EQUAL_COMPUTE_NOTE.format(

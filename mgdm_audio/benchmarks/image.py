@@ -210,7 +210,7 @@ def prepare(
                 "label": r.name,
                 "sampler": r.sampler,
                 "preset": r.preset,
-                "sampler_preset": image_solve.sampler_preset(r.preset, r.sampler),
+                "sampler_preset": image_solve.sampler_preset(r.preset, r.sampler, model.kind),
                 "overrides": r.overrides_dict,
             }
             for r in runs
@@ -338,7 +338,7 @@ def cell_key(setup: BenchmarkSetup, task: str, run: RunSpec, start: int) -> dict
     return {
         "engine": "image",
         "version": ENGINE_VERSION,
-        **image_solve.image_run(run.sampler, run.preset, run.overrides_dict).key(),
+        **image_solve.image_run(run.sampler, run.preset, run.overrides_dict, setup.prior.kind).key(),
         "prior": s["weights_sha256"],
         "image_shape": s["image_shape"],
         "task": task,

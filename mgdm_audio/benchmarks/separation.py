@@ -807,8 +807,9 @@ def markdown_report(document: dict[str, Any], stems: Sequence[str]) -> str:
 
 def plot_equal_compute(document: dict[str, Any], path: Path) -> None:
     """Mean per-chunk SI-SDRi (t 95 % error bars) against seconds and against NFE + VJP per chunk (PNG,
-    :func:`~mgdm_audio.benchmarks.separation_stats.plot_equal_compute`): runs of one sampler joined in cost order
-    (e.g. MGDM's Gibbs sweeps, or one sampler at several step budgets; means of K samples on a line of their own),
+    :func:`~mgdm_audio.benchmarks.separation_stats.plot_equal_compute`): a run and its ``--equal-compute`` budgets
+    joined in cost order, else the runs of one sampler (e.g. MGDM's Gibbs sweeps; means of K samples and warm starts
+    on a line of their own),
     the IRM/IBM ceilings and the learning-free baselines as horizontal lines."""
     styles = {
         "irm": ("--", "gray", 0.01),
@@ -817,6 +818,7 @@ def plot_equal_compute(document: dict[str, Any], path: Path) -> None:
         "wiener-sample": ("-.", "tab:olive", 0.45),
     }
     groups, lines = {}, {}
+    budgets = document["info"].get("budgets", {})
     for name, s in document["summary"].items():
         if s["preset"] in (ORACLE_PRESET, BASELINE_PRESET):
             if name in styles:  # the mixture is the 0 dB line
@@ -824,7 +826,10 @@ def plot_equal_compute(document: dict[str, Any], path: Path) -> None:
             continue
         k = s["overrides"].get(N_SAMPLES_KEY, 1)  # means of K samples are another estimator: their own line
         warm = " warm-started" if INIT_SIGMA_KEY in s["overrides"] else ""  # so are warm starts
-        groups[name] = s["method"] + warm + ("" if k == 1 else " (mean of K samples)")
+        # --equal-compute: a run and its budgets make one curve (two presets of one sampler, two curves); else the
+        # runs of one sampler share a curve (e.g. MGDM at R = 1, 2, 4 Gibbs sweeps given as --sampler-set runs)
+        base = budgets[name]["base"] if name in budgets else s["method"]
+        groups[name] = base + warm + ("" if k == 1 else " (mean of K samples)")
     separation_stats.plot_equal_compute(document["levels"], groups, lines, path)
 
 

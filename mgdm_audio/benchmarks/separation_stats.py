@@ -167,7 +167,9 @@ def plot_equal_compute(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(10.5, 4.2), sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5), sharey=True)
+    palette = [*plt.cm.tab20.colors[::2], *plt.cm.tab20.colors[1::2]]  # 20 distinct colours, the same in both panels
+    colour = {g: palette[i % len(palette)] for i, g in enumerate(dict.fromkeys(groups.values()))}
     for ax, cost, xlabel in (
         (axes[0], lambda lv: lv["seconds_per_chunk"], "seconds per chunk"),
         (axes[1], lambda lv: lv["nfe_per_chunk"] + lv["vjp_per_chunk"], "NFE + VJP per chunk"),
@@ -191,9 +193,17 @@ def plot_equal_compute(
                 [0.0 if p[1]["lo"] is None else p[1]["mean"] - p[1]["lo"] for p in points],
                 [0.0 if p[1]["hi"] is None else p[1]["hi"] - p[1]["mean"] for p in points],
             ]
-            ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=group)
-            for x, y, (_, _, label) in zip(xs, ys, points, strict=True):
-                ax.annotate(label, (x, y), fontsize=6, xytext=(3, 2), textcoords="offset points")
+            ax.errorbar(xs, ys, yerr=err, marker="o", ms=4, capsize=2, lw=1.2, label=group, color=colour[group])
+            # one name per curve, at its costliest point (every point's label overlapped the others)
+            ax.annotate(
+                group,
+                (xs[-1], ys[-1]),
+                fontsize=6,
+                xytext=(4, 0),
+                textcoords="offset points",
+                color=colour[group],
+                va="center",
+            )
         ax.set_xscale("log")
         ax.margins(x=0.15)
         ax.set_xlabel(xlabel)
@@ -209,6 +219,6 @@ def plot_equal_compute(
     axes[0].set_ylabel("mean SI-SDRi per chunk (dB), t 95 % CI")
     handles, names = axes[0].get_legend_handles_labels()
     if handles:
-        axes[0].legend(fontsize=7)
+        axes[1].legend(handles, names, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     fig.tight_layout()
     save_figure_atomic(fig, path, dpi=110)

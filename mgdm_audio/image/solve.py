@@ -55,14 +55,20 @@ def measure(operator: Operator, clean: Tensor, sigma_y: float = SIGMA_Y, seed: i
     return ax + sigma_y * z
 
 
-def sampler_preset(preset: str, sampler: str) -> str:
+def image_modality(prior_kind: str = "pixel") -> str:
+    """The preset aliases of a prior kind: ``default`` is each sampler's ``image`` preset (its point chosen on
+    validation images with the pixel prior), and on a latent prior its ``image-latent`` preset where it has one."""
+    return "image-latent" if prior_kind == "latent" else "image"
+
+
+def sampler_preset(preset: str, sampler: str, prior_kind: str = "pixel") -> str:
     """The sampler's own preset name for a CLI preset (``fast``, ``default``, ``paper``) or a sampler preset name."""
-    return resolve(RunSpec(sampler, preset), "image").sampler_preset
+    return resolve(RunSpec(sampler, preset), image_modality(prior_kind)).sampler_preset
 
 
-def image_run(sampler: str, preset: str, overrides: dict[str, Any]) -> PosteriorRun:
+def image_run(sampler: str, preset: str, overrides: dict[str, Any], prior_kind: str = "pixel") -> PosteriorRun:
     """A sampler at a CLI or sampler preset with overrides, resolved for images (start ``x_T = x_init``)."""
-    return resolve(RunSpec(sampler, preset, tuple(sorted(overrides.items()))), "image")
+    return resolve(RunSpec(sampler, preset, tuple(sorted(overrides.items()))), image_modality(prior_kind))
 
 
 def solve(
@@ -84,7 +90,7 @@ def solve(
     """
     if n_samples < 1:
         raise UserInputError(f"n_samples must be at least 1, got {n_samples}.")
-    run = image_run(sampler, preset, overrides)
+    run = image_run(sampler, preset, overrides, prior.kind)
     n = y.shape[0]
     y_rep = y.repeat_interleave(n_samples, dim=0)
     problem = prior.problem(operator, y_rep, sigma_y)
@@ -110,7 +116,7 @@ def sampler_applicable(
     """``None`` if ``sampler`` (with ``preset`` and ``overrides``) can run this task on this prior, else the
     reason it cannot (the benchmark's "n/a" cells). A config may relax a requirement (e.g. ΠGDM with
     ``pseudo_inverse="identity"`` needs no SVD)."""
-    run = image_run(sampler, preset, overrides)
+    run = image_run(sampler, preset, overrides, prior.kind)
     dummy_y = torch.zeros(1)  # only the operator's type and SVD pieces are looked at
     try:
         problem = prior.problem(operator, dummy_y, SIGMA_Y)

@@ -62,6 +62,10 @@ MODALITIES: dict[str, Modality] = {
         "vp",
     ),
     "image": Modality({"fast": ("fast",), "default": ("image", "fast"), "paper": ("paper-image",)}, "unit"),
+    # A latent prior: its own validation choice where it differs from the pixel prior's (`image-latent`).
+    "image-latent": Modality(
+        {"fast": ("fast",), "default": ("image-latent", "image", "fast"), "paper": ("paper-image",)}, "unit"
+    ),
     "plain": Modality({}, "unit"),  # sampler presets by their own names (the GMM benchmark, generate)
 }
 
