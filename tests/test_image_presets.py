@@ -1,6 +1,7 @@
-"""Every image sampler's `image` preset is exactly the point the equal-budget validation run chose
-(`evaluation/image/choice.json`, made by `evaluation/image/choose.py` from `evaluation/image/validation.json`), and the
-benchmark's `--preset default` resolves to it."""
+"""Every image sampler's `default` image preset is exactly the point the equal-budget validation run chose for that
+prior kind: `image` from the pixel prior's run (`evaluation/image/choice.json`), and on a latent prior `image-latent`
+where the latent prior's run chose another point (`evaluation/image/choice_latent.json`); both made by
+`evaluation/image/choose.py` from the validation JSON beside them. The benchmark's `--preset default` resolves to it."""
 
 import json
 import sys
@@ -8,31 +9,46 @@ from pathlib import Path
 
 import pytest
 
+from mgdm_audio.image.solve import image_modality
 from mgdm_audio.samplers.run import RunSpec, resolve
 
 ROOT = Path(__file__).resolve().parents[1]
-CHOICE = json.loads((ROOT / "evaluation" / "image" / "choice.json").read_text())
-CHOSEN = {p["sampler"]: p for p in CHOICE["points"] if p["label"] == CHOICE["chosen"][p["sampler"]]}
+IMAGE = ROOT / "evaluation" / "image"
+#: prior kind -> (choice file, validation file)
+RUNS = {"pixel": ("choice.json", "validation.json"), "latent": ("choice_latent.json", "validation_latent.json")}
 
 
-def test_every_sampler_had_the_same_number_of_points():
-    counts = {s: sum(p["sampler"] == s for p in CHOICE["points"]) for s in CHOICE["chosen"]}
+def choice(kind: str) -> dict:
+    return json.loads((IMAGE / RUNS[kind][0]).read_text())
+
+
+def chosen_points(kind: str) -> dict[str, dict]:
+    c = choice(kind)
+    return {p["sampler"]: p for p in c["points"] if p["label"] == c["chosen"][p["sampler"]]}
+
+
+@pytest.mark.parametrize("kind", sorted(RUNS))
+def test_every_sampler_had_the_same_number_of_points(kind):
+    c = choice(kind)
+    counts = {s: sum(p["sampler"] == s for p in c["points"]) for s in c["chosen"]}
     assert len(set(counts.values())) == 1 and min(counts.values()) >= 3, counts
-    assert len(CHOSEN) == len(CHOICE["chosen"]) >= 8
+    assert len(chosen_points(kind)) == len(c["chosen"]) >= 6
 
 
-@pytest.mark.parametrize("sampler", sorted(CHOSEN))
-def test_image_preset_is_the_chosen_point(sampler):
-    point = CHOSEN[sampler]
-    chosen = resolve(RunSpec(sampler, point["preset"], tuple(sorted(point["overrides"].items()))), "image")
-    assert resolve(RunSpec(sampler, "image"), "image").config == chosen.config
-    assert resolve(RunSpec(sampler, "default"), "image").config == chosen.config
+@pytest.mark.parametrize(("kind", "sampler"), [(k, s) for k in sorted(RUNS) for s in sorted(chosen_points(k))])
+def test_default_preset_is_the_chosen_point(kind, sampler):
+    point = chosen_points(kind)[sampler]
+    modality = image_modality(kind)
+    chosen = resolve(RunSpec(sampler, point["preset"], tuple(sorted(point["overrides"].items()))), modality)
+    assert resolve(RunSpec(sampler, "default"), modality).config == chosen.config
+    if kind == "pixel":
+        assert resolve(RunSpec(sampler, "image"), modality).config == chosen.config
 
 
-def test_choice_recomputes_from_the_validation_rows():
-    sys.path.insert(0, str(ROOT / "evaluation" / "image"))
+@pytest.mark.parametrize("kind", sorted(RUNS))
+def test_choice_recomputes_from_the_validation_rows(kind):
+    sys.path.insert(0, str(IMAGE))
     import choose
 
-    rows = json.loads((ROOT / "evaluation" / "image" / "validation.json").read_text())["rows"]
-    points = choose.point_means(rows)
-    assert choose.choose(points) == CHOICE["chosen"]
+    rows = json.loads((IMAGE / RUNS[kind][1]).read_text())["rows"]
+    assert choose.choose(choose.point_means(rows)) == choice(kind)["chosen"]

@@ -237,6 +237,8 @@ SPEC = SamplerSpec(
         # `fast` at the point chosen on Fashion-MNIST validation images with the same 3-point budget as every image
         # sampler (evaluation/image/choice.md); `--preset default` of the image benchmark runs it.
         "image": {"annealing_steps": 50, "lr": 0.0002},
+        # The latent prior's validation run chose `fast` itself (evaluation/image/choice_latent.md).
+        "image-latent": {"annealing_steps": 50},
         # `paper-audio` (configs/exp_sound/sampler/daps.yaml of the MGDM reference: sigma 20 -> 1e-3, inner 1e-4,
         # 5 ODE steps, 50 Langevin steps of lr 1e-5, tau 0.005, lr_min_ratio 1e-3) on 20 annealing levels instead of
         # 200: 100 NFE per segment, no VJP, about MGDM `audio-fast`'s 68 NFE + 31 VJP per segment.

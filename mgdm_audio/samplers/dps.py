@@ -113,6 +113,8 @@ SPEC = SamplerSpec(
         # `fast` at the point chosen on Fashion-MNIST validation images with the same 3-point budget as every image
         # sampler (evaluation/image/choice.md); `--preset default` of the image benchmark runs it.
         "image": {"n_steps": 100, "gamma": 1.0},
+        # The latent prior's validation run chose `fast` itself (evaluation/image/choice_latent.md).
+        "image-latent": {"n_steps": 100},
         # gamma 1.0 of configs/exp_sound/sampler/dps.yaml (MGDM reference), its 1000 steps cut to 50: 49 NFE + 48 VJP
         # per segment, about MGDM `audio-fast`'s 68 NFE + 31 VJP per segment.
         "audio-fast": {"n_steps": 50, "gamma": 1.0},

@@ -429,6 +429,16 @@ PRESETS: dict[str, dict[str, Any]] = {
         "x0_candidates": 2,
         "candidate_steps": 45,
     },
+    # MGDM at the competitors' GMM budget: the best of four points (the reference's image schedule and three
+    # bridge-std rates) on the validation problems of round 17 (evaluation/gmm/rounds/README.md), as each competitor's
+    # `gmm` preset is its best of four points (round 16). Shows what `gmm`'s fifteen rounds of tuning bought.
+    "gmm-budget4": {
+        "lr_rules": (),
+        "lr_default": 0.5,
+        "lr_scale": "bridge_std",
+        "log_std_lr": 0.03,
+        "tau_per_chain": True,
+    },
     # A cheap setting with the same fixes (see _FAST).
     "fast": _FAST,
     # Images: `fast` with R = 2 Gibbs sweeps, chosen on Fashion-MNIST validation images

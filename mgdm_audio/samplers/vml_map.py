@@ -293,6 +293,8 @@ SPEC = SamplerSpec(
         # `fast` at the point chosen on Fashion-MNIST validation images with the same 3-point budget as every image
         # sampler (evaluation/image/choice.md); `--preset default` of the image benchmark runs it.
         "image": {"n_levels": 20, "inner_steps": 2, "step_scale": 2.0},
+        # The latent prior's validation run chose `fast` with step scale 0.5 (evaluation/image/choice_latent.md).
+        "image-latent": {"n_levels": 20, "inner_steps": 2, "step_scale": 0.5},
     },
     needs_linear=False,
     needs_svd=False,
