@@ -168,7 +168,11 @@ def plot_equal_compute(
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 5), sharey=True)
-    palette = [*plt.cm.tab20.colors[::2], *plt.cm.tab20.colors[1::2]]  # 20 distinct colours, the same in both panels
+    # distinct colours, the same in both panels, none of them a reference line's (tab:green, tab:olive, gray)
+    taken = {matplotlib.colors.to_hex(c) for c in ("tab:green", "tab:olive", "tab:gray", "gray", "black")}
+    palette = [
+        c for c in (*plt.cm.tab20.colors[::2], *plt.cm.tab20.colors[1::2]) if matplotlib.colors.to_hex(c) not in taken
+    ]
     colour = {g: palette[i % len(palette)] for i, g in enumerate(dict.fromkeys(groups.values()))}
     for ax, cost, xlabel in (
         (axes[0], lambda lv: lv["seconds_per_chunk"], "seconds per chunk"),
@@ -217,7 +221,11 @@ def plot_equal_compute(
         axes[0].set_ylim(bottom=FLOOR_DB)
         fig.text(0.01, 0.005, "below the axis: " + ", ".join(below), fontsize=7)
     axes[0].set_ylabel("mean SI-SDRi per chunk (dB), t 95 % CI")
-    handles, names = axes[0].get_legend_handles_labels()
+    legend: dict[str, Any] = {}  # both panels' curves (a run with no cost on one axis is drawn on the other only)
+    for ax in axes:
+        for handle, name in zip(*ax.get_legend_handles_labels(), strict=True):
+            legend.setdefault(name, handle)
+    handles, names = list(legend.values()), list(legend)
     if handles:
         axes[1].legend(handles, names, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     fig.tight_layout()
