@@ -95,6 +95,16 @@ def test_latent_prior_restores(task, priors, tmp_path, capsys):
     assert Image.open(out).size == (SIZE, SIZE)
 
 
+@pytest.mark.parametrize(("kind", "resolved"), [("pixel", "image"), ("latent", "image-latent")])
+def test_default_preset_resolves_per_prior_kind_and_is_recorded(kind, resolved, priors, tmp_path, capsys):
+    """`--preset default` runs the sampler's point chosen for the prior's kind (DPS has an `image-latent` one)."""
+    image = _grey_image(tmp_path / "clean.png")
+    argv = [str(image), "--task", "sr4", "--prior", str(priors[kind]), "--sampler", "dps", "--degrade"]
+    code, summary, err = _run([*argv, "--preset", "default", "-o", str(tmp_path / "fig.png")], capsys)
+    assert code == 0, err
+    assert (summary["preset"], summary["sampler_preset"]) == ("default", resolved)
+
+
 def test_two_samples_add_mean_and_spread_panels_and_a_progress_bar(priors, tmp_path, capsys):
     image = _grey_image(tmp_path / "clean.png")
     out = tmp_path / "fig.png"

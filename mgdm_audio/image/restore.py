@@ -60,7 +60,15 @@ from mgdm_audio.core.outputs import refuse_existing
 from mgdm_audio.core.runtime import resolve_device
 from mgdm_audio.image.operators import TASKS, SuperResolution, make_operator
 from mgdm_audio.image.priors import ImagePrior, load_image_prior
-from mgdm_audio.image.solve import SIGMA_Y, Restoration, image_run, measure, sampler_applicable, solve
+from mgdm_audio.image.solve import (
+    SIGMA_Y,
+    Restoration,
+    image_run,
+    measure,
+    sampler_applicable,
+    sampler_preset,
+    solve,
+)
 from mgdm_audio.image.tasks import INPUT_RULES
 from mgdm_audio.samplers.base import Callback
 
@@ -488,8 +496,10 @@ def restore(
         panels.append(Panel("mean", mean_title, result.mean[0].cpu().numpy()))
         spread = result.spread[0].mean(dim=0).cpu().numpy()
         panels.append(Panel("spread", "per-pixel spread (std)", spread, kind="map", colorbar=True))
+    resolved = sampler_preset(preset, sampler, loaded.kind)  # what ran: e.g. `default` -> `image` or `image-latent`
+    shown = preset if resolved == preset else f"{preset}: {resolved}"
     title = (
-        f"{task} | prior {loaded.name} | {sampler} ({preset}) | K={n_samples} | NFE {result.nfe}, VJP {result.vjp}"
+        f"{task} | prior {loaded.name} | {sampler} ({shown}) | K={n_samples} | NFE {result.nfe}, VJP {result.vjp}"
         f" | seed {seed}"
     )
     outputs = _write_outputs(out, panels, title, _to_uint8(output[0]))
@@ -500,6 +510,7 @@ def restore(
         "prior": loaded.name,
         "sampler": sampler,
         "preset": preset,
+        "sampler_preset": resolved,
         "seed": seed,
         "n_samples": n_samples,
         "sigma_y": sigma_y,
