@@ -8,6 +8,7 @@ import struct
 import numpy as np
 import pytest
 import torch
+from scipy import stats
 
 from mgdm_audio.benchmarks import image as ib
 from mgdm_audio.benchmarks.harness import digest
@@ -137,6 +138,24 @@ def test_bootstrap_ranks_over_images():
     assert boot == ib.bootstrap_ranks(rows, "psnr", 300, 1)
     tied = [_row("t1", s, 10.0, 0.5, i) for s in ("p", "q") for i in range(3)]
     assert ib.bootstrap_ranks(tied, "psnr", resamples=50)["p"]["best_share"] == pytest.approx(0.5)
+
+
+def test_paired_by_image_averages_the_common_tasks_then_pairs_images():
+    """a - b per image over the tasks both run (t2 is n/a for b, so it is left out of the pair): differences 1, 3, 2
+    over three images -> mean 2, sd 1, t interval 2 +- t_{0.975,2} / sqrt(3); a higher on all three."""
+    rows = []
+    for image, (va, vb) in enumerate(((11.0, 10.0), (13.0, 10.0), (12.0, 10.0))):
+        rows += [_row("t1", "a", va, 0.5, image), _row("t1", "b", vb, 0.4, image)]
+        rows += [_row("t2", "a", 0.0, 0.5, image)]  # would pull a's mean down if t2 were counted
+    rows.append(_na("t2", "b"))
+    pair = ib.paired_by_image(rows, "a", "psnr")["b"]
+    half = stats.t.ppf(0.975, 2) / np.sqrt(3)
+    assert pair["tasks"] == ["t1"] and pair["images"] == 3 and pair["higher_on"] == 3
+    assert pair["difference"]["mean"] == pytest.approx(2.0)
+    assert (pair["difference"]["lo"], pair["difference"]["hi"]) == pytest.approx((2.0 - half, 2.0 + half))
+    assert ib.summarise(rows)["paired"]["ours"] == "a"
+    # higher on all three images, yet the t interval over three holds 0: "level with", not "ahead"
+    assert "| a level with b |" in "\n".join(ib._paired_lines(ib.summarise(rows)["paired"]))
 
 
 def test_markdown_sentences_come_from_the_numbers():

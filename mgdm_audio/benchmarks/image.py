@@ -43,6 +43,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from statistics import fmean
 from typing import Any
 
 import numpy as np
@@ -71,7 +72,7 @@ from mgdm_audio.image.data import DEFAULT_ROOT, load_fashion_mnist
 from mgdm_audio.image.operators import TASKS, make_operator
 from mgdm_audio.image.priors import ImagePrior, load_image_prior
 from mgdm_audio.image.tasks import KERNEL_WIZARD_HELP
-from mgdm_audio.metrics.intervals import BOOTSTRAP_RESAMPLES, bootstrap_percentile
+from mgdm_audio.metrics.intervals import BOOTSTRAP_RESAMPLES, bootstrap_percentile, paired_on_common
 from mgdm_audio.samplers.run import RunSpec, parse_run_specs
 
 SAMPLERS = ("mgdm", "dps", "pigdm", "diffpir", "ddrm", "reddiff", "daps", "pnpdm", "vml_map")
@@ -583,6 +584,35 @@ def bootstrap_ranks(
     }
 
 
+def paired_by_image(rows: Sequence[dict[str, Any]], ours: str, metric: str = "psnr") -> dict[str, dict[str, Any]]:
+    """``ours`` against every other sampler, paired by image: on the tasks both run, each image's mean ``metric``
+    over those tasks, and the Student-t 95 % interval of the mean of ``ours - other`` over the images
+    (:func:`~mgdm_audio.metrics.intervals.paired_on_common`; positive: ``ours`` is higher), with the number of images
+    on which ``ours`` is higher and the tasks the means are over."""
+    values: dict[str, dict[str, dict[Any, float]]] = defaultdict(lambda: defaultdict(dict))
+    for r in rows:
+        if r["status"] == "ok":
+            values[r["sampler"]][r["task"]][r["image"]] = float(r[metric])
+    out: dict[str, dict[str, Any]] = {}
+    for other in values:
+        tasks = [t for t in values[ours] if t in values[other]] if other != ours else []
+        if not tasks:
+            continue
+
+        def per_image(sampler: str, tasks: list[str] = tasks) -> dict[Any, float]:
+            images = [i for i in values[sampler][tasks[0]] if all(i in values[sampler][t] for t in tasks)]
+            return {i: fmean(values[sampler][t][i] for t in tasks) for i in images}
+
+        mine, theirs = per_image(ours), per_image(other)
+        paired = paired_on_common(mine, theirs)
+        if paired is None:
+            continue
+        interval, _ = paired
+        higher = sum(mine[i] > theirs[i] for i in mine if i in theirs)
+        out[other] = {"difference": interval.as_dict(), "higher_on": higher, "images": interval.n, "tasks": tasks}
+    return out
+
+
 def summarise(rows: Sequence[dict[str, Any]], seed: int = 0) -> dict[str, Any]:
     """Cells per (sampler, task), average PSNR and SSIM ranks with their bootstrap intervals over the images
     (:func:`bootstrap_ranks`, seeded with ``seed``), the best sampler(s) and each task's winner(s)."""
@@ -598,7 +628,16 @@ def summarise(rows: Sequence[dict[str, Any]], seed: int = 0) -> dict[str, Any]:
         "best_by_ssim_rank": best_by_rank(ssim_ranks),
         "task_winners_psnr": winners(rows, "psnr"),
         "task_winners_ssim": winners(rows, "ssim"),
+        "paired": _paired(rows),
     }
+
+
+def _paired(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The first sampler of the rows against every other, paired by image (PSNR and SSIM); empty for one sampler."""
+    first = next((r["sampler"] for r in rows if r["status"] == "ok"), None)
+    if first is None:
+        return {}
+    return {"ours": first, "psnr": paired_by_image(rows, first, "psnr"), "ssim": paired_by_image(rows, first, "ssim")}
 
 
 def payload(rows: list[dict[str, Any]], settings: dict[str, Any]) -> dict[str, Any]:
@@ -695,6 +734,35 @@ def _bootstrap_lines(summary: dict[str, Any], samplers: Sequence[str]) -> list[s
     return lines
 
 
+def _paired_lines(paired: dict[str, Any]) -> list[str]:
+    """The first sampler minus each other sampler, paired by image, with t intervals and plain words."""
+    if not paired.get("psnr"):
+        return []
+    ours = paired["ours"]
+    lines = [
+        "",
+        f"Paired by image: {ours} minus each sampler. Each image's mean PSNR (SSIM) over the tasks both run, the mean "
+        f"difference over the images with its Student-t 95 % interval (positive: {ours} higher); 'level with' an "
+        "interval holding 0.",
+        "",
+        f"| vs | tasks | PSNR difference (dB) [t 95 %] | {ours} higher on | SSIM difference [t 95 %] "
+        "| in words (PSNR) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for other, p in paired["psnr"].items():
+        d, q = p["difference"], paired["ssim"].get(other, {}).get("difference")
+        psnr = "n/a" if d["lo"] is None else f"{d['mean']:+.2f} [{d['lo']:+.2f}, {d['hi']:+.2f}]"
+        ssim = "n/a" if not q or q["lo"] is None else f"{q['mean']:+.3f} [{q['lo']:+.3f}, {q['hi']:+.3f}]"
+        if d["lo"] is None or d["lo"] <= 0.0 <= d["hi"]:
+            words = f"{ours} level with {other}"
+        elif d["mean"] > 0:
+            words = f"{ours} ahead by {d['mean']:.2f} dB [{d['lo']:.2f}, {d['hi']:.2f}]"
+        else:
+            words = f"{ours} behind by {-d['mean']:.2f} dB [{-d['hi']:.2f}, {-d['lo']:.2f}]"
+        lines.append(f"| {other} | {len(p['tasks'])} | {psnr} | {p['higher_on']} of {p['images']} | {ssim} | {words} |")
+    return lines
+
+
 def _names(names: Sequence[str]) -> str:
     return ", ".join(f"**{n}**" for n in names)
 
@@ -773,6 +841,7 @@ def markdown_report(document: dict[str, Any], date: str | None = None) -> str:
     for metric in ("psnr", "ssim"):
         lines += _best_lines(summary[f"{metric}_rank"], metric.upper())
     lines += _bootstrap_lines(summary, samplers)
+    lines += _paired_lines(summary.get("paired") or {})
     parts = []
     for task in tasks:
         names = summary["task_winners_psnr"].get(task, [])
