@@ -223,6 +223,9 @@ PAPER_AUDIO: dict[str, float | int] = {
 """The MGDM reference's audio DAPS config (``configs/exp_sound/sampler/daps.yaml``)."""
 
 
+#: A cheap image setting; the image presets are it plus their validation-chosen values.
+_FAST: dict[str, Any] = {"annealing_steps": 50}
+
 SPEC = SamplerSpec(
     name="daps",
     run=daps,
@@ -233,12 +236,12 @@ SPEC = SamplerSpec(
         # (evaluation/gmm/rounds/16-competitors; {} = its reference settings kept).
         "gmm": {"lr": 0.0002},
         "paper-audio": PAPER_AUDIO,
-        "fast": {"annealing_steps": 50},
+        "fast": _FAST,
         # `fast` at the point chosen on Fashion-MNIST validation images with the same 3-point budget as every image
         # sampler (evaluation/image/choice.md); `--preset default` of the image benchmark runs it.
-        "image": {"annealing_steps": 50, "lr": 0.0002},
+        "image": {**_FAST, "lr": 0.0002},
         # The latent prior's validation run chose `fast` itself (evaluation/image/choice_latent.md).
-        "image-latent": {"annealing_steps": 50},
+        "image-latent": {**_FAST},
         # `paper-audio` (configs/exp_sound/sampler/daps.yaml of the MGDM reference: sigma 20 -> 1e-3, inner 1e-4,
         # 5 ODE steps, 50 Langevin steps of lr 1e-5, tau 0.005, lr_min_ratio 1e-3) on 20 annealing levels instead of
         # 200: 100 NFE per segment, no VJP, about MGDM `audio-fast`'s 68 NFE + 31 VJP per segment.

@@ -134,6 +134,9 @@ def diffpir(
         return x
 
 
+#: A cheap image setting; the image presets are it plus their validation-chosen values.
+_FAST: dict[str, Any] = {"n_steps": 100}
+
 SPEC = SamplerSpec(
     warm_start=True,
     name="diffpir",
@@ -145,10 +148,10 @@ SPEC = SamplerSpec(
         # (evaluation/gmm/rounds/16-competitors; {} = its reference settings kept).
         "gmm": {},
         "paper-audio": {"lam": 1.0, "zeta": 1.0},
-        "fast": {"n_steps": 100},
+        "fast": _FAST,
         # `fast` at the point chosen on Fashion-MNIST validation images with the same 3-point budget as every image
         # sampler (evaluation/image/choice.md); `--preset default` of the image benchmark runs it.
-        "image": {"n_steps": 100},
+        "image": {**_FAST},
         # lambda 1, zeta 1 of configs/exp_sound/sampler/diffpir.yaml (MGDM reference), its 1000 steps cut to 100:
         # 98 NFE per segment, no VJP, about MGDM `audio-fast`'s 68 NFE + 31 VJP per segment.
         "audio-fast": {"n_steps": 100, "lam": 1.0, "zeta": 1.0},

@@ -99,6 +99,9 @@ def dps(
     return ddim_chain(prior, x_init, generator, config.n_steps, config.eta, callback, guidance)
 
 
+#: A cheap image setting; the image presets are it plus their validation-chosen values.
+_FAST: dict[str, Any] = {"n_steps": 100}
+
 SPEC = SamplerSpec(
     name="dps",
     run=dps,
@@ -109,12 +112,12 @@ SPEC = SamplerSpec(
         # (evaluation/gmm/rounds/16-competitors; {} = its reference settings kept).
         "gmm": {"gamma": 0.03},
         "paper-audio": {"gamma": 1.0, "n_steps": 1000},
-        "fast": {"n_steps": 100},
+        "fast": _FAST,
         # `fast` at the point chosen on Fashion-MNIST validation images with the same 3-point budget as every image
         # sampler (evaluation/image/choice.md); `--preset default` of the image benchmark runs it.
-        "image": {"n_steps": 100, "gamma": 1.0},
+        "image": {**_FAST, "gamma": 1.0},
         # The latent prior's validation run chose `fast` itself (evaluation/image/choice_latent.md).
-        "image-latent": {"n_steps": 100},
+        "image-latent": {**_FAST},
         # gamma 1.0 of configs/exp_sound/sampler/dps.yaml (MGDM reference), its 1000 steps cut to 50: 49 NFE + 48 VJP
         # per segment, about MGDM `audio-fast`'s 68 NFE + 31 VJP per segment.
         "audio-fast": {"n_steps": 50, "gamma": 1.0},

@@ -135,6 +135,9 @@ def reddiff(
     return mu.detach()
 
 
+#: A cheap image setting; the image presets are it plus their validation-chosen values.
+_FAST: dict[str, Any] = {"n_steps": 100}
+
 SPEC = SamplerSpec(
     name="reddiff",
     run=reddiff,
@@ -145,10 +148,10 @@ SPEC = SamplerSpec(
         # (evaluation/gmm/rounds/16-competitors; {} = its reference settings kept).
         "gmm": {},
         "paper-audio": {},
-        "fast": {"n_steps": 100},
+        "fast": _FAST,
         # `fast` at the point chosen on Fashion-MNIST validation images with the same 3-point budget as every image
         # sampler (evaluation/image/choice.md); `--preset default` of the image benchmark runs it.
-        "image": {"n_steps": 100, "grad_weight": 0.05},
+        "image": {**_FAST, "grad_weight": 0.05},
         # configs/exp_sound/sampler/reddiff.yaml (MGDM reference: lr 0.1, grad_term_weight 0.25, obs_weight 1, the
         # defaults) with its 1000 steps cut to 100 (99 NFE per segment, no VJP, about MGDM `audio-fast`'s 68 NFE +
         # 31 VJP per segment) and the prior's own schedule (own_schedule False): the reference's DDPM schedule does

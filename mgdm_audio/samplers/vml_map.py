@@ -277,6 +277,9 @@ def vml_map(
     return d
 
 
+#: A cheap image setting; the image presets are it plus their validation-chosen values.
+_FAST: dict[str, Any] = {"n_levels": 20, "inner_steps": 2}
+
 SPEC = SamplerSpec(
     name="vml_map",
     run=vml_map,
@@ -289,12 +292,12 @@ SPEC = SamplerSpec(
         # The paper has no audio experiments: 100 levels x 4 steps (500 NFE, 400 VJP) stays inside MGDM's audio
         # budget (2449 NFE / 1020 VJP); the levels span the audio prior's own range.
         "paper-audio": {"n_levels": 100, "inner_steps": 4},
-        "fast": {"n_levels": 20, "inner_steps": 2},
+        "fast": _FAST,
         # `fast` at the point chosen on Fashion-MNIST validation images with the same 3-point budget as every image
         # sampler (evaluation/image/choice.md); `--preset default` of the image benchmark runs it.
-        "image": {"n_levels": 20, "inner_steps": 2, "step_scale": 2.0},
+        "image": {**_FAST, "step_scale": 2.0},
         # The latent prior's validation run chose `fast` with step scale 0.5 (evaluation/image/choice_latent.md).
-        "image-latent": {"n_levels": 20, "inner_steps": 2, "step_scale": 0.5},
+        "image-latent": {**_FAST, "step_scale": 0.5},
     },
     needs_linear=False,
     needs_svd=False,
