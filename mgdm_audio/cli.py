@@ -255,7 +255,7 @@ def _separate(args: argparse.Namespace) -> int:
 
 
 def _restore(args: argparse.Namespace) -> int:
-    from mgdm_audio.image.restore import restore
+    from mgdm_audio.image.restore import preset_label, restore
 
     bars: list = []  # the tqdm bar, made at the sampler's first step (after the input notes)
 
@@ -285,7 +285,8 @@ def _restore(args: argparse.Namespace) -> int:
     else:
         score = f", PSNR {summary['psnr']:.2f} dB, SSIM {summary['ssim']:.3f}" if summary["psnr"] is not None else ""
         print(
-            f"{summary['task']}: {summary['sampler']} ({summary['preset']}), K={summary['n_samples']}, "
+            f"{summary['task']}: {summary['sampler']} ({preset_label(summary['preset'], summary['sampler_preset'])}), "
+            f"K={summary['n_samples']}, "
             f"{summary['nfe']} NFE, {summary['vjp']} VJP, {summary['seconds']:.1f} s{score} -> "
             f"{', '.join(summary['outputs'])}"
         )

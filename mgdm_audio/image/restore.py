@@ -391,6 +391,11 @@ def _write_outputs(out: Path, panels: list[Panel], title: str, restored: np.ndar
 # --------------------------------------------------------------------------------------------------
 
 
+def preset_label(preset: str, resolved: str) -> str:
+    """The preset as given, and the sampler preset it resolved to where they differ (``default: image-latent``)."""
+    return preset if resolved == preset else f"{preset}: {resolved}"
+
+
 def _check_request(
     image: Path, out: Path, task: str, sampler: str, preset: str, n_samples: int, sigma_y: float, force: bool
 ) -> None:
@@ -497,9 +502,9 @@ def restore(
         spread = result.spread[0].mean(dim=0).cpu().numpy()
         panels.append(Panel("spread", "per-pixel spread (std)", spread, kind="map", colorbar=True))
     resolved = sampler_preset(preset, sampler, loaded.kind)  # what ran: e.g. `default` -> `image` or `image-latent`
-    shown = preset if resolved == preset else f"{preset}: {resolved}"
     title = (
-        f"{task} | prior {loaded.name} | {sampler} ({shown}) | K={n_samples} | NFE {result.nfe}, VJP {result.vjp}"
+        f"{task} | prior {loaded.name} | {sampler} ({preset_label(preset, resolved)}) | K={n_samples} "
+        f"| NFE {result.nfe}, VJP {result.vjp}"
         f" | seed {seed}"
     )
     outputs = _write_outputs(out, panels, title, _to_uint8(output[0]))
