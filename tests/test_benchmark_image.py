@@ -156,6 +156,10 @@ def test_paired_by_image_averages_the_common_tasks_then_pairs_images():
     assert ib.summarise(rows)["paired"]["ours"] == "a"
     # higher on all three images, yet the t interval over three holds 0: "level with", not "ahead"
     assert "| a level with b |" in "\n".join(ib._paired_lines(ib.summarise(rows)["paired"]))
+    # the first --samplers entry is the reference even where it cannot run: then nothing is paired, nothing printed
+    nowhere = ib.summarise([_na("t2", "b"), *rows])["paired"]
+    assert nowhere["ours"] == "b" and nowhere["psnr"]["a"]["tasks"] == ["t1"]
+    assert ib.summarise([_na("t1", "z"), *rows])["paired"] == {"ours": "z", "psnr": {}, "ssim": {}}
 
 
 def test_markdown_sentences_come_from_the_numbers():

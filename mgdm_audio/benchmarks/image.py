@@ -594,7 +594,9 @@ def paired_by_image(rows: Sequence[dict[str, Any]], ours: str, metric: str = "ps
         if r["status"] == "ok":
             values[r["sampler"]][r["task"]][r["image"]] = float(r[metric])
     out: dict[str, dict[str, Any]] = {}
-    for other in values:
+    if ours not in values:  # the first sampler ran nowhere (n/a on every task): nothing to pair
+        return {}
+    for other in list(values):
         tasks = [t for t in values[ours] if t in values[other]] if other != ours else []
         if not tasks:
             continue
@@ -633,8 +635,9 @@ def summarise(rows: Sequence[dict[str, Any]], seed: int = 0) -> dict[str, Any]:
 
 
 def _paired(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """The first sampler of the rows against every other, paired by image (PSNR and SSIM); empty for one sampler."""
-    first = next((r["sampler"] for r in rows if r["status"] == "ok"), None)
+    """The first sampler of the rows (the first ``--samplers`` entry, n/a rows included) against every other, paired
+    by image (PSNR and SSIM); empty without rows."""
+    first = next((r["sampler"] for r in rows), None)
     if first is None:
         return {}
     return {"ours": first, "psnr": paired_by_image(rows, first, "psnr"), "ssim": paired_by_image(rows, first, "ssim")}
