@@ -283,7 +283,8 @@ def _restore(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
-        score = f", PSNR {summary['psnr']:.2f} dB, SSIM {summary['ssim']:.3f}" if summary["psnr"] is not None else ""
+        scored = summary["psnr"] is not None and summary["ssim"] is not None
+        score = f", PSNR {summary['psnr']:.2f} dB, SSIM {summary['ssim']:.3f}" if scored else ""
         print(
             f"{summary['task']}: {summary['sampler']} ({preset_label(summary['preset'], summary['sampler_preset'])}), "
             f"K={summary['n_samples']}, "

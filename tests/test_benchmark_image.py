@@ -160,6 +160,11 @@ def test_paired_by_image_averages_the_common_tasks_then_pairs_images():
     nowhere = ib.summarise([_na("t2", "b"), *rows])["paired"]
     assert nowhere["ours"] == "b" and nowhere["psnr"]["a"]["tasks"] == ["t1"]
     assert ib.summarise([_na("t1", "z"), *rows])["paired"] == {"ours": "z", "psnr": {}, "ssim": {}}
+    # a diverged run scores None: that image drops out of the pair instead of breaking the summary
+    diverged = [{**r, "psnr": None} if (r["sampler"], r["task"], r["image"]) == ("b", "t1", 2) else r for r in rows]
+    assert ib.paired_by_image(diverged, "a", "psnr")["b"]["images"] == 2
+    one = ib._paired_lines(ib.summarise([r for r in rows if r["image"] == 0])["paired"])
+    assert "| +1.00 [n = 1] |" in "\n".join(one) and "no interval (1 image)" in "\n".join(one)
 
 
 def test_markdown_sentences_come_from_the_numbers():

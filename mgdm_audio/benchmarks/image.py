@@ -591,7 +591,7 @@ def paired_by_image(rows: Sequence[dict[str, Any]], ours: str, metric: str = "ps
     on which ``ours`` is higher and the tasks the means are over."""
     values: dict[str, dict[str, dict[Any, float]]] = defaultdict(lambda: defaultdict(dict))
     for r in rows:
-        if r["status"] == "ok":
+        if r["status"] == "ok" and r.get(metric) is not None:  # a non-finite score (a diverged run) is None
             values[r["sampler"]][r["task"]][r["image"]] = float(r[metric])
     out: dict[str, dict[str, Any]] = {}
     if ours not in values:  # the first sampler ran nowhere (n/a on every task): nothing to pair
@@ -737,6 +737,14 @@ def _bootstrap_lines(summary: dict[str, Any], samplers: Sequence[str]) -> list[s
     return lines
 
 
+def _bracket(interval: dict[str, Any], digits: int) -> str:
+    """``+m [+lo, +hi]``, or ``+m [n = 1]`` where the interval is undefined (one value)."""
+    m, lo, hi = interval["mean"], interval["lo"], interval["hi"]
+    if lo is None or hi is None:
+        return f"{m:+.{digits}f} [n = {interval['n']}]"
+    return f"{m:+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}]"
+
+
 def _paired_lines(paired: dict[str, Any]) -> list[str]:
     """The first sampler minus each other sampler, paired by image, with t intervals and plain words."""
     if not paired.get("psnr"):
@@ -754,9 +762,10 @@ def _paired_lines(paired: dict[str, Any]) -> list[str]:
     ]
     for other, p in paired["psnr"].items():
         d, q = p["difference"], paired["ssim"].get(other, {}).get("difference")
-        psnr = "n/a" if d["lo"] is None else f"{d['mean']:+.2f} [{d['lo']:+.2f}, {d['hi']:+.2f}]"
-        ssim = "n/a" if not q or q["lo"] is None else f"{q['mean']:+.3f} [{q['lo']:+.3f}, {q['hi']:+.3f}]"
-        if d["lo"] is None or d["lo"] <= 0.0 <= d["hi"]:
+        psnr, ssim = _bracket(d, 2), "n/a" if not q else _bracket(q, 3)
+        if d["lo"] is None:
+            words = f"no interval ({d['n']} image)"
+        elif d["lo"] <= 0.0 <= d["hi"]:
             words = f"{ours} level with {other}"
         elif d["mean"] > 0:
             words = f"{ours} ahead by {d['mean']:.2f} dB [{d['lo']:.2f}, {d['hi']:.2f}]"
