@@ -72,7 +72,7 @@ from mgdm_audio.image.data import DEFAULT_ROOT, load_fashion_mnist
 from mgdm_audio.image.operators import TASKS, make_operator
 from mgdm_audio.image.priors import ImagePrior, load_image_prior
 from mgdm_audio.image.tasks import KERNEL_WIZARD_HELP
-from mgdm_audio.metrics.intervals import BOOTSTRAP_RESAMPLES, bootstrap_percentile, paired_on_common
+from mgdm_audio.metrics.intervals import BOOTSTRAP_RESAMPLES, bootstrap_percentile, paired_on_common, plain_words
 from mgdm_audio.samplers.run import RunSpec, parse_run_specs
 
 SAMPLERS = ("mgdm", "dps", "pigdm", "diffpir", "ddrm", "reddiff", "daps", "pnpdm", "vml_map")
@@ -584,11 +584,22 @@ def bootstrap_ranks(
     }
 
 
+#: per metric: the unit and digits of its paired differences in words and brackets
+PAIRED_FORMAT = {"psnr": ("dB", 2), "ssim": ("SSIM", 3)}
+
+
+def _image_means(by_task: dict[str, dict[Any, float]], tasks: list[str]) -> dict[Any, float]:
+    """Each image's mean over ``tasks`` (images present in all of them)."""
+    images = [i for i in by_task[tasks[0]] if all(i in by_task[t] for t in tasks)]
+    return {i: fmean(by_task[t][i] for t in tasks) for i in images}
+
+
 def paired_by_image(rows: Sequence[dict[str, Any]], ours: str, metric: str = "psnr") -> dict[str, dict[str, Any]]:
     """``ours`` against every other sampler, paired by image: on the tasks both run, each image's mean ``metric``
     over those tasks, and the Student-t 95 % interval of the mean of ``ours - other`` over the images
     (:func:`~mgdm_audio.metrics.intervals.paired_on_common`; positive: ``ours`` is higher), with the number of images
-    on which ``ours`` is higher and the tasks the means are over."""
+    on which ``ours`` is higher, the tasks the means are over, and the difference as a bracket and in words."""
+    unit, digits = PAIRED_FORMAT[metric]
     values: dict[str, dict[str, dict[Any, float]]] = defaultdict(lambda: defaultdict(dict))
     for r in rows:
         if r["status"] == "ok" and r.get(metric) is not None:  # a non-finite score (a diverged run) is None
@@ -600,18 +611,25 @@ def paired_by_image(rows: Sequence[dict[str, Any]], ours: str, metric: str = "ps
         tasks = [t for t in values[ours] if t in values[other]] if other != ours else []
         if not tasks:
             continue
-
-        def per_image(sampler: str, tasks: list[str] = tasks) -> dict[Any, float]:
-            images = [i for i in values[sampler][tasks[0]] if all(i in values[sampler][t] for t in tasks)]
-            return {i: fmean(values[sampler][t][i] for t in tasks) for i in images}
-
-        mine, theirs = per_image(ours), per_image(other)
+        mine, theirs = _image_means(values[ours], tasks), _image_means(values[other], tasks)
         paired = paired_on_common(mine, theirs)
         if paired is None:
             continue
         interval, _ = paired
-        higher = sum(mine[i] > theirs[i] for i in mine if i in theirs)
-        out[other] = {"difference": interval.as_dict(), "higher_on": higher, "images": interval.n, "tasks": tasks}
+        if not interval.defined:
+            words = f"no interval ({interval.n} image)"
+        elif interval.contains_zero:
+            words = f"{ours} level with {other}"
+        else:
+            words = f"{ours} {plain_words(interval, unit, digits)}"
+        out[other] = {
+            "difference": interval.as_dict(),
+            "higher_on": sum(mine[i] > theirs[i] for i in mine if i in theirs),
+            "images": interval.n,
+            "tasks": tasks,
+            "bracket": interval.bracket(digits),
+            "words": words,
+        }
     return out
 
 
@@ -737,14 +755,6 @@ def _bootstrap_lines(summary: dict[str, Any], samplers: Sequence[str]) -> list[s
     return lines
 
 
-def _bracket(interval: dict[str, Any], digits: int) -> str:
-    """``+m [+lo, +hi]``, or ``+m [n = 1]`` where the interval is undefined (one value)."""
-    m, lo, hi = interval["mean"], interval["lo"], interval["hi"]
-    if lo is None or hi is None:
-        return f"{m:+.{digits}f} [n = {interval['n']}]"
-    return f"{m:+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}]"
-
-
 def _paired_lines(paired: dict[str, Any]) -> list[str]:
     """The first sampler minus each other sampler, paired by image, with t intervals and plain words."""
     if not paired.get("psnr"):
@@ -761,17 +771,11 @@ def _paired_lines(paired: dict[str, Any]) -> list[str]:
         "|---|---|---|---|---|---|",
     ]
     for other, p in paired["psnr"].items():
-        d, q = p["difference"], paired["ssim"].get(other, {}).get("difference")
-        psnr, ssim = _bracket(d, 2), "n/a" if not q else _bracket(q, 3)
-        if d["lo"] is None:
-            words = f"no interval ({d['n']} image)"
-        elif d["lo"] <= 0.0 <= d["hi"]:
-            words = f"{ours} level with {other}"
-        elif d["mean"] > 0:
-            words = f"{ours} ahead by {d['mean']:.2f} dB [{d['lo']:.2f}, {d['hi']:.2f}]"
-        else:
-            words = f"{ours} behind by {-d['mean']:.2f} dB [{-d['hi']:.2f}, {-d['lo']:.2f}]"
-        lines.append(f"| {other} | {len(p['tasks'])} | {psnr} | {p['higher_on']} of {p['images']} | {ssim} | {words} |")
+        ssim = paired["ssim"].get(other, {}).get("bracket", "n/a")
+        lines.append(
+            f"| {other} | {len(p['tasks'])} | {p['bracket']} | {p['higher_on']} of {p['images']} | {ssim} "
+            f"| {p['words']} |"
+        )
     return lines
 
 

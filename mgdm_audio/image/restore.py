@@ -66,7 +66,6 @@ from mgdm_audio.image.solve import (
     image_run,
     measure,
     sampler_applicable,
-    sampler_preset,
     solve,
 )
 from mgdm_audio.image.tasks import INPUT_RULES
@@ -501,9 +500,8 @@ def restore(
         panels.append(Panel("mean", mean_title, result.mean[0].cpu().numpy()))
         spread = result.spread[0].mean(dim=0).cpu().numpy()
         panels.append(Panel("spread", "per-pixel spread (std)", spread, kind="map", colorbar=True))
-    resolved = sampler_preset(preset, sampler, loaded.kind)  # what ran: e.g. `default` -> `image` or `image-latent`
     title = (
-        f"{task} | prior {loaded.name} | {sampler} ({preset_label(preset, resolved)}) | K={n_samples} "
+        f"{task} | prior {loaded.name} | {sampler} ({preset_label(preset, result.sampler_preset)}) | K={n_samples} "
         f"| NFE {result.nfe}, VJP {result.vjp}"
         f" | seed {seed}"
     )
@@ -515,7 +513,7 @@ def restore(
         "prior": loaded.name,
         "sampler": sampler,
         "preset": preset,
-        "sampler_preset": resolved,
+        "sampler_preset": result.sampler_preset,
         "seed": seed,
         "n_samples": n_samples,
         "sigma_y": sigma_y,

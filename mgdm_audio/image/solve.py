@@ -34,6 +34,7 @@ class Restoration:
     seconds: float
     sampler: str
     preset: str
+    sampler_preset: str  # the sampler's own preset that ran (e.g. `default` -> `image` or `image-latent`)
     info: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -106,6 +107,7 @@ def solve(
         seconds=result.seconds,
         sampler=sampler,
         preset=preset,
+        sampler_preset=run.sampler_preset,
         info=result.info,
     )
 
